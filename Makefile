@@ -1,0 +1,51 @@
+# camount — see README.md. `make demo` runs the main job on a generated example,
+# `make test` runs every test (installing what they need first).
+GO      ?= go
+BIN     ?= bin/camount
+PREFIX  ?= /usr/local
+FUZZTIME ?= 8s
+# Fuzz targets run briefly by `make test`: package:FuzzName.
+FUZZ_TARGETS = \
+	./chunker:FuzzReadIndex \
+	./fetch:FuzzDecodeChunk
+
+.PHONY: all build deps test test-long fuzz bench demo install clean vet
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/camount
+
+deps:
+	./scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+test: deps build vet
+	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+test-long: deps build
+	CAMOUNT_TEST_LONG=1 $(GO) test -count=1 -timeout 60m ./...
+	$(MAKE) fuzz FUZZTIME=2m
+
+bench: deps build
+	./bench/run.sh
+
+demo: deps build
+	./scripts/demo.sh
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/camount
+
+clean:
+	rm -rf bin

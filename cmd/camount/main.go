@@ -1,0 +1,157 @@
+// Command camount gives lazy, verified, read-only access to casync images
+// (.caibx blobs and .caidx trees) and creates and inspects them byte-compatibly
+// with casync.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one verb of the CLI. Each verb lives in its own file and
+// registers itself from init, so verbs can be added without touching main.
+type command struct {
+	name    string
+	args    string // usage synopsis after the verb, e.g. "[flags] INDEX DIR"
+	summary string // one line for the verb list
+	// run parses its own flags from fs (already populated by setup) and args.
+	setup func(fs *flag.FlagSet) func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what every verb gets: streams and the logger.
+type env struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) {
+	if _, dup := commands[c.name]; dup {
+		panic("camount: duplicate command " + c.name)
+	}
+	commands[c.name] = c
+}
+
+// usageError is returned for bad command-line use; main prints the verb's usage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(argv []string, stdout, stderr io.Writer) int {
+	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" {
+		printUsage(stderr)
+		if len(argv) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if argv[0] == "--version" || argv[0] == "version" {
+		fmt.Fprintln(stdout, "camount", version)
+		return 0
+	}
+	c, ok := commands[argv[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "camount: unknown command %q\n\n", argv[0])
+		printUsage(stderr)
+		return 2
+	}
+	fs := flag.NewFlagSet("camount "+c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("verbose", false, "log debug messages")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: camount %s %s\n\n%s\n\nflags:\n", c.name, c.args, c.summary)
+		fs.PrintDefaults()
+	}
+	runFn := c.setup(fs)
+	if err := fs.Parse(reorderFlags(fs, argv[1:])); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	e := &env{stdout: stdout, stderr: stderr,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runFn(ctx, e, fs.Args()); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "camount %s: %s\n", c.name, ue.msg)
+			fmt.Fprintf(stderr, "usage: camount %s %s\n", c.name, c.args)
+			return 2
+		}
+		fmt.Fprintf(stderr, "camount %s: %v\n", c.name, err)
+		return 1
+	}
+	return 0
+}
+
+// reorderFlags lets flags follow positional arguments (casync style:
+// "camount make out.caibx in --store=x"). A lone "--" ends flag parsing.
+func reorderFlags(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			f := fs.Lookup(name)
+			if f == nil {
+				continue
+			}
+			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+				continue
+			}
+			if i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, append([]string{"--"}, pos...)...)
+}
+
+var version = "dev"
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "camount: lazy, verified, read-only access to casync images")
+	fmt.Fprintln(w, "\nusage: camount COMMAND [flags] ARGS...\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'camount COMMAND --help' for a command's flags.")
+}

@@ -1,0 +1,87 @@
+// Package integration runs the built camount binary against real peers:
+// the casync binary, FUSE, nginx, NBD clients. Each test starts what it needs
+// and stops it; servers listen on loopback or unix sockets only.
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// camountBin is the path of the camount binary built once for all tests.
+var camountBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "camount-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	camountBin = filepath.Join(dir, "camount")
+	build := exec.Command("go", "build", "-o", camountBin, "../cmd/camount")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building camount:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needCmd skips the test when a peer program is not installed. .ci/run
+// installs all of them, so a skip only happens on a hand-made machine.
+func needCmd(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s is not installed (make test / .ci/run install it)", n)
+		}
+	}
+}
+
+// needRoot skips tests that need root (loop devices, mount, chown).
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mount, chown)")
+	}
+}
+
+// runCmd runs a program and returns its stdout; it fails the test on error,
+// showing stderr.
+func runCmd(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := tryCmd(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// tryCmd runs a program and returns stdout, and an error that includes stderr.
+func tryCmd(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w\nstderr: %s", err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// camount runs the built binary and fails the test on error.
+func camount(t testing.TB, args ...string) string {
+	t.Helper()
+	return runCmd(t, camountBin, args...)
+}
+
+// tryCamount runs the built binary and returns stdout and the error.
+func tryCamount(args ...string) (string, error) {
+	return tryCmd(camountBin, args...)
+}

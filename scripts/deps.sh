@@ -1,0 +1,38 @@
+#!/bin/sh
+# Installs what camount's build, demo and tests need on a Debian machine:
+# the Go modules, and the peer programs the integration tests run against.
+# Safe to run again: it installs only what is missing.
+set -eu
+pkgs=""
+need() { # need COMMAND PACKAGE
+	command -v "$1" >/dev/null 2>&1 || pkgs="$pkgs $2"
+}
+need casync casync
+need nbdinfo libnbd-bin
+need nbdsh python3-libnbd
+need qemu-img qemu-utils
+need nbdkit nbdkit
+need sfdisk fdisk
+need nginx nginx-light
+need fusermount3 fuse3
+need getfattr attr
+need setfacl acl
+need mkfs.ext4 e2fsprogs
+need losetup mount
+need hyperfine hyperfine
+need fio fio
+need qemu-system-x86_64 qemu-system-x86
+need busybox busybox-static
+need cpio cpio
+if [ -z "$(ls /boot/vmlinuz-* 2>/dev/null)" ]; then pkgs="$pkgs linux-image-amd64"; fi
+if [ -n "$pkgs" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing packages:$pkgs (run as root, or install them)" >&2
+		exit 0
+	fi
+	echo "deps: installing$pkgs" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+go mod download
