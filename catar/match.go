@@ -184,14 +184,16 @@ func fnm(pat, s string) bool {
 }
 
 var charClasses = map[string]func(byte) bool{
-	"alpha":  func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' },
-	"digit":  func(c byte) bool { return c >= '0' && c <= '9' },
-	"alnum":  func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' },
-	"upper":  func(c byte) bool { return c >= 'A' && c <= 'Z' },
-	"lower":  func(c byte) bool { return c >= 'a' && c <= 'z' },
-	"space":  func(c byte) bool { return c == ' ' || c >= '\t' && c <= '\r' },
-	"blank":  func(c byte) bool { return c == ' ' || c == '\t' },
-	"punct":  func(c byte) bool { return c > ' ' && c < 127 && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') },
+	"alpha": func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' },
+	"digit": func(c byte) bool { return c >= '0' && c <= '9' },
+	"alnum": func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' },
+	"upper": func(c byte) bool { return c >= 'A' && c <= 'Z' },
+	"lower": func(c byte) bool { return c >= 'a' && c <= 'z' },
+	"space": func(c byte) bool { return c == ' ' || c >= '\t' && c <= '\r' },
+	"blank": func(c byte) bool { return c == ' ' || c == '\t' },
+	"punct": func(c byte) bool {
+		return c > ' ' && c < 127 && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
+	},
 	"xdigit": func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' },
 	"cntrl":  func(c byte) bool { return c < ' ' || c == 127 },
 	"print":  func(c byte) bool { return c >= ' ' && c < 127 },
