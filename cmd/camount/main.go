@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -155,3 +156,6 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun 'camount COMMAND --help' for a command's flags.")
 }
+
+// bufferedStdout wraps stdout for verbs that print many lines.
+func bufferedStdout(e *env) *bufio.Writer { return bufio.NewWriterSize(e.stdout, 1<<16) }

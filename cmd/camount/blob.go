@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/camount/camount/cache"
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// byteSize is a flag holding a size with an optional K/M/G/T suffix (powers of 1024).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Set(v string) error {
+	n, err := parseByteSize(v)
+	*b = byteSize(n)
+	return err
+}
+
+func parseByteSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	if s != "" {
+		switch strings.ToUpper(s[len(s)-1:]) {
+		case "K":
+			mult = 1 << 10
+		case "M":
+			mult = 1 << 20
+		case "G":
+			mult = 1 << 30
+		case "T":
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			s = s[:len(s)-1]
+		}
+		s = strings.TrimSuffix(strings.TrimSuffix(s, "i"), "B")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (examples: 1048576, 512K, 256M, 2G)", v)
+	}
+	return n * mult, nil
+}
+
+// blobFlags are the flags of every verb that reads an image through stores.
+type blobFlags struct {
+	stores    stringList
+	cacheSize byteSize
+	workers   int
+}
+
+func addBlobFlags(fs *flag.FlagSet) *blobFlags {
+	o := &blobFlags{cacheSize: cache.DefaultMemoryBytes}
+	fs.Var(&o.stores, "store", "chunk store `DIR` (repeatable: tried in order); default: $CASYNC_STORE, else default.castr beside the index")
+	fs.Var(&o.cacheSize, "cache-size", "memory cache of verified chunks, in `BYTES` (K/M/G suffixes)")
+	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 16)")
+	return o
+}
+
+// storeSpecs returns the store locations for an index, casync's way.
+func (o *blobFlags) storeSpecs(index string) []string {
+	if len(o.stores) > 0 {
+		return o.stores
+	}
+	if s := os.Getenv("CASYNC_STORE"); s != "" {
+		return []string{s}
+	}
+	return []string{filepath.Join(filepath.Dir(index), "default.castr")}
+}
+
+// openStore turns a --store value into a Store.
+func openStore(spec string) (fetch.Store, error) {
+	st, err := os.Stat(spec)
+	if err != nil {
+		return nil, fmt.Errorf("chunk store %s: %w", spec, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("chunk store %s: not a directory", spec)
+	}
+	return fetch.NewLocalStore(spec), nil
+}
+
+// loadIndex reads and validates an index file.
+func loadIndex(ctx context.Context, path string) (*chunker.Index, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	x, err := chunker.ReadIndex(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return x, nil
+}
+
+// openBlob loads an index and returns a Blob reading it through the stores.
+func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.Blob, *chunker.Index, error) {
+	x, err := loadIndex(ctx, index)
+	if err != nil {
+		return nil, nil, err
+	}
+	var stores []fetch.Store
+	for _, spec := range o.storeSpecs(index) {
+		s, err := openStore(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		stores = append(stores, s)
+	}
+	mem := cache.NewMemory(int64(o.cacheSize))
+	if o.cacheSize == 0 {
+		mem = cache.NewMemory(-1)
+	}
+	s, err := fetch.NewScheduler(fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return fetch.NewBlob(x, s, index), x, nil
+}
+
+// indexKind tells a blob index from a tree index or archive by suffix, as casync does.
+type indexKind int
+
+const (
+	kindUnknown indexKind = iota
+	kindBlobIndex
+	kindTreeIndex
+	kindArchive
+)
+
+func kindOf(path string) indexKind {
+	switch {
+	case strings.HasSuffix(path, ".caibx"):
+		return kindBlobIndex
+	case strings.HasSuffix(path, ".caidx"):
+		return kindTreeIndex
+	case strings.HasSuffix(path, ".catar"):
+		return kindArchive
+	}
+	return kindUnknown
+}

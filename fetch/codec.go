@@ -1,0 +1,210 @@
+package fetch
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/camount/camount/chunker"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression is a chunk compression format of casync stores.
+type Compression int
+
+const (
+	Zstd Compression = iota // casync's default
+	XZ
+	Gzip
+	None // uncompressed chunk files (no .cacnk suffix); casync reads but never writes them
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Zstd:
+		return "zstd"
+	case XZ:
+		return "xz"
+	case Gzip:
+		return "gzip"
+	}
+	return "none"
+}
+
+// ParseCompression parses --compression values.
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "zstd", "":
+		return Zstd, nil
+	case "xz":
+		return XZ, nil
+	case "gzip":
+		return Gzip, nil
+	}
+	return 0, fmt.Errorf("unknown compression %q (want zstd, xz or gzip)", s)
+}
+
+// MaxChunkSize bounds decompressed and compressed chunk sizes, as casync does.
+const MaxChunkSize = chunker.MaxChunkSizeLimit
+
+var (
+	magicXZ   = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	magicGzip = []byte{0x1f, 0x8b}
+	magicZstd = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// detect returns the compression of stored bytes from their magic, testing
+// xz, gzip, zstd in casync's order; None when no magic matches.
+func detect(b []byte) Compression {
+	switch {
+	case bytes.HasPrefix(b, magicXZ):
+		return XZ
+	case bytes.HasPrefix(b, magicGzip):
+		return Gzip
+	case bytes.HasPrefix(b, magicZstd):
+		return Zstd
+	}
+	return None
+}
+
+var (
+	zstdDecOnce sync.Once
+	zstdDec     *zstd.Decoder
+	zstdEncOnce sync.Once
+	zstdEnc     *zstd.Encoder
+)
+
+func zstdDecoder() *zstd.Decoder {
+	zstdDecOnce.Do(func() {
+		zstdDec, _ = zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithDecoderMaxMemory(MaxChunkSize),
+			zstd.WithDecoderMaxWindow(MaxChunkSize))
+	})
+	return zstdDec
+}
+
+func zstdEncoder() *zstd.Encoder {
+	zstdEncOnce.Do(func() {
+		zstdEnc, _ = zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderCRC(false))
+	})
+	return zstdEnc
+}
+
+// Compress encodes a chunk for a store, as casync writes it.
+func Compress(c Compression, data []byte) ([]byte, error) {
+	switch c {
+	case Zstd:
+		return zstdEncoder().EncodeAll(data, make([]byte, 0, len(data)/2+64)), nil
+	case XZ:
+		var buf bytes.Buffer
+		w, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&buf)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(data); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	case Gzip:
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(data)
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	case None:
+		return data, nil
+	}
+	return nil, fmt.Errorf("unknown compression %d", c)
+}
+
+var errTrailing = errors.New("bytes after the end of the compressed stream")
+
+// decompress decodes stored bytes of a known compression into a buffer of
+// capacity want (the size the index gives the chunk).
+func decompress(c Compression, b []byte, want uint64) ([]byte, error) {
+	switch c {
+	case Zstd:
+		out, err := zstdDecoder().DecodeAll(b, make([]byte, 0, want))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return out, nil
+	case XZ:
+		r, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		return readBounded(r, want, "xz")
+	case Gzip:
+		br := bytes.NewReader(b)
+		r, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		r.Multistream(false)
+		out, err := readBounded(r, want, "gzip")
+		if err == nil && br.Len() > 0 {
+			err = fmt.Errorf("gzip: %w", errTrailing)
+		}
+		return out, err
+	}
+	return b, nil
+}
+
+// readBounded reads a decompressor to its end, refusing more than want bytes.
+func readBounded(r io.Reader, want uint64, name string) ([]byte, error) {
+	out := make([]byte, 0, want)
+	buf := bytes.NewBuffer(out)
+	n, err := io.Copy(buf, io.LimitReader(r, int64(want)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if uint64(n) > want {
+		return nil, fmt.Errorf("%s: decompresses to more than %d bytes", name, want)
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeChunk turns stored bytes into the verified chunk: it decompresses by
+// magic (or takes the bytes as raw), checks the size the index gives, and
+// checks the digest. Any failure is a *CorruptChunkError; the returned bytes
+// are always exactly the chunk.
+func DecodeChunk(c chunker.Chunk, d chunker.Digest, stored []byte) ([]byte, error) {
+	fail := func(err error) ([]byte, error) { return nil, &CorruptChunkError{ID: c.ID, Err: err} }
+	if len(stored) == 0 {
+		return fail(errors.New("empty chunk file"))
+	}
+	if len(stored) > MaxChunkSize {
+		return fail(fmt.Errorf("stored size %d exceeds %d", len(stored), MaxChunkSize))
+	}
+	comp := detect(stored)
+	data, err := decompress(comp, stored, c.Size)
+	if err == nil && uint64(len(data)) != c.Size {
+		err = fmt.Errorf("decompressed to %d bytes, the index says %d", len(data), c.Size)
+	}
+	if err == nil && d.Sum(data) != c.ID {
+		err = errors.New("digest mismatch")
+	}
+	if err != nil && comp != None && uint64(len(stored)) == c.Size && d.Sum(stored) == c.ID {
+		// An uncompressed chunk that happens to start with a magic.
+		return stored, nil
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return data, nil
+}
