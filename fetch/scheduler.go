@@ -70,10 +70,10 @@ type Scheduler struct {
 
 	mu       sync.Mutex
 	wake     *sync.Cond
-	inflight map[chunker.ID]*call     // guarded by mu
-	queues   [numPriorities][]*call   // guarded by mu; FIFO, stale entries skipped
-	running  [numPriorities]int       // guarded by mu
-	closed   bool                     // guarded by mu
+	inflight map[chunker.ID]*call   // guarded by mu
+	queues   [numPriorities][]*call // guarded by mu; FIFO, stale entries skipped
+	running  [numPriorities]int     // guarded by mu
+	closed   bool                   // guarded by mu
 	wg       sync.WaitGroup
 
 	Stats Stats
@@ -403,15 +403,15 @@ func (e *ChunkError) Unwrap() []error { return e.Errs }
 
 // Stats counts the scheduler's work. All fields are safe to read at any time.
 type Stats struct {
-	MemHits, DiskHits, ZeroHits   atomic.Int64
-	Fetched                       [numPriorities]atomic.Int64 // chunks fetched per priority
-	FetchedBytes                  [numPriorities]atomic.Int64 // uncompressed bytes
-	Failed, Corrupt, StoreErrors  atomic.Int64
-	Promoted, Prefetched          atomic.Int64
-	storeNames                    []string
-	storeChunks, storeBytes       []atomic.Int64
-	latMu                         sync.Mutex
-	latencies                     []time.Duration // foreground fetch latencies, bounded sample
+	MemHits, DiskHits, ZeroHits  atomic.Int64
+	Fetched                      [numPriorities]atomic.Int64 // chunks fetched per priority
+	FetchedBytes                 [numPriorities]atomic.Int64 // uncompressed bytes
+	Failed, Corrupt, StoreErrors atomic.Int64
+	Promoted, Prefetched         atomic.Int64
+	storeNames                   []string
+	storeChunks, storeBytes      []atomic.Int64
+	latMu                        sync.Mutex
+	latencies                    []time.Duration // foreground fetch latencies, bounded sample
 }
 
 func (st *Stats) init(stores []Store) {
