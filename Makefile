@@ -7,7 +7,9 @@ FUZZTIME ?= 8s
 # Fuzz targets run briefly by `make test`: package:FuzzName.
 FUZZ_TARGETS = \
 	./chunker:FuzzReadIndex \
-	./fetch:FuzzDecodeChunk
+	./fetch:FuzzDecodeChunk \
+	./blockdev:FuzzOptions \
+	./blockdev:FuzzRequests
 
 .PHONY: all build deps test test-long fuzz bench demo install clean vet
 

@@ -1,0 +1,466 @@
+package blockdev
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"sync"
+)
+
+// conn is one connection in the transmission phase.
+//
+// One goroutine (serve) reads requests; READ and CACHE run in their own
+// goroutines, bounded by budget, and reply as they finish. Replies are
+// written whole under wmu, so they never interleave on the socket.
+type conn struct {
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+	s      *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	st     *session
+	x      *export
+	log    *slog.Logger
+	wg     sync.WaitGroup // request goroutines
+	bud    budget
+	hdr    [requestSize]byte // request header, used by serve only
+	bsBuf  []byte            // block status scratch, used by serve only
+
+	wmu     sync.Mutex // guards the fields below and writes to nc
+	werr    error      // first write error; later replies are dropped
+	wbuf    []byte     // a small reply, header and data together
+	vec     [2][]byte  // header and data of a large reply (writev)
+	rhdr    [32]byte   // reply header scratch
+	smallSz int
+}
+
+func newConn(ctx context.Context, cancel context.CancelFunc, s *Server, nc net.Conn, br *bufio.Reader, st *session, log *slog.Logger) *conn {
+	c := &conn{ctx: ctx, cancel: cancel, s: s, nc: nc, br: br, st: st, x: st.exp, log: log, smallSz: 16 << 10}
+	c.bud.init(s.opt.MaxInFlight, s.opt.MaxInFlightBytes)
+	c.wbuf = make([]byte, 0, c.smallSz+64)
+	return c
+}
+
+// serve reads and dispatches requests until DISC, an error or ctx ends.
+func (c *conn) serve() error {
+	for {
+		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+			c.cancel()
+			c.wg.Wait()
+			if c.ctx.Err() != nil && !errors.Is(err, io.EOF) {
+				return nil // server shutdown or write failure closed the socket
+			}
+			if errors.Is(err, io.EOF) {
+				c.log.Debug("nbd: client disconnected without NBD_CMD_DISC")
+				return nil
+			}
+			return fmt.Errorf("nbd: reading request: %w", err)
+		}
+		r, err := parseRequest(c.hdr[:])
+		if err != nil {
+			c.cancel()
+			c.wg.Wait()
+			c.log.Warn("nbd: protocol error, disconnecting", "err", err)
+			return fmt.Errorf("nbd: %w", err)
+		}
+		done, err := c.dispatch(r)
+		if err != nil || done {
+			if err != nil {
+				c.cancel()
+			}
+			c.wg.Wait() // DISC: finish in-flight requests first
+			return err
+		}
+	}
+}
+
+// dispatch handles one request; done reports NBD_CMD_DISC.
+func (c *conn) dispatch(r request) (done bool, err error) {
+	switch r.typ {
+	case cmdRead:
+		allowed := uint16(0)
+		if c.st.structured {
+			allowed = cmdFlagDF
+		}
+		if err := c.check(r, allowed, true); err != nil {
+			return false, c.fail(r, err)
+		}
+		if r.length == 0 {
+			return false, c.ok(r, nil)
+		}
+		n := int(r.length)
+		c.bud.acquire(n)
+		c.wg.Add(1)
+		go c.read(r)
+		return false, nil
+
+	case cmdWrite:
+		if r.length > maxWritePayload {
+			return false, fmt.Errorf("nbd: WRITE of %d bytes is larger than %d, disconnecting", r.length, maxWritePayload)
+		}
+		if _, err := io.CopyN(io.Discard, c.br, int64(r.length)); err != nil {
+			return false, fmt.Errorf("nbd: reading WRITE payload: %w", err)
+		}
+		return false, c.writeCmd(r)
+
+	case cmdTrim, cmdWriteZeroes:
+		return false, c.writeCmd(r)
+
+	case cmdFlush:
+		if err := c.checkFlags(r, 0); err != nil {
+			return false, c.fail(r, err)
+		}
+		return false, c.ok(r, nil)
+
+	case cmdCache:
+		if err := c.check(r, 0, false); err != nil {
+			return false, c.fail(r, err)
+		}
+		if c.x.prefetch != nil {
+			if r.length > 0 {
+				c.x.prefetch.Prefetch(int64(r.offset), int64(r.length))
+			}
+			return false, c.ok(r, nil)
+		}
+		c.bud.acquire(cacheChunk)
+		c.wg.Add(1)
+		go c.cacheByReading(r)
+		return false, nil
+
+	case cmdBlockStatus:
+		if err := c.checkFlags(r, cmdFlagReqOne); err != nil {
+			return false, c.fail(r, err)
+		}
+		if !c.st.structured || !c.st.metaAlloc {
+			return false, c.fail(r, invalidf("BLOCK_STATUS without the base:allocation metadata context"))
+		}
+		if err := c.check(r, cmdFlagReqOne, false); err != nil {
+			return false, c.fail(r, err)
+		}
+		if r.length == 0 {
+			return false, c.fail(r, invalidf("BLOCK_STATUS of length 0"))
+		}
+		var aerr error
+		c.bsBuf, aerr = c.x.allocation(c.bsBuf[:0], int64(r.offset), int64(r.length), r.flags&cmdFlagReqOne != 0)
+		if aerr != nil {
+			return false, c.fail(r, aerr)
+		}
+		return false, c.blockStatus(r.cookie, c.bsBuf)
+
+	case cmdDisc:
+		return true, nil
+	}
+	return false, c.fail(r, invalidf("unknown %s", commandName(r.typ)))
+}
+
+// writeCmd answers WRITE, TRIM and WRITE_ZEROES on the read-only export.
+func (c *conn) writeCmd(r request) error {
+	if err := c.checkFlags(r, cmdFlagFUA|cmdFlagNoHole|cmdFlagFastZero); err != nil {
+		return c.fail(r, err)
+	}
+	return c.fail(r, ErrReadOnly)
+}
+
+func (c *conn) checkFlags(r request, allowed uint16) error {
+	if r.flags&^allowed != 0 {
+		return invalidf("%s with unsupported flags 0x%x", commandName(r.typ), r.flags&^allowed)
+	}
+	return nil
+}
+
+// check validates flags, range and (for a client that asked for block
+// sizes) alignment; payload limits the length to MaxPayload.
+func (c *conn) check(r request, allowed uint16, payload bool) error {
+	if err := c.checkFlags(r, allowed); err != nil {
+		return err
+	}
+	size := uint64(c.x.size)
+	if r.offset > size || uint64(r.length) > size-r.offset {
+		return invalidf("%s of %d bytes at offset %d is beyond the end of the export (%d bytes)", commandName(r.typ), r.length, r.offset, size)
+	}
+	if payload && r.length > MaxPayload {
+		return invalidf("%s of %d bytes is larger than the maximum payload %d", commandName(r.typ), r.length, MaxPayload)
+	}
+	if c.st.strict && (r.offset|uint64(r.length))%MinBlockSize != 0 {
+		return invalidf("%s of %d bytes at offset %d is not aligned to %d bytes", commandName(r.typ), r.length, r.offset, MinBlockSize)
+	}
+	return nil
+}
+
+func (c *conn) read(r request) {
+	defer c.wg.Done()
+	n := int(r.length)
+	defer c.bud.release(n)
+	bp := getBuf(n)
+	defer putBuf(bp)
+	buf := (*bp)[:n]
+	if err := c.x.readAt(c.ctx, buf, int64(r.offset)); err != nil {
+		c.fail(r, err)
+		return
+	}
+	c.ok(r, buf)
+}
+
+const cacheChunk = 1 << 20
+
+// cacheByReading serves CACHE for a source without Prefetcher by reading
+// the range (so a caching source keeps it) and discarding the bytes.
+func (c *conn) cacheByReading(r request) {
+	defer c.wg.Done()
+	defer c.bud.release(cacheChunk)
+	bp := getBuf(cacheChunk)
+	defer putBuf(bp)
+	off, end := int64(r.offset), int64(r.offset)+int64(r.length)
+	for off < end {
+		n := min(end-off, cacheChunk)
+		if err := c.x.readAt(c.ctx, (*bp)[:n], off); err != nil {
+			c.fail(r, err)
+			return
+		}
+		off += n
+	}
+	c.ok(r, nil)
+}
+
+// ok sends a successful reply: data for READ (a structured OFFSET_DATA
+// chunk or a simple reply with data), or an empty success.
+func (c *conn) ok(r request, data []byte) error {
+	if r.typ == cmdRead && c.st.structured {
+		if len(data) == 0 {
+			return c.structured(r.cookie, replyTypeNone, nil, nil)
+		}
+		var off [8]byte
+		binary.BigEndian.PutUint64(off[:], r.offset)
+		return c.structured(r.cookie, replyTypeOffsetData, off[:], data)
+	}
+	return c.simple(r.cookie, 0, data)
+}
+
+// fail sends an error reply for err (mapped by ErrorCode); READ and
+// BLOCK_STATUS get a structured ERROR chunk with a message when
+// structured replies are on.
+func (c *conn) fail(r request, err error) error {
+	code := ErrorCode(err)
+	switch code {
+	case EIO:
+		c.log.Warn("nbd: request failed", "cmd", commandName(r.typ), "offset", r.offset, "length", r.length, "err", err)
+	case ESHUTDOWN:
+	default:
+		c.log.Debug("nbd: request refused", "cmd", commandName(r.typ), "offset", r.offset, "length", r.length, "err", err)
+	}
+	if c.st.structured && (r.typ == cmdRead || r.typ == cmdBlockStatus) {
+		msg := err.Error()
+		if len(msg) > maxStringLen {
+			msg = msg[:maxStringLen]
+		}
+		var p [6]byte
+		binary.BigEndian.PutUint32(p[:], code)
+		binary.BigEndian.PutUint16(p[4:], uint16(len(msg)))
+		return c.structured(r.cookie, replyTypeError, p[:], []byte(msg))
+	}
+	return c.simple(r.cookie, code, nil)
+}
+
+func (c *conn) blockStatus(cookie uint64, descs []byte) error {
+	var id [4]byte
+	binary.BigEndian.PutUint32(id[:], metaAllocationID)
+	return c.structured(cookie, replyTypeBlockStatus, id[:], descs)
+}
+
+// simple writes a simple reply.
+func (c *conn) simple(cookie uint64, code uint32, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := c.rhdr[:16]
+	binary.BigEndian.PutUint32(h, simpleReplyMagic)
+	binary.BigEndian.PutUint32(h[4:], code)
+	binary.BigEndian.PutUint64(h[8:], cookie)
+	return c.writeLocked(h, data)
+}
+
+// structured writes one structured reply chunk with the DONE flag: the
+// fixed part of the payload (pre) followed by data.
+func (c *conn) structured(cookie uint64, typ uint16, pre, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := c.rhdr[:20+len(pre)]
+	binary.BigEndian.PutUint32(h, structReplyMagic)
+	binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+	binary.BigEndian.PutUint16(h[6:], typ)
+	binary.BigEndian.PutUint64(h[8:], cookie)
+	binary.BigEndian.PutUint32(h[16:], uint32(len(pre)+len(data)))
+	copy(h[20:], pre)
+	return c.writeLocked(h, data)
+}
+
+// writeLocked writes header and data as one reply: small replies copied
+// into one buffer, large ones with writev. The first error ends the
+// connection.
+func (c *conn) writeLocked(h, data []byte) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	var err error
+	if len(data) <= c.smallSz {
+		b := append(append(c.wbuf[:0], h...), data...)
+		_, err = c.nc.Write(b)
+	} else {
+		c.vec[0], c.vec[1] = h, data
+		bufs := net.Buffers(c.vec[:])
+		_, err = bufs.WriteTo(c.nc)
+		c.vec[0], c.vec[1] = nil, nil
+	}
+	if err != nil {
+		c.werr = fmt.Errorf("nbd: writing reply: %w", err)
+		c.cancel()
+		return c.werr
+	}
+	return nil
+}
+
+// readAt fills p from the export at off: source bytes, then zeros for the
+// padding past the source's end.
+func (x *export) readAt(ctx context.Context, p []byte, off int64) error {
+	if off >= x.srcSize {
+		clear(p)
+		return nil
+	}
+	m := min(int64(len(p)), x.srcSize-off)
+	n, err := x.Source.ReadAtContext(ctx, p[:m], off)
+	if int64(n) < m {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("short read of %d bytes at offset %d from a source of %d bytes: %w", n, off, x.srcSize, io.ErrUnexpectedEOF)
+		}
+		return err
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	clear(p[m:])
+	return nil
+}
+
+// maxDescriptors bounds the descriptors of one BLOCK_STATUS reply (the
+// server may describe less than asked; the client asks again).
+const maxDescriptors = 1 << 16
+
+// allocation appends base:allocation descriptors (u32 length, u32 flags)
+// for [off, off+length) to dst. Zero runs are shrunk to 512-byte
+// boundaries (the rest reported as data, which is always safe); a zero
+// run reaching the source's end covers the padding too. With one, only
+// the first descriptor is returned.
+func (x *export) allocation(dst []byte, off, length int64, one bool) ([]byte, error) {
+	end := off + length
+	pos := off
+	var last uint32 = 1 << 31 // flags of the last descriptor; none yet
+	n := 0
+	emit := func(to int64, flags uint32) bool {
+		if to <= pos {
+			return true
+		}
+		if n > 0 && flags == last && !one {
+			i := len(dst) - 8
+			binary.BigEndian.PutUint32(dst[i:], binary.BigEndian.Uint32(dst[i:])+uint32(to-pos))
+		} else {
+			if n >= maxDescriptors || one && n == 1 {
+				return false
+			}
+			dst = binary.BigEndian.AppendUint32(dst, uint32(to-pos))
+			dst = binary.BigEndian.AppendUint32(dst, flags)
+			n++
+			last = flags
+		}
+		pos = to
+		return !one
+	}
+	if x.extenter != nil && off < x.srcSize {
+		qend := min(end, x.srcSize)
+		exts, err := x.extenter.Extents(off, qend-off)
+		if err != nil {
+			return dst, err
+		}
+		for _, e := range exts {
+			if !e.Zero || e.Length <= 0 {
+				continue
+			}
+			zs := (max(e.Offset, pos) + MinBlockSize - 1) &^ (MinBlockSize - 1)
+			ze := (e.Offset + e.Length) &^ (MinBlockSize - 1)
+			if e.Offset+e.Length >= x.srcSize {
+				ze = x.size
+			}
+			ze = min(ze, end)
+			if zs >= ze {
+				continue
+			}
+			if !emit(zs, 0) || !emit(ze, stateHole|stateZero) {
+				return dst, nil
+			}
+		}
+	}
+	emit(end, 0)
+	return dst, nil
+}
+
+// budget bounds the requests (and their buffer bytes) in flight on one
+// connection. Only serve acquires, so a plain Signal wakes it.
+type budget struct {
+	mu             sync.Mutex
+	cond           sync.Cond
+	n, bytes       int
+	maxN, maxBytes int
+}
+
+func (b *budget) init(maxN, maxBytes int) {
+	b.cond.L = &b.mu
+	b.maxN, b.maxBytes = maxN, maxBytes
+}
+
+func (b *budget) acquire(size int) {
+	b.mu.Lock()
+	for b.n > 0 && (b.n >= b.maxN || b.bytes+size > b.maxBytes) {
+		b.cond.Wait()
+	}
+	b.n++
+	b.bytes += size
+	b.mu.Unlock()
+}
+
+func (b *budget) release(size int) {
+	b.mu.Lock()
+	b.n--
+	b.bytes -= size
+	b.mu.Unlock()
+	b.cond.Signal()
+}
+
+// Read buffers come from pools by power-of-two size class, 4 KiB to
+// MaxPayload, so steady-state reads allocate nothing.
+const minBufShift = 12
+
+var bufPools [26 - minBufShift]sync.Pool // classes 4 KiB … 32 MiB (MaxPayload)
+
+func bufClass(n int) int {
+	if n <= 1<<minBufShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - minBufShift
+}
+
+func getBuf(n int) *[]byte {
+	k := bufClass(n)
+	if v := bufPools[k].Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, 1<<(k+minBufShift))
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	bufPools[bufClass(cap(*b))].Put(b)
+}
