@@ -1,23 +1,618 @@
 package main
 
-// STUB written by the lead so cmd/camount builds before the catar work lands.
-// The catar engineer owns this file: replace it whole with the real
-// treeFlags/addTreeFlags/makeTree/extractTree (same signatures).
+// Tree images (.catar archives and .caidx indexes): make/extract helpers
+// called by make.go and extract, and the list, mtree and digest verbs.
 
 import (
+	"bufio"
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/camount/camount/catar"
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
 )
 
-type treeFlags struct{}
-
-func addTreeFlags(fs *flag.FlagSet) *treeFlags { return &treeFlags{} }
-
-func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string) error {
-	return errors.New("tree images (.caidx/.catar) are not supported yet")
+// treeFlags are the tree-specific flags (feature selection).
+type treeFlags struct {
+	with, without stringList
+	fs            *flag.FlagSet
 }
 
+func addTreeFlags(fs *flag.FlagSet) *treeFlags {
+	t := &treeFlags{fs: fs}
+	fs.Var(&t.with, "with", "store/use only these `FEATURES` (casync names or sets: best, unix, fat, chattr, fat-attrs, privileged, fuse, all; repeatable, comma-separated)")
+	fs.Var(&t.without, "without", "do not store/use these `FEATURES`")
+	return t
+}
+
+// flagValue returns the value of another flag of the same verb, or def.
+func (t *treeFlags) flagValue(name, def string) string {
+	if t.fs != nil {
+		if f := t.fs.Lookup(name); f != nil {
+			if v := f.Value.String(); v != "" {
+				return v
+			}
+		}
+	}
+	return def
+}
+
+// sha256 reports whether --digest=sha256 was given.
+func (t *treeFlags) sha256() bool { return t.flagValue("digest", "sha512-256") == "sha256" }
+
+// features composes the archive feature flags casync's way.
+func (t *treeFlags) features() (uint64, error) {
+	w, err := catar.ParseFeatureList(t.with)
+	if err != nil {
+		return 0, usagef("--with: %v", err)
+	}
+	wo, err := catar.ParseFeatureList(t.without)
+	if err != nil {
+		return 0, usagef("--without: %v", err)
+	}
+	return catar.TreeFeatures(w, wo, t.sha256())
+}
+
+// mask is the set of features a reader should use (--with/--without).
+func (t *treeFlags) mask() (uint64, error) {
+	w, err := catar.ParseFeatureList(t.with)
+	if err != nil {
+		return 0, usagef("--with: %v", err)
+	}
+	wo, err := catar.ParseFeatureList(t.without)
+	if err != nil {
+		return 0, usagef("--without: %v", err)
+	}
+	if w == 0 {
+		w = catar.WithMask
+	}
+	return w &^ wo, nil
+}
+
+// blobFlags returns the store options of the verb (for reading a .caidx).
+func (t *treeFlags) blobFlags() *blobFlags {
+	o := &blobFlags{}
+	if t.fs != nil {
+		if f := t.fs.Lookup("store"); f != nil {
+			if sl, ok := f.Value.(*stringList); ok {
+				o.stores = *sl
+			} else if v := f.Value.String(); v != "" {
+				o.stores = stringList{v}
+			}
+		}
+		if f := t.fs.Lookup("cache-size"); f != nil {
+			if b, ok := f.Value.(*byteSize); ok {
+				o.cacheSize = *b
+			}
+		}
+		if f := t.fs.Lookup("fetch-workers"); f != nil {
+			fmt.Sscan(f.Value.String(), &o.workers)
+		}
+	}
+	if o.cacheSize == 0 {
+		o.cacheSize = 256 << 20
+	}
+	return o
+}
+
+// makeTree encodes dir into out (.catar, or .caidx with chunks in the store)
+// and prints the archive digest, as casync make does.
+func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string) error {
+	features, err := tf.features()
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s is not a directory: a tree image (.caidx/.catar) is made from a directory", dir)
+	}
+	opts := catar.EncodeOptions{Features: features, Log: e.log}
+	var id chunker.ID
+	switch kindOf(out) {
+	case kindArchive:
+		tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		h := chunker.DigestOf(features).New()
+		if _, err := catar.Encode(ctx, io.MultiWriter(tmp, h), dir, opts); err != nil {
+			tmp.Close()
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp.Name(), out); err != nil {
+			return err
+		}
+		copy(id[:], h.Sum(nil))
+	case kindTreeIndex:
+		mf := &makeFlags{
+			store:       tf.flagValue("store", ""),
+			chunkSize:   tf.flagValue("chunk-size", "auto"),
+			digest:      tf.flagValue("digest", "sha512-256"),
+			compression: tf.flagValue("compression", "zstd"),
+		}
+		pr, pw := io.Pipe()
+		encErr := make(chan error, 1)
+		go func() {
+			_, err := catar.Encode(ctx, pw, dir, opts)
+			pw.CloseWithError(err)
+			encErr <- err
+		}()
+		id, err = writeIndex(ctx, e, pr, out, mf, features)
+		pr.CloseWithError(errors.New("index writer stopped"))
+		if eerr := <-encErr; eerr != nil {
+			return eerr
+		}
+		if err != nil {
+			return err
+		}
+	default:
+		return usagef("%s: output must end in .caidx or .catar", out)
+	}
+	fmt.Fprintln(e.stdout, id)
+	return nil
+}
+
+// extractTree recreates the tree of a .catar or .caidx under dir.
 func extractTree(ctx context.Context, e *env, tf *treeFlags, in string, dir string) error {
-	return errors.New("tree images (.caidx/.catar) are not supported yet")
+	r, closer, err := openStream(ctx, e, tf, in)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	return catar.Extract(ctx, catar.NewDecoder(r), dir, catar.ExtractOptions{Log: e.log})
+}
+
+// openStream returns the archive stream of a .catar or .caidx.
+func openStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reader, func(), error) {
+	switch kindOf(in) {
+	case kindArchive:
+		f, err := os.Open(in)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
+	case kindTreeIndex:
+		b, _, err := openBlob(ctx, e, in, tf.blobFlags())
+		if err != nil {
+			return nil, nil, err
+		}
+		return &seqReader{ctx: ctx, b: b}, func() {}, nil
+	}
+	return nil, nil, usagef("%s: input must end in .caidx or .catar", in)
+}
+
+// openArchive opens a .catar or .caidx for random access.
+func openArchive(ctx context.Context, e *env, tf *treeFlags, in string) (*catar.Archive, func(), error) {
+	switch kindOf(in) {
+	case kindArchive:
+		f, err := os.Open(in)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		a, err := catar.Open(f, st.Size())
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: %w", in, err)
+		}
+		return a, func() { f.Close() }, nil
+	case kindTreeIndex:
+		b, _, err := openBlob(ctx, e, in, tf.blobFlags())
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := catar.Open(ctxReaderAt{ctx, b}, b.Size())
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", in, err)
+		}
+		return a, func() {}, nil
+	}
+	return nil, nil, usagef("%s: input must be a directory, .catar or .caidx", in)
+}
+
+type ctxReaderAt struct {
+	ctx context.Context
+	b   *fetch.Blob
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) { return c.b.ReadAtContext(c.ctx, p, off) }
+
+// seqReader reads a blob front to back in large blocks, prefetching the
+// next block while the current one is consumed.
+type seqReader struct {
+	ctx context.Context
+	b   *fetch.Blob
+	off int64
+	buf []byte
+	pos int
+}
+
+const seqBlock = 4 << 20
+
+func (s *seqReader) Read(p []byte) (int, error) {
+	if s.pos >= len(s.buf) {
+		if s.off >= s.b.Size() {
+			return 0, io.EOF
+		}
+		n := int64(seqBlock)
+		if rem := s.b.Size() - s.off; rem < n {
+			n = rem
+		}
+		if cap(s.buf) < int(n) {
+			s.buf = make([]byte, seqBlock)
+		}
+		s.buf = s.buf[:n]
+		s.b.Prefetch(s.off+n, 2*seqBlock, fetch.Readahead)
+		m, err := s.b.ReadAtContext(s.ctx, s.buf, s.off)
+		if m < int(n) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		s.off += n
+		s.pos = 0
+	}
+	n := copy(p, s.buf[s.pos:])
+	s.pos += n
+	return n, nil
+}
+
+// source opens the input of list/mtree/digest: a directory (encoded on the
+// fly with the selected features), a .catar or a .caidx.
+func treeStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reader, func(), error) {
+	st, err := os.Stat(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !st.IsDir() {
+		return openStream(ctx, e, tf, in)
+	}
+	features, err := tf.features()
+	if err != nil {
+		return nil, nil, err
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := catar.Encode(ctx, pw, in, catar.EncodeOptions{Features: features, Log: e.log})
+		pw.CloseWithError(err)
+	}()
+	return pr, func() { cancel(); pr.Close(); <-done }, nil
+}
+
+func init() {
+	register(&command{
+		name:    "list",
+		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
+		summary: "list the entries of a tree, as casync list",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			addBlobFlags(fs)
+			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
+			tf := addTreeFlags(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				return runList(ctx, e, tf, args, false)
+			}
+		},
+	})
+	register(&command{
+		name:    "mtree",
+		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
+		summary: "print a tree in BSD mtree(5) format, as casync mtree",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			addBlobFlags(fs)
+			fs.String("digest", "sha512-256", "payload digest: sha512-256 or sha256")
+			tf := addTreeFlags(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				return runList(ctx, e, tf, args, true)
+			}
+		},
+	})
+	register(&command{
+		name:    "digest",
+		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx",
+		summary: "print the digest of a tree's archive stream, as casync digest",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			addBlobFlags(fs)
+			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
+			tf := addTreeFlags(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				return runDigest(ctx, e, tf, args)
+			}
+		},
+	})
+}
+
+func runDigest(ctx context.Context, e *env, tf *treeFlags, args []string) error {
+	if len(args) != 1 {
+		return usagef("want one directory, .catar or .caidx")
+	}
+	in := args[0]
+	if kindOf(in) == kindBlobIndex {
+		return usagef("%s: use camount info or a blob verb for .caibx images", in)
+	}
+	r, closer, err := treeStream(ctx, e, tf, in)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	d := chunker.SHA512_256
+	if tf.sha256() {
+		d = chunker.SHA256
+	}
+	h := d.New()
+	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, hex.EncodeToString(h.Sum(nil)))
+	return nil
+}
+
+func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bool) error {
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("want a directory, .catar or .caidx, and optionally a path inside it")
+	}
+	in := args[0]
+	sub := ""
+	if len(args) == 2 {
+		sub = strings.Trim(args[1], "/")
+	}
+	mask, err := tf.mask()
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(e.stdout, 256<<10)
+	defer w.Flush()
+	st, err := os.Stat(in)
+	if err != nil {
+		return err
+	}
+	// A full list of an archive or index uses random access: it reads only
+	// the metadata, never the payloads.
+	if !mtree && !st.IsDir() {
+		a, closer, err := openArchive(ctx, e, tf, in)
+		if err != nil {
+			return err
+		}
+		defer closer()
+		start := a.Root()
+		if sub != "" {
+			if start, err = a.LookupPath(sub); err != nil {
+				return err
+			}
+		}
+		return a.Walk(start, func(en *catar.Entry) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s %s\n", lsMode(en.Mode), listPath(en.Path, sub))
+			return nil
+		})
+	}
+	if sub != "" && st.IsDir() {
+		return usagef("a path inside is only supported for archives and indexes")
+	}
+	r, closer, err := treeStream(ctx, e, tf, in)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	d := catar.NewDecoder(r)
+	dg := chunker.SHA512_256
+	if tf.sha256() {
+		dg = chunker.SHA256
+	}
+	for {
+		en, err := d.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", in, err)
+		}
+		if sub != "" && en.Path != sub && !strings.HasPrefix(en.Path, sub+"/") {
+			continue
+		}
+		if !mtree {
+			fmt.Fprintf(w, "%s %s\n", lsMode(en.Mode), listPath(en.Path, sub))
+			continue
+		}
+		writeMtree(w, en, d.Features()&mask|d.Features()&^catar.WithMask, listPath(en.Path, sub))
+		if en.IsRegular() {
+			h := dg.New()
+			if _, err := d.WriteTo(h); err != nil {
+				return fmt.Errorf("%s: %w", in, err)
+			}
+			name := "sha512256digest"
+			if dg == chunker.SHA256 {
+				name = "sha256digest"
+			}
+			fmt.Fprintf(w, " %s=%s\n", name, hex.EncodeToString(h.Sum(nil)))
+		}
+	}
+}
+
+// listPath is the path casync prints: relative to the listed subtree, "."
+// for its top.
+func listPath(p, sub string) string {
+	if sub != "" {
+		p = strings.TrimPrefix(strings.TrimPrefix(p, sub), "/")
+	}
+	if p == "" {
+		return "."
+	}
+	return mtreeEscape(p)
+}
+
+// mtreeEscape escapes bytes ≤ ' ', ≥ 127, '\\' and '#' as \ooo.
+func mtreeEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 127 || c == '\\' || c == '#' {
+			fmt.Fprintf(&b, "\\%03o", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func lsMode(m uint32) string {
+	var b [10]byte
+	switch m & catar.ModeType {
+	case catar.ModeSock:
+		b[0] = 's'
+	case catar.ModeDir:
+		b[0] = 'd'
+	case catar.ModeReg:
+		b[0] = '-'
+	case catar.ModeBlock:
+		b[0] = 'b'
+	case catar.ModeChar:
+		b[0] = 'c'
+	case catar.ModeLink:
+		b[0] = 'l'
+	case catar.ModeFIFO:
+		b[0] = 'p'
+	default:
+		b[0] = '?'
+	}
+	rwx := func(i int, r, w, x, special uint32, set, unset byte) {
+		b[i] = '-'
+		if m&r != 0 {
+			b[i] = 'r'
+		}
+		b[i+1] = '-'
+		if m&w != 0 {
+			b[i+1] = 'w'
+		}
+		switch {
+		case m&special != 0 && m&x != 0:
+			b[i+2] = set
+		case m&special != 0:
+			b[i+2] = unset
+		case m&x != 0:
+			b[i+2] = 'x'
+		default:
+			b[i+2] = '-'
+		}
+	}
+	rwx(1, 0400, 0200, 0100, 04000, 's', 'S')
+	rwx(4, 040, 020, 010, 02000, 's', 'S')
+	var sticky uint32
+	if m&catar.ModeType == catar.ModeDir {
+		sticky = 01000
+	}
+	rwx(7, 04, 02, 01, sticky, 't', 'T')
+	return string(b[:])
+}
+
+// writeMtree prints one mtree line (without the payload digest and newline
+// of regular files), as casync does.
+func writeMtree(w io.Writer, en *catar.Entry, f uint64, path string) {
+	fmt.Fprint(w, path)
+	switch en.Type() {
+	case catar.ModeLink:
+		fmt.Fprint(w, " type=link")
+	case catar.ModeDir:
+		fmt.Fprint(w, " type=dir")
+	case catar.ModeReg:
+		fmt.Fprint(w, " type=file")
+	case catar.ModeSock:
+		fmt.Fprint(w, " type=socket")
+	case catar.ModeChar:
+		fmt.Fprint(w, " type=char")
+	case catar.ModeBlock:
+		fmt.Fprint(w, " type=block")
+	case catar.ModeFIFO:
+		fmt.Fprint(w, " type=fifo")
+	}
+	fmt.Fprintf(w, " mode=%04o", en.Mode&07777)
+	if en.IsRegular() {
+		fmt.Fprintf(w, " size=%d", en.Size)
+	}
+	if en.Type() == catar.ModeLink {
+		fmt.Fprintf(w, " link=%s", mtreeEscape(en.Target))
+	}
+	if en.Type() == catar.ModeBlock || en.Type() == catar.ModeChar {
+		fmt.Fprintf(w, " device=linux,%d,%d", en.DevMajor, en.DevMinor)
+	}
+	if f&(catar.With16BitUIDs|catar.With32BitUIDs) != 0 {
+		fmt.Fprintf(w, " uid=%d gid=%d", en.UID, en.GID)
+	}
+	if f&catar.WithUserNames != 0 {
+		user, group := en.User, en.Group
+		if user == "" && f&(catar.With16BitUIDs|catar.With32BitUIDs) != 0 && en.UID == 0 {
+			user = "root"
+		}
+		if group == "" && f&(catar.With16BitUIDs|catar.With32BitUIDs) != 0 && en.GID == 0 {
+			group = "root"
+		}
+		if user != "" {
+			fmt.Fprintf(w, " uname=%s", mtreeEscape(user))
+		}
+		if group != "" {
+			fmt.Fprintf(w, " gname=%s", mtreeEscape(group))
+		}
+	}
+	table := []struct {
+		flag uint64
+		name string
+	}{
+		{catar.WithFlagHidden, "hidden"}, {catar.WithFlagSystem, "system"}, {catar.WithFlagArchive, "archive"},
+		{catar.WithFlagAppend, "sappend"}, {catar.WithFlagNodump, "nodump"}, {catar.WithFlagImmutable, "simmutable"},
+	}
+	var any uint64
+	for _, t := range table {
+		any |= t.flag
+	}
+	if f&any != 0 {
+		fmt.Fprint(w, " flags=")
+		comma := ""
+		regOrDir := en.Type() == catar.ModeReg || en.Type() == catar.ModeDir
+		for _, t := range table {
+			if f&t.flag == 0 {
+				continue
+			}
+			// casync reports all flags set for entries that cannot carry any.
+			set := !regOrDir || en.Flags&f&t.flag != 0
+			no := "no"
+			if set {
+				no = ""
+			}
+			fmt.Fprintf(w, "%s%s%s", comma, no, t.name)
+			comma = ","
+		}
+	}
+	if f&(catar.WithNsecTime|catar.WithUsecTime|catar.WithSecTime|catar.With2SecTime) != 0 {
+		fmt.Fprintf(w, " time=%d.%09d", en.MTime/1000000000, en.MTime%1000000000)
+	}
+	if !en.IsRegular() {
+		fmt.Fprintln(w)
+	}
 }
