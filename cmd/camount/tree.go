@@ -237,7 +237,9 @@ type ctxReaderAt struct {
 	b   *fetch.Blob
 }
 
-func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) { return c.b.ReadAtContext(c.ctx, p, off) }
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return c.b.ReadAtContext(c.ctx, p, off)
+}
 
 // seqReader reads a blob front to back in large blocks, prefetching the
 // next block while the current one is consumed.
