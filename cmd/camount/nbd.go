@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/camount/camount/blockdev"
+	"github.com/camount/camount/fetch"
+)
+
+const defaultNBDListen = "tcp://127.0.0.1:10809"
+
+func init() {
+	register(&command{
+		name:    "nbd",
+		args:    "[--listen=unix:///PATH | tcp://127.0.0.1:10809] [--name=NAME]... [--max-connections=N] [--store=DIR] INDEX.caibx...",
+		summary: "serve .caibx images read-only over NBD (qemu, nbdinfo, nbdcopy, nbdfuse, nbd-client)",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			bf := addBlobFlags(fs)
+			listen := fs.String("listen", defaultNBDListen, "where to listen: `unix:///PATH` or tcp://HOST:PORT (port 0 picks a free one); addresses other than loopback only when given explicitly")
+			var names stringList
+			fs.Var(&names, "name", "export `NAME` of the corresponding INDEX (repeatable; default: the index base name without .caibx)")
+			maxConns := fs.Int("max-connections", 0, "refuse clients beyond `N` simultaneous connections (0: no limit)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) == 0 {
+					return usagef("want at least one .caibx index")
+				}
+				if len(names) > len(args) {
+					return usagef("%d --name flags for %d indexes", len(names), len(args))
+				}
+				if *maxConns < 0 {
+					return usagef("--max-connections must be 0 or more")
+				}
+				return runNBD(ctx, e, bf, *listen, names, *maxConns, args)
+			}
+		},
+	})
+}
+
+func runNBD(ctx context.Context, e *env, bf *blobFlags, listen string, names []string, maxConns int, indexes []string) error {
+	network, addr, err := parseListen(listen)
+	if err != nil {
+		return usagef("--listen: %v", err)
+	}
+	var exports []blockdev.Export
+	seen := map[string]string{}
+	for i, index := range indexes {
+		if kindOf(index) != kindBlobIndex {
+			return usagef("%s: nbd serves block images: want a .caibx index", index)
+		}
+		name := strings.TrimSuffix(filepath.Base(index), ".caibx")
+		if i < len(names) {
+			name = names[i]
+		}
+		if prev, dup := seen[name]; dup {
+			return usagef("export name %q is used for both %s and %s (give --name for each)", name, prev, index)
+		}
+		seen[name] = index
+		blob, x, err := openBlob(ctx, e, index, bf)
+		if err != nil {
+			return err
+		}
+		defer blob.Scheduler().Close()
+		exports = append(exports, blockdev.Export{
+			Name:        name,
+			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", filepath.Base(index), blob.Size(), len(x.Chunks)),
+			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
+		})
+	}
+	srv, err := blockdev.NewServer(exports, blockdev.Options{Logger: e.log, MaxConnections: maxConns})
+	if err != nil {
+		return err
+	}
+	l, err := listenNBD(network, addr)
+	if err != nil {
+		return err
+	}
+	if network == "tcp" {
+		if ip := l.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+			e.log.Warn("nbd: listening beyond loopback; NBD has no authentication or encryption here", "addr", l.Addr())
+		}
+	}
+	for _, x := range exports {
+		fmt.Fprintln(e.stdout, nbdURI(network, l.Addr(), x.Name))
+	}
+	where := l.Addr().String()
+	fmt.Fprintf(e.stderr, "camount nbd: ready, serving %d export(s) on %s:%s (read-only); interrupt to stop\n", len(exports), network, where)
+	notifyReady(e)
+	err = srv.Serve(ctx, l)
+	if ctx.Err() != nil {
+		e.log.Debug("nbd: shut down")
+		return nil
+	}
+	return err
+}
+
+// parseListen splits a --listen value into a network and an address.
+func parseListen(s string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(s, "unix://"):
+		network, addr = "unix", strings.TrimPrefix(s, "unix://")
+	case strings.HasPrefix(s, "unix:"):
+		network, addr = "unix", strings.TrimPrefix(s, "unix:")
+	case strings.HasPrefix(s, "tcp://"):
+		network, addr = "tcp", strings.TrimPrefix(s, "tcp://")
+	case strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./"):
+		network, addr = "unix", s
+	case strings.Contains(s, ":"):
+		network, addr = "tcp", s
+	default:
+		return "", "", fmt.Errorf("%q: want unix:///PATH or tcp://HOST:PORT", s)
+	}
+	if addr == "" {
+		return "", "", fmt.Errorf("%q: empty address", s)
+	}
+	if network == "tcp" {
+		addr = strings.TrimSuffix(addr, "/")
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			// no port given: the NBD port
+			host, port = strings.Trim(addr, "[]"), "10809"
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return "", "", fmt.Errorf("%q: bad port %q", s, port)
+		}
+		if host == "" {
+			return "", "", fmt.Errorf("%q: give a host (127.0.0.1 for loopback; 0.0.0.0 to listen everywhere)", s)
+		}
+		addr = net.JoinHostPort(host, port)
+	}
+	return network, addr, nil
+}
+
+// listenNBD listens, replacing a stale unix socket left by a dead server
+// (but not one somebody still answers on).
+func listenNBD(network, addr string) (net.Listener, error) {
+	l, err := net.Listen(network, addr)
+	if err == nil || network != "unix" {
+		if err != nil {
+			return nil, fmt.Errorf("nbd: listen on %s: %w", addr, err)
+		}
+		return l, nil
+	}
+	if st, serr := os.Lstat(addr); serr == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, derr := net.DialTimeout("unix", addr, time.Second); derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("nbd: %s: another server is listening there", addr)
+		}
+		if rerr := os.Remove(addr); rerr == nil {
+			if l, err = net.Listen(network, addr); err == nil {
+				return l, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("nbd: listen on %s: %w", addr, err)
+}
+
+// nbdURI is the NBD URI (the libnbd/qemu syntax) of an export.
+func nbdURI(network string, a net.Addr, name string) string {
+	if network == "unix" {
+		q := url.Values{"socket": {a.String()}}
+		return "nbd+unix:///" + url.PathEscape(name) + "?" + strings.ReplaceAll(q.Encode(), "%2F", "/")
+	}
+	return "nbd://" + a.String() + "/" + url.PathEscape(name)
+}
+
+// notifyReady tells systemd (Type=notify) that the exports are served.
+func notifyReady(e *env) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if strings.HasPrefix(sock, "@") {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		e.log.Warn("nbd: cannot notify readiness", "socket", os.Getenv("NOTIFY_SOCKET"), "err", err)
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("READY=1\nSTATUS=serving NBD exports\n")); err != nil {
+		e.log.Warn("nbd: cannot notify readiness", "err", err)
+	}
+}
+
+// nbdBlob adapts a *fetch.Blob to blockdev's Source and its optional
+// interfaces: zero chunks become base:allocation holes, NBD_CMD_CACHE
+// queues the chunks at Readahead priority, and the average chunk size is
+// the preferred block size.
+type nbdBlob struct {
+	b   *fetch.Blob
+	avg int64
+}
+
+var (
+	_ blockdev.Source     = (*nbdBlob)(nil)
+	_ blockdev.Extenter   = (*nbdBlob)(nil)
+	_ blockdev.Prefetcher = (*nbdBlob)(nil)
+	_ blockdev.BlockSizer = (*nbdBlob)(nil)
+)
+
+func (s *nbdBlob) Size() int64 { return s.b.Size() }
+
+func (s *nbdBlob) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return s.b.ReadAtContext(ctx, p, off)
+}
+
+func (s *nbdBlob) Extents(off, n int64) ([]blockdev.Extent, error) {
+	fe := s.b.Extents(off, n)
+	out := make([]blockdev.Extent, len(fe))
+	for i, x := range fe {
+		out[i] = blockdev.Extent{Offset: x.Off, Length: x.Len, Zero: x.Zero}
+	}
+	return out, nil
+}
+
+func (s *nbdBlob) Prefetch(off, n int64) { s.b.Prefetch(off, n, fetch.Readahead) }
+
+func (s *nbdBlob) PreferredBlockSize() int64 { return s.avg }
