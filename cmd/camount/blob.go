@@ -114,11 +114,23 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	if err != nil {
 		return nil, nil, err
 	}
+	// An index whose chunks are all zero (or that has none) needs no store,
+	// as with casync, which makes no store for an empty input.
+	needStore := false
+	for _, z := range fetch.ZeroChunks(x) {
+		if !z {
+			needStore = true
+			break
+		}
+	}
 	var stores []fetch.Store
 	for _, spec := range o.storeSpecs(index) {
 		s, err := openStore(spec)
-		if err != nil {
+		if err != nil && needStore {
 			return nil, nil, err
+		}
+		if err != nil {
+			s = fetch.NewLocalStore(spec)
 		}
 		stores = append(stores, s)
 	}
