@@ -1,0 +1,127 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/camount/camount/chunker"
+)
+
+// FailoverOptions configure a Failover group. Zero values are the defaults.
+type FailoverOptions struct {
+	// FailBack is how long the group stays on a later mirror before trying
+	// the first one again; 0 means one minute.
+	FailBack time.Duration
+	// Log receives a message when the group switches mirrors; nil discards.
+	Log *slog.Logger
+}
+
+// Failover is a group of mirrors holding the same chunks. Requests go to the
+// active mirror; when it fails (a network or server error, not a missing
+// chunk) the group switches to the next mirror and retries there, each
+// mirror at most once per request. After FailBack on another mirror it
+// returns to the first (preferred) one.
+//
+// A chunk missing from the active mirror is missing from the group: mirrors
+// have the same content by definition, and a store chain (--store repeated)
+// is the tool for stores that differ.
+type Failover struct {
+	mirrors  []Store
+	failBack time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu       sync.Mutex
+	active   int       // guarded by mu
+	switched time.Time // guarded by mu; when active last left mirror 0
+}
+
+// NewFailover groups mirrors, the preferred one first.
+func NewFailover(mirrors []Store, o FailoverOptions) (*Failover, error) {
+	if len(mirrors) == 0 {
+		return nil, errors.New("failover group without mirrors")
+	}
+	f := &Failover{mirrors: mirrors, failBack: o.FailBack, log: o.Log, now: time.Now}
+	if f.failBack <= 0 {
+		f.failBack = time.Minute
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	return f, nil
+}
+
+func (f *Failover) String() string {
+	names := make([]string, len(f.mirrors))
+	for i, m := range f.mirrors {
+		names[i] = m.String()
+	}
+	return strings.Join(names, "|")
+}
+
+// Active returns the index of the mirror requests go to now.
+func (f *Failover) Active() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.current()
+}
+
+// current returns the active mirror, failing back when it is time. f.mu held.
+func (f *Failover) current() int {
+	if f.active != 0 && f.now().Sub(f.switched) >= f.failBack {
+		f.log.Info("failing back to the first mirror", "mirror", f.mirrors[0])
+		f.active = 0
+	}
+	return f.active
+}
+
+// fail records that mirror i failed, moving the group to the next mirror
+// unless another request did so already.
+func (f *Failover) fail(i int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.active != i {
+		return
+	}
+	f.active = (i + 1) % len(f.mirrors)
+	f.switched = f.now()
+	f.log.Warn("mirror failed, switching", "from", f.mirrors[i], "to", f.mirrors[f.active], "err", err)
+}
+
+// Get asks the active mirror, then the others in turn while they fail.
+func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	f.mu.Lock()
+	start := f.current()
+	f.mu.Unlock()
+	var errs []error
+	for k := 0; k < len(f.mirrors); k++ {
+		i := (start + k) % len(f.mirrors)
+		b, err := f.mirrors[i].Get(ctx, id)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return b, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		f.fail(i, err)
+		errs = append(errs, fmt.Errorf("mirror %s: %w", f.mirrors[i], err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// RefetchCorrupt implements Refetcher when a mirror does: damaged bytes are
+// asked for again (from the active mirror).
+func (f *Failover) RefetchCorrupt() int {
+	n := 0
+	for _, m := range f.mirrors {
+		if r, ok := m.(Refetcher); ok {
+			n = max(n, r.RefetchCorrupt())
+		}
+	}
+	return n
+}

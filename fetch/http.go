@@ -1,0 +1,366 @@
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/camount/camount/chunker"
+)
+
+// HTTPOptions configure HTTP(S) access to chunk stores and index files. The
+// zero value of each field has the documented default.
+type HTTPOptions struct {
+	// Client is the HTTP client; nil means one built by NewHTTPClient from
+	// the TLS fields below. Share one client between stores so that they
+	// share one keep-alive connection pool.
+	Client *http.Client
+	// CAFile is a PEM bundle of CA certificates that replaces the system
+	// roots for HTTPS; "" means the system roots.
+	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and key for TLS
+	// client authentication; both or neither.
+	CertFile, KeyFile string
+	// Authorization is sent as the Authorization header of every request
+	// ("Bearer …", "Basic …"); "" sends none.
+	Authorization string
+	// Timeout bounds each request attempt, from sending it to the last body
+	// byte; 0 means 30s. A stalled server is given up on and retried.
+	Timeout time.Duration
+	// Retries is how many times a failed request (network error, timeout,
+	// 5xx, 429, truncated body) is retried; 0 means 4, negative means none.
+	Retries int
+	// Backoff is the first retry's mean delay; each retry doubles it, up to
+	// MaxBackoff, with random jitter of ±50%. 0 means 100ms; MaxBackoff 0 means 5s.
+	Backoff, MaxBackoff time.Duration
+	// MaxConns bounds connections per host; 0 means 64.
+	MaxConns int
+	// Log receives warnings about retried requests; nil discards.
+	Log *slog.Logger
+}
+
+func (o *HTTPOptions) timeout() time.Duration {
+	if o.Timeout > 0 {
+		return o.Timeout
+	}
+	return 30 * time.Second
+}
+
+func (o *HTTPOptions) retries() int {
+	switch {
+	case o.Retries < 0:
+		return 0
+	case o.Retries == 0:
+		return 4
+	}
+	return o.Retries
+}
+
+// NewHTTPClient builds a client with one keep-alive connection pool (HTTP/2
+// when a TLS server offers it), proxies from the environment (HTTPS_PROXY,
+// HTTP_PROXY, NO_PROXY) and the TLS settings of o. Timeouts are per request
+// (see HTTPOptions.Timeout), not on the client.
+func NewHTTPClient(o HTTPOptions) (*http.Client, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificates in it", o.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("a TLS client certificate needs both a certificate and a key file")
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS client certificate %s, key %s: %w", o.CertFile, o.KeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	conns := o.MaxConns
+	if conns <= 0 {
+		conns = 64
+	}
+	tr := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig:       tc,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4 * conns,
+		MaxIdleConnsPerHost:   conns,
+		MaxConnsPerHost:       conns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Chunks are compressed already; asking for gzip would only cost.
+		DisableCompression: true,
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// httpGetter runs GET requests with the per-attempt timeout and retries of
+// HTTPOptions. HTTPStore and FetchURL share it.
+type httpGetter struct {
+	client *http.Client
+	o      HTTPOptions
+	log    *slog.Logger
+}
+
+func newHTTPGetter(o HTTPOptions) (*httpGetter, error) {
+	c := o.Client
+	if c == nil {
+		var err error
+		if c, err = NewHTTPClient(o); err != nil {
+			return nil, err
+		}
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &httpGetter{client: c, o: o, log: log}, nil
+}
+
+// HTTPStatusError is a response status that is neither success nor "not found".
+type HTTPStatusError struct {
+	URL    string
+	Status string
+	Code   int
+}
+
+func (e *HTTPStatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.URL, e.Status) }
+
+// retryable reports whether a request that failed with err may succeed when
+// sent again.
+func retryable(err error) bool {
+	var se *HTTPStatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500 || se.Code == http.StatusTooManyRequests || se.Code == http.StatusRequestTimeout
+	}
+	if errors.Is(err, ErrNotFound) {
+		return false
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		var ce *tls.CertificateVerificationError
+		if errors.As(err, &ce) {
+			return false // a certificate will not become valid by asking again
+		}
+	}
+	// Network errors, resets, timeouts of the attempt, truncated bodies.
+	return true
+}
+
+// get fetches u, retrying transient failures with exponential backoff and
+// jitter. A 404 or 410 is ErrNotFound; limit bounds the body.
+func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, error) {
+	var err error
+	delay := g.o.Backoff
+	if delay <= 0 {
+		delay = 100 * time.Millisecond
+	}
+	maxDelay := g.o.MaxBackoff
+	if maxDelay <= 0 {
+		maxDelay = 5 * time.Second
+	}
+	retries := g.o.retries()
+	for attempt := 0; ; attempt++ {
+		var b []byte
+		b, err = g.once(ctx, u, limit)
+		if err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if attempt >= retries || !retryable(err) {
+			break
+		}
+		wait := time.Duration(rand.Int64N(int64(delay)) + int64(delay)/2) // jitter in [d/2, 3d/2)
+		g.log.Debug("retrying HTTP request", "url", u, "attempt", attempt+1, "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, maxDelay)
+	}
+	return nil, err
+}
+
+// once makes one attempt, bounded by the per-request timeout.
+func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.o.timeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "camount")
+	if g.o.Authorization != "" {
+		req.Header.Set("Authorization", g.o.Authorization)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection
+		return nil, fmt.Errorf("GET %s: %s: %w", u, resp.Status, ErrNotFound)
+	case resp.StatusCode != http.StatusOK:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil, &HTTPStatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
+	}
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("GET %s: %d bytes is more than %d", u, resp.ContentLength, limit)
+	}
+	n := resp.ContentLength
+	if n < 0 {
+		n = 64 << 10
+	}
+	buf := make([]byte, 0, n)
+	b, err := readAllLimit(resp.Body, buf, limit)
+	if err != nil {
+		// A body shorter than its Content-Length is io.ErrUnexpectedEOF:
+		// a truncated response, retried.
+		return nil, fmt.Errorf("GET %s: reading body: %w", u, err)
+	}
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return nil, fmt.Errorf("GET %s: got %d bytes of %d: %w", u, len(b), resp.ContentLength, io.ErrUnexpectedEOF)
+	}
+	return b, nil
+}
+
+func readAllLimit(r io.Reader, b []byte, limit int64) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return nil, fmt.Errorf("more than %d bytes", limit)
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// HTTPStore is a .castr store served over HTTP(S), in casync's layout:
+// <base>/<first 4 hex>/<hex>.cacnk. It retries transient failures itself,
+// and asks for a chunk again when its bytes fail verification (the scheduler
+// does that through the Refetcher interface), since a response may be
+// damaged on the way.
+type HTTPStore struct {
+	base string
+	g    *httpGetter
+}
+
+// NewHTTPStore returns a store for the base URL (http:// or https://).
+func NewHTTPStore(base string, o HTTPOptions) (*HTTPStore, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("chunk store %s: %w", base, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("chunk store %s: not an http or https URL", base)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("chunk store %s: no host", base)
+	}
+	g, err := newHTTPGetter(o)
+	if err != nil {
+		return nil, err
+	}
+	return &HTTPStore{base: strings.TrimSuffix(base, "/"), g: g}, nil
+}
+
+func (s *HTTPStore) String() string { return s.base }
+
+// URL returns where a chunk lives.
+func (s *HTTPStore) URL(id chunker.ID) string {
+	h := id.String()
+	return s.base + "/" + h[:4] + "/" + h + ChunkSuffix
+}
+
+// Get fetches <id>.cacnk.
+func (s *HTTPStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	return s.g.get(ctx, s.URL(id), MaxChunkSize)
+}
+
+// RefetchCorrupt implements Refetcher: a chunk that does not verify is
+// asked for once more before it counts as corrupt in this store.
+func (s *HTTPStore) RefetchCorrupt() int { return 1 }
+
+// Refetcher is implemented by stores whose bytes can be damaged in transit
+// (network stores). The scheduler asks such a store for a chunk that failed
+// verification up to RefetchCorrupt more times before taking it as corrupt
+// there and moving to the next store. Verification stays in DecodeChunk.
+type Refetcher interface {
+	RefetchCorrupt() int
+}
+
+// MaxIndexSize bounds index files fetched over HTTP (about 27 million chunks).
+const MaxIndexSize = 1 << 30
+
+// FetchURL fetches a whole file (an index) over HTTP(S) with the retries and
+// TLS settings of o.
+func FetchURL(ctx context.Context, u string, o HTTPOptions) ([]byte, error) {
+	g, err := newHTTPGetter(o)
+	if err != nil {
+		return nil, err
+	}
+	return g.get(ctx, u, MaxIndexSize)
+}
+
+// IsURL reports whether s is an http:// or https:// URL.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// DefaultStoreURL derives the store of an index URL as casync does: the
+// last path component replaced by default.castr (query and fragment dropped).
+func DefaultStoreURL(index string) (string, error) {
+	u, err := url.Parse(index)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", index, err)
+	}
+	u.RawQuery, u.Fragment = "", ""
+	p := u.Path
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		p = p[:i+1]
+	} else {
+		p = "/"
+	}
+	u.Path = p + "default.castr"
+	u.RawPath = ""
+	return u.String(), nil
+}
