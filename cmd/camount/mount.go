@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/camount/camount/catar"
+	"github.com/camount/camount/vfs"
+)
+
+func init() {
+	register(&command{
+		name:    "mount",
+		args:    "[--store=DIR]... [--cache-size=BYTES] [--name=NAME] [--mkdir=yes|no] [--allow-other] INDEX MOUNTPOINT",
+		summary: "mount a .caidx/.catar as its file tree, or a .caibx as one file, read-only (FUSE)",
+		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
+			bf := addBlobFlags(fl)
+			name := fl.String("name", "", "`NAME` of the file a .caibx appears as (default: the index name without .caibx)")
+			mkdir := fl.String("mkdir", "yes", "create a missing MOUNTPOINT directory: yes or no")
+			allowOther := fl.Bool("allow-other", false, "let other users access the mount (FUSE allow_other; permissions are still checked)")
+			fuseDebug := fl.Bool("fuse-debug", false, "log every FUSE request (with --verbose)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 2 {
+					return usagef("want INDEX and MOUNTPOINT")
+				}
+				if *mkdir != "yes" && *mkdir != "no" {
+					return usagef("--mkdir must be yes or no, not %q", *mkdir)
+				}
+				return runMount(ctx, e, mountArgs{
+					index: args[0], mnt: args[1], blob: bf, name: *name,
+					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "umount",
+		args:    "[--lazy] MOUNTPOINT",
+		summary: "unmount a camount mount (the mounting process then exits)",
+		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
+			lazy := fl.Bool("lazy", false, "detach now even if files are open (umount -l)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usagef("want MOUNTPOINT")
+				}
+				return runUmount(e, args[0], *lazy)
+			}
+		},
+	})
+}
+
+type mountArgs struct {
+	index, mnt, name  string
+	blob              *blobFlags
+	mkdir, allowOther bool
+	debug             bool
+}
+
+func runMount(ctx context.Context, e *env, a mountArgs) error {
+	kind := kindOf(a.index)
+	if kind == kindUnknown {
+		return usagef("%s: INDEX must end in .caibx, .caidx or .catar", a.index)
+	}
+	if a.name != "" && kind != kindBlobIndex {
+		return usagef("--name applies to .caibx images only")
+	}
+	mnt, err := prepareMountpoint(a.mnt, a.mkdir)
+	if err != nil {
+		return err
+	}
+	ist, err := os.Stat(a.index)
+	if err != nil {
+		return err
+	}
+
+	var root fs.InodeEmbedder
+	var closeFn func()
+	switch kind {
+	case kindBlobIndex:
+		blob, _, err := openBlob(ctx, e, a.index, a.blob)
+		if err != nil {
+			return err
+		}
+		closeFn = blob.Scheduler().Close
+		name := a.name
+		if name == "" {
+			name = strings.TrimSuffix(filepath.Base(a.index), ".caibx")
+		}
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			return usagef("--name %q is not a valid file name", name)
+		}
+		root = vfs.NewBlob(blob, vfs.BlobOptions{
+			Name: name, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+			MTime: ist.ModTime(), Log: e.log,
+		})
+	case kindTreeIndex, kindArchive:
+		var src vfs.Source
+		if kind == kindTreeIndex {
+			blob, _, err := openBlob(ctx, e, a.index, a.blob)
+			if err != nil {
+				return err
+			}
+			closeFn = blob.Scheduler().Close
+			src = blob
+		} else {
+			f, err := os.Open(a.index)
+			if err != nil {
+				return err
+			}
+			closeFn = func() { f.Close() }
+			src = &fileSource{f: f, size: ist.Size()}
+		}
+		arc, err := catar.Open(vfs.ReaderAt(context.Background(), src), src.Size())
+		if err != nil {
+			closeFn()
+			return fmt.Errorf("%s: %w", a.index, err)
+		}
+		root = vfs.NewTree(arc, src, vfs.TreeOptions{Log: e.log})
+	}
+	defer closeFn()
+
+	abs, _ := filepath.Abs(a.index)
+	srv, err := vfs.Mount(mnt, root, vfs.MountOptions{
+		FsName: abs, AllowOther: a.allowOther, Debug: a.debug, Log: e.log,
+	})
+	if err != nil {
+		return err
+	}
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+
+	fmt.Fprintf(e.stdout, "camount: mounted %s on %s (read-only); stop with Ctrl-C or 'camount umount %s'\n", a.index, mnt, mnt)
+	if f, ok := e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+	if err := sdNotify("READY=1\nSTATUS=mounted " + mnt + "\n"); err != nil {
+		e.log.Warn("mount: cannot notify readiness", "err", err)
+	}
+
+	select {
+	case <-served: // unmounted from outside (camount umount, fusermount3 -u)
+		e.log.Debug("mount: unmounted", "mountpoint", mnt)
+		return nil
+	case <-ctx.Done():
+	}
+	sdNotify("STOPPING=1\n")
+	if err := srv.Unmount(); err != nil {
+		e.log.Warn("mount: unmount failed; detaching lazily (open files keep working until this process exits)", "mountpoint", mnt, "err", err)
+		if err := detach(mnt, true); err != nil {
+			return fmt.Errorf("unmounting %s: %w", mnt, err)
+		}
+	}
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+	}
+	return nil
+}
+
+// fileSource reads a local .catar file.
+type fileSource struct {
+	f    *os.File
+	size int64
+}
+
+func (s *fileSource) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return s.f.ReadAt(p, off)
+}
+
+func (s *fileSource) Size() int64 { return s.size }
+
+// prepareMountpoint returns the absolute mountpoint path, creating the
+// directory if allowed, and refuses one that is already a mount.
+func prepareMountpoint(p string, mkdir bool) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (transport endpoint is not connected); clear it with 'camount umount --lazy %s'", abs, abs)
+	case errors.Is(err, os.ErrNotExist):
+		if !mkdir {
+			return "", fmt.Errorf("mountpoint %s does not exist (--mkdir=no)", abs)
+		}
+		if err := os.MkdirAll(abs, 0755); err != nil {
+			return "", fmt.Errorf("creating mountpoint: %w", err)
+		}
+	case err != nil:
+		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
+	case !st.IsDir():
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
+	}
+	m, err := findMount(real)
+	if err != nil {
+		return "", err
+	}
+	if m != nil {
+		return "", fmt.Errorf("mountpoint %s is already a mount point (%s from %s); unmount it first or choose another directory", real, m.fstype, m.source)
+	}
+	return real, nil
+}
+
+type mountInfo struct{ point, fstype, source string }
+
+// findMount returns the topmost mount at path from /proc/self/mountinfo,
+// or nil.
+func findMount(path string) (*mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseMountinfo(f, path)
+}
+
+func parseMountinfo(r io.Reader, path string) (*mountInfo, error) {
+	var found *mountInfo
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		if unescapeMount(fields[4]) != path {
+			continue
+		}
+		m := &mountInfo{point: path}
+		for i := 6; i < len(fields)-2; i++ {
+			if fields[i] == "-" {
+				m.fstype, m.source = fields[i+1], unescapeMount(fields[i+2])
+				break
+			}
+		}
+		found = m
+	}
+	return found, sc.Err()
+}
+
+// unescapeMount undoes the octal escapes (\040 etc.) of mountinfo paths.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func runUmount(e *env, p string, lazy bool) error {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return err
+	}
+	real := abs
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		real = r
+	}
+	m, err := findMount(real)
+	if err != nil {
+		return err
+	}
+	if m == nil && real != abs {
+		m, err = findMount(abs)
+		if err != nil {
+			return err
+		}
+		real = abs
+	}
+	if m == nil {
+		return fmt.Errorf("%s is not mounted", abs)
+	}
+	if m.fstype != "fuse.camount" {
+		return fmt.Errorf("%s is a %s mount, not a camount mount; use umount(8)", real, m.fstype)
+	}
+	return detach(real, lazy)
+}
+
+// detach unmounts a FUSE mount: directly as root, else with fusermount3.
+func detach(mnt string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = syscall.MNT_DETACH
+		}
+		if err := syscall.Unmount(mnt, flags); err != nil {
+			if errors.Is(err, syscall.EBUSY) {
+				return fmt.Errorf("unmounting %s: %w (files are open; --lazy detaches anyway)", mnt, err)
+			}
+			return fmt.Errorf("unmounting %s: %w", mnt, err)
+		}
+		return nil
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	out, err := exec.Command("fusermount3", append(args, mnt)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u %s: %v: %s", mnt, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package vfs
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions configure Mount. The zero value mounts for the calling user
+// only, with camount's defaults.
+type MountOptions struct {
+	// FsName is shown as the mount's source in /proc/mounts and df (for
+	// example the index path). Default "camount".
+	FsName string
+	// AllowOther lets other users access the mount (fuse allow_other).
+	// Permission bits are enforced by the kernel (default_permissions).
+	AllowOther bool
+	// MaxRead is the largest read request, in bytes. Default 1 MiB.
+	MaxRead int
+	// MaxBackground is the number of asynchronous (readahead) requests the
+	// kernel may have in flight. Default 64.
+	MaxBackground int
+	// Timeout is how long the kernel may cache entries and attributes
+	// (the image never changes). Default 24 hours.
+	Timeout time.Duration
+	// Debug logs every FUSE request to Log.
+	Debug bool
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
+}
+
+// Mount mounts root (from NewBlob or NewTree) read-only at dir and starts
+// serving it. It returns once the kernel has the mount. The caller ends it
+// with Unmount (or waits for an external fusermount -u with Wait).
+func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, error) {
+	if o.FsName == "" {
+		o.FsName = "camount"
+	}
+	if o.MaxRead <= 0 {
+		o.MaxRead = 1 << 20
+	}
+	if o.MaxBackground <= 0 {
+		o.MaxBackground = 64
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 24 * time.Hour
+	}
+	lg := logger(o.Log)
+	timeout := o.Timeout
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther: o.AllowOther,
+			// ro: the kernel refuses writes with EROFS and statvfs reports
+			// ST_RDONLY; default_permissions: the kernel checks the stored
+			// mode and owner.
+			Options:       []string{"ro", "default_permissions"},
+			MaxBackground: o.MaxBackground,
+			MaxWrite:      o.MaxRead,
+			MaxReadAhead:  o.MaxRead,
+			FsName:        strings.ReplaceAll(o.FsName, ",", "_"),
+			Name:          "camount",
+			Debug:         o.Debug,
+			Logger:        log.New(slogWriter{lg}, "", 0),
+		},
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true, // mode 0 stays 0: report what the archive says
+		RootStableAttr:  &fs.StableAttr{Ino: 1, Mode: syscall.S_IFDIR},
+		Logger:          log.New(slogWriter{lg}, "", 0),
+	}
+	srv, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// slogWriter turns go-fuse's log.Logger lines into debug records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("fuse", "msg", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// statfs fills a read-only statfs: the image size in 4 KiB blocks, nothing
+// free.
+func statfs(out *fuse.StatfsOut, size int64, files uint64) {
+	*out = fuse.StatfsOut{}
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.Blocks = uint64(size+4095) / 4096
+	out.Files = files
+	out.NameLen = 255
+}
+
+// timeAttr sets all three times of a to ns nanoseconds since the epoch
+// (two's complement for times before 1970).
+func timeAttr(a *fuse.Attr, ns int64) {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec--
+		nsec += 1e9
+	}
+	a.Mtime, a.Mtimensec = uint64(sec), uint32(nsec)
+	a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
+	a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
+}
+
+// blocks512 is st_blocks for n bytes stored in 4 KiB blocks.
+func blocks512(n int64) uint64 { return uint64((n+4095)/4096) * 8 }
+
+// fileHandle is one open of a regular file: its handle number for
+// HintedSource.
+type fileHandle struct {
+	id  uint64
+	src Source
+}
+
+var _ = (fs.FileReleaser)((*fileHandle)(nil))
+
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	if hs, ok := h.src.(HintedSource); ok {
+		hs.CloseHint(h.id)
+	}
+	return 0
+}
+
+func handleID(f fs.FileHandle) uint64 {
+	if h, ok := f.(*fileHandle); ok {
+		return h.id
+	}
+	return 0
+}
+
+// openFlags checks an open for read-only use.
+func openFlags(flags uint32) syscall.Errno {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_CREAT) != 0 {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+// readPayload serves a FUSE read of [off, off+len(dest)) of a file whose
+// bytes are src[base, base+size).
+func readPayload(ctx context.Context, lg *slog.Logger, src Source, path string, base, size int64, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rem := size - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	n, err := readFull(ctx, src, dest, base+off, handleID(f))
+	if err != nil {
+		errno := Errno(err)
+		if errno == syscall.EINTR {
+			lg.Debug("read interrupted", "file", path, "offset", off, "len", len(dest))
+		} else {
+			lg.Error("read failed", "file", path, "offset", off, "len", len(dest), "err", err)
+		}
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// xattrReply answers getxattr/listxattr size probes and copies.
+func xattrReply(val []byte, dest []byte) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(val)), 0
+	}
+	if len(dest) < len(val) {
+		return uint32(len(val)), syscall.ERANGE
+	}
+	return uint32(copy(dest, val)), 0
+}

@@ -1,0 +1,272 @@
+package vfs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/camount/camount/catar"
+)
+
+// TreeOptions configure NewTree. The zero value is ready to use.
+type TreeOptions struct {
+	// Log receives failed reads and lookups; nil discards them.
+	Log *slog.Logger
+}
+
+// tree is what all nodes of one catar mount share.
+type tree struct {
+	arc     *catar.Archive
+	src     Source
+	log     *slog.Logger
+	handles atomic.Uint64 // last file handle number given out
+}
+
+// TreeNode is a node of a catar tree mount. Its inode number is its ENTRY
+// offset in the archive plus one (the root is 1), so numbers are stable
+// across mounts of the same image.
+type TreeNode struct {
+	gofs.Inode
+	readOnly
+	t *tree
+	e *catar.Entry
+
+	listMu  sync.Mutex              // held while a directory is being listed
+	listing atomic.Pointer[listing] // directory: children, once listed
+}
+
+// listing is a directory's children, by name and in archive order.
+type listing struct {
+	byName map[string]*catar.Entry
+	list   []*catar.Entry
+}
+
+// NewTree returns the root of a file system showing the archive arc, whose
+// payload bytes are read from src (the same stream arc reads).
+func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
+	t := &tree{arc: arc, src: src, log: logger(o.Log)}
+	return &TreeNode{t: t, e: arc.Root()}
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*TreeNode)(nil))
+	_ = (gofs.NodeReaddirer)((*TreeNode)(nil))
+	_ = (gofs.NodeGetattrer)((*TreeNode)(nil))
+	_ = (gofs.NodeOpener)((*TreeNode)(nil))
+	_ = (gofs.NodeReader)((*TreeNode)(nil))
+	_ = (gofs.NodeReadlinker)((*TreeNode)(nil))
+	_ = (gofs.NodeGetxattrer)((*TreeNode)(nil))
+	_ = (gofs.NodeListxattrer)((*TreeNode)(nil))
+	_ = (gofs.NodeStatfser)((*TreeNode)(nil))
+	_ = (gofs.NodeIoctler)((*TreeNode)(nil))
+)
+
+// Entry returns the archive entry the node shows.
+func (n *TreeNode) Entry() *catar.Entry { return n.e }
+
+func ino(e *catar.Entry) uint64 { return uint64(e.Offset) + 1 }
+
+func (n *TreeNode) path() string { return "/" + n.e.Path }
+
+// fillAttr sets a from the entry: the stored mode, owner, mtime (also used
+// as atime and ctime), size, device number; one link (catar records no
+// link counts; for directories 1 means "unknown", as on btrfs, and keeps
+// find from assuming leaf directories); st_blocks as if stored in 4 KiB
+// blocks.
+func fillAttr(a *fuse.Attr, e *catar.Entry) {
+	a.Ino = ino(e)
+	a.Mode = e.Mode
+	a.Nlink = 1
+	a.Uid, a.Gid = uint32(e.UID), uint32(e.GID)
+	a.Blksize = 4096
+	switch e.Type() {
+	case catar.ModeReg:
+		a.Size = uint64(e.Size)
+		a.Blocks = blocks512(e.Size)
+	case catar.ModeLink:
+		a.Size = uint64(len(e.Target))
+	case catar.ModeBlock, catar.ModeChar:
+		a.Rdev = uint32(e.Rdev())
+	}
+	timeAttr(a, int64(e.MTime))
+}
+
+// children lists a directory once and keeps the listing.
+// Lookups in the directory do not wait for a listing in progress.
+func (n *TreeNode) children() (*listing, error) {
+	if l := n.listing.Load(); l != nil {
+		return l, nil
+	}
+	n.listMu.Lock()
+	defer n.listMu.Unlock()
+	if l := n.listing.Load(); l != nil {
+		return l, nil
+	}
+	list, err := n.t.arc.ReadDir(n.e)
+	if err != nil {
+		return nil, err
+	}
+	l := &listing{byName: make(map[string]*catar.Entry, len(list)), list: list}
+	for _, c := range list {
+		l.byName[c.Name] = c
+	}
+	n.listing.Store(l)
+	return l, nil
+}
+
+// fail logs err about the node and returns its errno.
+func (n *TreeNode) fail(op string, err error) syscall.Errno {
+	errno := Errno(err)
+	switch errno {
+	case syscall.ENOENT:
+	case syscall.EINTR:
+		n.t.log.Debug(op+" interrupted", "path", n.path())
+	default:
+		n.t.log.Error(op+" failed", "path", n.path(), "err", err)
+	}
+	return errno
+}
+
+func (n *TreeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if !n.e.IsDir() {
+		return nil, syscall.ENOTDIR
+	}
+	var c *catar.Entry
+	if l := n.listing.Load(); l != nil {
+		if c = l.byName[name]; c == nil {
+			return nil, syscall.ENOENT
+		}
+	} else {
+		var err error
+		if c, err = n.t.arc.Lookup(n.e, name); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, syscall.ENOENT
+			}
+			return nil, n.fail("lookup of "+name, err)
+		}
+	}
+	fillAttr(&out.Attr, c)
+	child := n.NewInode(ctx, &TreeNode{t: n.t, e: c}, gofs.StableAttr{Mode: c.Type(), Ino: ino(c)})
+	return child, 0
+}
+
+func (n *TreeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if !n.e.IsDir() {
+		return nil, syscall.ENOTDIR
+	}
+	l, err := n.children()
+	if err != nil {
+		return nil, n.fail("readdir", err)
+	}
+	list := l.list
+	parent := n.e
+	if _, pi := n.Parent(); pi != nil {
+		if pn, ok := pi.Operations().(*TreeNode); ok {
+			parent = pn.e
+		}
+	}
+	out := make([]fuse.DirEntry, 0, len(list)+2)
+	out = append(out,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino(n.e)},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino(parent)})
+	for _, c := range list {
+		out = append(out, fuse.DirEntry{Name: c.Name, Mode: c.Type(), Ino: ino(c)})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+func (n *TreeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(&out.Attr, n.e)
+	return 0
+}
+
+func (n *TreeNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	statfs(out, n.t.src.Size(), 0)
+	return 0
+}
+
+func (n *TreeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := openFlags(flags); errno != 0 {
+		return nil, 0, errno
+	}
+	if !n.e.IsRegular() {
+		return nil, 0, 0
+	}
+	return &fileHandle{id: n.t.handles.Add(1), src: n.t.src}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *TreeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if !n.e.IsRegular() {
+		return nil, syscall.EISDIR
+	}
+	return readPayload(ctx, n.t.log, n.t.src, n.path(), n.e.PayloadOffset, n.e.Size, f, dest, off)
+}
+
+func (n *TreeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if n.e.Type() != catar.ModeLink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(n.e.Target), 0
+}
+
+// xattrs returns the extended attributes the node shows: the stored ones,
+// the file capability as security.capability, and the SELinux label as
+// security.selinux.
+func (n *TreeNode) xattrs() []catar.Xattr {
+	l := n.e.Xattrs
+	if n.e.FCaps == nil && n.e.SELinux == "" {
+		return l
+	}
+	l = append([]catar.Xattr(nil), l...)
+	if n.e.FCaps != nil {
+		l = append(l, catar.Xattr{Name: "security.capability", Value: n.e.FCaps})
+	}
+	if n.e.SELinux != "" {
+		l = append(l, catar.Xattr{Name: "security.selinux", Value: append([]byte(n.e.SELinux), 0)})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
+	return l
+}
+
+func (n *TreeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	for _, x := range n.xattrs() {
+		b = append(append(b, x.Name...), 0)
+	}
+	return xattrReply(b, dest)
+}
+
+func (n *TreeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	for _, x := range n.xattrs() {
+		if x.Name == attr {
+			return xattrReply(x.Value, dest)
+		}
+	}
+	return 0, syscall.ENODATA
+}
+
+// fsIocGetflags is FS_IOC_GETFLAGS (_IOR('f', 1, long) on 64-bit Linux).
+const fsIocGetflags = 0x80086601
+
+// Ioctl answers FS_IOC_GETFLAGS (lsattr, casync make) with the stored
+// chattr flags; other ioctls are not supported.
+func (n *TreeNode) Ioctl(ctx context.Context, f gofs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	if cmd != fsIocGetflags {
+		return 0, syscall.ENOTTY
+	}
+	if len(output) < 4 {
+		return 0, syscall.EINVAL
+	}
+	clear(output)
+	binary.NativeEndian.PutUint32(output, uint32(catar.ChattrFromFlags(n.e.Flags)))
+	return 0, 0
+}
