@@ -9,7 +9,9 @@ FUZZ_TARGETS = \
 	./chunker:FuzzReadIndex \
 	./fetch:FuzzDecodeChunk \
 	./blockdev:FuzzOptions \
-	./blockdev:FuzzRequests
+	./blockdev:FuzzRequests \
+	./catar:FuzzDecoder \
+	./catar:FuzzArchive
 
 .PHONY: all build deps test test-long fuzz bench demo install clean vet
 
