@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/camount/camount/blockdev"
+	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/vfs"
+)
+
+func init() {
+	register(&command{
+		name:    "mkdev",
+		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR]... INDEX.caibx",
+		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device over FUSE) of a .caibx image; stays serving it",
+		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
+			bf := addBlobFlags(fl)
+			via := fl.String("via", "auto", "`HOW`: nbd (/dev/nbdN, loading the nbd module), loop (a loop device over a private FUSE mount), or auto (nbd where the kernel has it, else loop)")
+			conns := fl.Int("connections", 1, "NBD connections (sockets) the kernel uses, `N` ≥ 1")
+			method := fl.String("nbd-method", "", "NBD attach interface: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one .caibx INDEX")
+				}
+				if kindOf(args[0]) != kindBlobIndex {
+					return usagef("%s: mkdev makes block devices of block images: want a .caibx index", args[0])
+				}
+				switch *via {
+				case "auto", "nbd", "loop":
+				default:
+					return usagef("--via must be auto, nbd or loop, not %q", *via)
+				}
+				if *conns < 1 || *conns > 64 {
+					return usagef("--connections must be 1…64")
+				}
+				if *method != "" && *method != "netlink" && *method != "ioctl" {
+					return usagef("--nbd-method must be netlink or ioctl, not %q", *method)
+				}
+				return runMkdev(ctx, e, bf, args[0], *via, *method, *conns)
+			}
+		},
+	})
+	register(&command{
+		name:    "rmdev",
+		args:    "DEVICE",
+		summary: "detach a block device made by 'camount mkdev' (/dev/nbdN or /dev/loopN); the serving process then exits",
+		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one DEVICE (/dev/nbdN or /dev/loopN)")
+				}
+				return runRmdev(e, args[0])
+			}
+		},
+	})
+}
+
+func runMkdev(ctx context.Context, e *env, bf *blobFlags, index, via, method string, conns int) error {
+	if os.Geteuid() != 0 {
+		e.log.Warn("mkdev: not root; attaching a block device needs CAP_SYS_ADMIN")
+	}
+	blob, x, err := openBlob(ctx, e, index, bf)
+	if err != nil {
+		return err
+	}
+	defer blob.Scheduler().Close()
+	// Serving outlives the signal that ends the verb: detaching needs the
+	// server to answer the kernel until it lets go.
+	serveCtx := context.WithoutCancel(ctx)
+	src := &nbdBlob{b: blob, avg: int64(x.Avg)}
+	if via != "loop" {
+		err := mkdevNBD(ctx, serveCtx, e, index, src, method, conns)
+		if err == nil || via == "nbd" || !errors.Is(err, blockdev.ErrNoKernelNBD) {
+			return err
+		}
+		e.log.Info("mkdev: no NBD in this kernel; using a loop device over FUSE", "reason", err)
+	}
+	return mkdevLoop(ctx, e, index, blob)
+}
+
+// ready prints the device path on stdout and a ready line on stderr.
+func mkdevReady(e *env, dev, index, how string, size int64) {
+	fmt.Fprintln(e.stdout, dev)
+	if f, ok := e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+	fmt.Fprintf(e.stderr, "camount mkdev: ready, %s is %s (%d bytes, read-only) via %s; stop with Ctrl-C or 'camount rmdev %s'\n", dev, index, size, how, dev)
+	if err := sdNotify("READY=1\nSTATUS=serving " + dev + "\n"); err != nil {
+		e.log.Warn("mkdev: cannot notify readiness", "err", err)
+	}
+}
+
+func mkdevNBD(ctx, serveCtx context.Context, e *env, index string, src *nbdBlob, method string, conns int) error {
+	srv, err := blockdev.NewServer([]blockdev.Export{{Name: "", Source: src}}, blockdev.Options{Logger: e.log})
+	if err != nil {
+		return err
+	}
+	size, _ := srv.ExportSize("")
+	d, err := blockdev.AttachNBD(serveCtx, size, func(ctx context.Context, nc net.Conn) error {
+		return srv.ServeTransmission(ctx, nc, "")
+	}, blockdev.KernelOptions{Logger: e.log, Connections: conns, Method: method})
+	if err != nil {
+		return err
+	}
+	mkdevReady(e, d.Path(), index, "nbd "+d.Method(), size)
+	select {
+	case <-ctx.Done():
+		sdNotify("STOPPING=1\n")
+		e.log.Debug("mkdev: detaching", "device", d.Path())
+	case <-d.Done():
+		e.log.Info("mkdev: device disconnected", "device", d.Path())
+	}
+	if err := d.Detach(); err != nil {
+		return fmt.Errorf("detaching %s: %w", d.Path(), err)
+	}
+	return nil
+}
+
+// paddedSource reads a source padded with zeros to a multiple of 512
+// bytes, as a loop device (like NBD) only shows whole sectors.
+type paddedSource struct {
+	src  vfs.Source
+	size int64
+}
+
+func (p *paddedSource) Size() int64 { return p.size }
+
+func (p *paddedSource) ReadAtContext(ctx context.Context, b []byte, off int64) (int, error) {
+	n := 0
+	if real := p.src.Size(); off < real {
+		want := b[:min(int64(len(b)), real-off)]
+		m, err := p.src.ReadAtContext(ctx, want, off)
+		n += m
+		if m < len(want) {
+			if err == nil {
+				err = fmt.Errorf("short read at %d", off+int64(m))
+			}
+			return n, err
+		}
+	}
+	for off+int64(n) < p.size && n < len(b) {
+		b[n] = 0
+		n++
+	}
+	return n, nil
+}
+
+func mkdevLoop(ctx context.Context, e *env, index string, blob *fetch.Blob) error {
+	dir, err := os.MkdirTemp("", "camount-mkdev-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	name := strings.TrimSuffix(filepath.Base(index), ".caibx")
+	if name == "" || strings.HasPrefix(name, ".") {
+		name = "image"
+	}
+	size := (blob.Size() + 511) &^ 511
+	var src vfs.Source = blob
+	if size != blob.Size() {
+		src = &paddedSource{src: blob, size: size}
+	}
+	abs, _ := filepath.Abs(index)
+	root := vfs.NewBlob(src, vfs.BlobOptions{Name: name, Perm: 0o400, Log: e.log})
+	srv, err := vfs.Mount(dir, root, vfs.MountOptions{FsName: abs, Log: e.log})
+	if err != nil {
+		return err
+	}
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	unmount := func() {
+		if err := srv.Unmount(); err != nil {
+			e.log.Warn("mkdev: unmount failed; detaching lazily", "dir", dir, "err", err)
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+		select {
+		case <-served:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	d, err := blockdev.AttachLoop(filepath.Join(dir, name), blockdev.LoopOptions{PartScan: true})
+	if err != nil {
+		unmount()
+		return err
+	}
+	mkdevReady(e, d.Path(), index, "loop over FUSE", size)
+	select {
+	case <-ctx.Done():
+		sdNotify("STOPPING=1\n")
+	case <-served:
+		e.log.Warn("mkdev: the FUSE mount behind the loop device went away", "dir", dir)
+	}
+	derr := d.Detach(10 * time.Second)
+	unmount()
+	if derr != nil {
+		return fmt.Errorf("%w; reads from it now fail", derr)
+	}
+	return nil
+}
+
+// runRmdev detaches a device made by mkdev. An NBD device is disconnected
+// through the kernel (its server sees the disconnect and exits); a loop
+// device is detached by signalling the mkdev process that holds it.
+func runRmdev(e *env, dev string) error {
+	if real, err := filepath.EvalSymlinks(dev); err == nil {
+		dev = real
+	}
+	if _, err := blockdev.NBDIndex(dev); err == nil {
+		return blockdev.DetachNBD(dev)
+	}
+	idx, err := blockdev.LoopIndex(dev)
+	if err != nil {
+		return fmt.Errorf("%s: not a device made by camount mkdev (want /dev/nbdN or /dev/loopN)", dev)
+	}
+	backing := blockdev.LoopAttachedTo(idx)
+	if backing == "" {
+		return fmt.Errorf("%s is not attached", dev)
+	}
+	pids := mkdevOwners("/dev/loop" + strconv.Itoa(idx))
+	if len(pids) == 0 {
+		return fmt.Errorf("%s (backing file %s) is not served by a camount mkdev process; use losetup -d", dev, backing)
+	}
+	for _, pid := range pids {
+		e.log.Debug("rmdev: signalling", "pid", pid)
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("signalling camount mkdev (pid %d) of %s: %w", pid, dev, err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for blockdev.LoopAttachedTo(idx) == backing {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is still attached 20 s after signalling pid %v (is it in use?)", dev, pids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// mkdevOwners returns the pids of camount mkdev processes (other than this
+// one) that hold dev open.
+func mkdevOwners(dev string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(string(cmdline), "\x00")
+		if len(argv) < 2 || argv[1] != "mkdev" {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + ent.Name() + "/fd")
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/" + ent.Name() + "/fd/" + fd.Name()); err == nil && l == dev {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}

@@ -1,0 +1,324 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// diskImage is a GPT disk image with one ext4 partition, and its casync
+// index and store.
+type diskImage struct {
+	img, caibx, store string
+	size              int64
+	partOffset        int64             // bytes
+	partSize          int64             // bytes
+	files             map[string]string // path in the file system → sha256 hex
+}
+
+// makeDiskImage builds a GPT+ext4 disk image of sizeMiB with sfdisk and
+// mkfs.ext4 -d (no mount needed), and indexes it with casync make.
+func makeDiskImage(t testing.TB, dir string, sizeMiB int) *diskImage {
+	t.Helper()
+	needCmd(t, "sfdisk", "mkfs.ext4", "casync")
+	src := filepath.Join(dir, "fs-src")
+	d := &diskImage{
+		img: filepath.Join(dir, "disk.img"), caibx: filepath.Join(dir, "disk.caibx"),
+		store: filepath.Join(dir, "disk.castr"), size: int64(sizeMiB) << 20,
+		partOffset: 1 << 20, files: map[string]string{},
+	}
+	d.partSize = d.size - 2<<20 // GPT backup at the end
+	for name, n := range map[string]int{"big.bin": 1 << 20, "etc/hello.txt": 0, "sub/dir/small.bin": 70000} {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data := randomBytes(n, uint64(len(name)))
+		if n == 0 {
+			data = []byte("hello from a lazily fetched disk\n")
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		d.files[name] = hex.EncodeToString(sum[:])
+	}
+	f, err := os.Create(d.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(d.size)
+	f.Close()
+	sf := exec.Command("sfdisk", "-q", "--no-reread", "--no-tell-kernel", d.img)
+	sf.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nstart=%d, size=%d, type=linux, name=root\n", d.partOffset/512, d.partSize/512))
+	if out, err := sf.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	runCmd(t, "mkfs.ext4", "-q", "-F", "-L", "camount", "-E", fmt.Sprintf("root_owner=0:0,offset=%d", d.partOffset),
+		"-d", src, d.img, strconv.FormatInt(d.partSize>>10, 10)+"k")
+	runCmd(t, "casync", "make", "--store="+d.store, d.caibx, d.img)
+	return d
+}
+
+func (d *diskImage) sha256(t *testing.T) string {
+	t.Helper()
+	s := fileSum(t, d.img)
+	return hex.EncodeToString(s[:])
+}
+
+// mkdevProc is a running 'camount mkdev'.
+type mkdevProc struct {
+	cmd    *exec.Cmd
+	dev    string
+	stderr *lockedBuffer
+	done   chan error
+}
+
+// startMkdev runs camount mkdev and waits for the device path it prints.
+func startMkdev(t *testing.T, args ...string) *mkdevProc {
+	t.Helper()
+	cmd := exec.Command(camountBin, append([]string{"mkdev"}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &mkdevProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		io.Copy(io.Discard, out)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			err := <-p.done
+			p.done <- err
+			t.Fatalf("camount mkdev printed no device (exit %v)\nstderr: %s", err, p.stderr)
+		}
+		p.dev = strings.TrimSpace(l)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("camount mkdev: no device after 60 s\nstderr: %s", p.stderr)
+	}
+	return p
+}
+
+// stop sends SIGTERM (if still running) and waits for the exit.
+func (p *mkdevProc) stop(t *testing.T) error {
+	if p.cmd.ProcessState != nil {
+		return nil
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.wait(t, 30*time.Second)
+}
+
+func (p *mkdevProc) wait(t *testing.T, d time.Duration) error {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(d):
+		p.cmd.Process.Kill()
+		t.Errorf("camount mkdev did not exit within %v\nstderr: %s", d, p.stderr)
+		return <-p.done
+	}
+}
+
+// lockedBuffer collects a child's stderr while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(b)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func cmpFiles(t *testing.T, a, b string) {
+	t.Helper()
+	if out, err := exec.Command("cmp", a, b).CombinedOutput(); err != nil {
+		t.Fatalf("cmp %s %s: %v\n%s", a, b, err, out)
+	}
+}
+
+// TestMkdevLoop runs 'camount mkdev' on this host: the kernel here has no
+// NBD, so it must fall back to a loop device over a private FUSE mount.
+func TestMkdevLoop(t *testing.T) {
+	needRoot(t)
+	needCmd(t, "fdisk", "losetup", "mount", "cmp")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (loop module not loaded)")
+	}
+	dir := t.TempDir()
+	d := makeDiskImage(t, dir, 24)
+	p := startMkdev(t, "--via=auto", "--store="+d.store, d.caibx)
+	hasNBD := false
+	if _, err := os.Stat("/sys/module/nbd"); err == nil {
+		hasNBD = true
+	}
+	want := "/dev/loop"
+	if hasNBD {
+		want = "/dev/nbd"
+	}
+	if !strings.HasPrefix(p.dev, want) {
+		t.Fatalf("mkdev printed %q, want a %sN device\nstderr: %s", p.dev, want, p.stderr)
+	}
+	name := filepath.Base(p.dev)
+	if ro, _ := os.ReadFile("/sys/block/" + name + "/ro"); strings.TrimSpace(string(ro)) != "1" {
+		t.Errorf("/sys/block/%s/ro = %q, want 1", name, ro)
+	}
+	if sz, _ := os.ReadFile("/sys/block/" + name + "/size"); strings.TrimSpace(string(sz)) != strconv.FormatInt(d.size/512, 10) {
+		t.Errorf("/sys/block/%s/size = %q sectors, want %d", name, sz, d.size/512)
+	}
+	out := runCmd(t, "fdisk", "-l", p.dev)
+	if !strings.Contains(out, "Disklabel type: gpt") || !strings.Contains(out, p.dev) || !strings.Contains(out, " 2048 ") {
+		t.Errorf("fdisk -l %s does not show the GPT partition at sector 2048:\n%s", p.dev, out)
+	}
+	cmpFiles(t, p.dev, d.img)
+	if f, err := os.OpenFile(p.dev, os.O_WRONLY, 0); err == nil {
+		_, werr := f.WriteAt(make([]byte, 4096), 0)
+		if werr == nil {
+			werr = f.Sync()
+		}
+		f.Close()
+		if werr == nil {
+			t.Errorf("writing to %s succeeded on a read-only device", p.dev)
+		}
+	}
+
+	// Mount the ext4 partition read-only through a second loop device at
+	// the partition's offset.
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	part := strings.TrimSpace(runCmd(t, "losetup", "-r", "-f", "--show", "-o", strconv.FormatInt(d.partOffset, 10),
+		"--sizelimit", strconv.FormatInt(d.partSize, 10), p.dev))
+	t.Cleanup(func() { exec.Command("losetup", "-d", part).Run() })
+	runCmd(t, "mount", "-t", "ext4", "-o", "ro", part, mnt)
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			exec.Command("umount", mnt).Run()
+		}
+	})
+	for name, sum := range d.files {
+		s := fileSum(t, filepath.Join(mnt, name))
+		if got := hex.EncodeToString(s[:]); got != sum {
+			t.Errorf("%s in the mounted partition: sha256 %s, want %s", name, got, sum)
+		}
+	}
+	runCmd(t, "umount", mnt)
+	mounted = false
+	runCmd(t, "losetup", "-d", part)
+
+	// SIGTERM detaches the device and unmounts the FUSE file behind it.
+	if err := p.stop(t); err != nil {
+		t.Fatalf("camount mkdev after SIGTERM: %v\nstderr: %s", err, p.stderr)
+	}
+	checkDetached(t, p.dev)
+}
+
+// checkDetached checks that a device made by mkdev is gone and no
+// camount FUSE mount is left.
+func checkDetached(t *testing.T, dev string) {
+	t.Helper()
+	name := filepath.Base(dev)
+	if b, err := os.ReadFile("/sys/block/" + name + "/loop/backing_file"); err == nil {
+		t.Errorf("%s is still attached to %s", dev, strings.TrimSpace(string(b)))
+	}
+	if _, err := os.Stat("/sys/block/" + name + "/pid"); err == nil && strings.HasPrefix(name, "nbd") {
+		t.Errorf("%s is still connected", dev)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, "camount-mkdev-") {
+			t.Errorf("a mkdev FUSE mount is left: %s", l)
+		}
+	}
+}
+
+// TestMkdevRmdev detaches a device with 'camount rmdev' from another
+// process; the mkdev process must then exit cleanly.
+func TestMkdevRmdev(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (loop module not loaded)")
+	}
+	dir := t.TempDir()
+	d := makeDiskImage(t, dir, 8)
+	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
+	if !strings.HasPrefix(p.dev, "/dev/loop") {
+		t.Fatalf("mkdev --via=loop printed %q", p.dev)
+	}
+	cmpFiles(t, p.dev, d.img)
+	camount(t, "rmdev", p.dev)
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("camount mkdev after rmdev: %v\nstderr: %s", err, p.stderr)
+	}
+	checkDetached(t, p.dev)
+	// A device that is no longer attached, or is not ours, is an error.
+	if _, err := tryCamount("rmdev", p.dev); err == nil {
+		t.Errorf("rmdev of a detached %s succeeded", p.dev)
+	}
+	if _, err := tryCamount("rmdev", "/dev/null"); err == nil || !strings.Contains(err.Error(), "not a device made by camount mkdev") {
+		t.Errorf("rmdev /dev/null: err = %v", err)
+	}
+}
+
+// TestMkdevBadInput: clear errors, no device left behind.
+func TestMkdevBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.caibx")
+	os.WriteFile(bad, []byte("not an index"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mkdev"}, "want one .caibx INDEX"},
+		{[]string{"mkdev", filepath.Join(dir, "x.caidx")}, "want a .caibx index"},
+		{[]string{"mkdev", "--via=floppy", bad}, "--via must be"},
+		{[]string{"mkdev", filepath.Join(dir, "missing.caibx")}, "no such file"},
+		{[]string{"mkdev", bad}, "bad.caibx"},
+		{[]string{"rmdev"}, "want one DEVICE"},
+		{[]string{"rmdev", "/dev/nbd99999"}, "no such NBD device"},
+	} {
+		_, err := tryCamount(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("camount %s: err = %v, want %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}
