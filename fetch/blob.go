@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/camount/camount/chunker"
 )
@@ -19,12 +20,20 @@ type Blob struct {
 	size int64
 	zero []bool // chunk i is all zero bytes: served without a store
 	name string
+
+	raMax atomic.Int64             // readahead window cap of Streams; 0: no readahead
+	rec   atomic.Pointer[Recorder] // records first accesses, if set
 }
 
 // NewBlob returns a blob over idx. name is used in errors (the index path).
 func NewBlob(idx *chunker.Index, s *Scheduler, name string) *Blob {
-	return &Blob{idx: idx, s: s, d: idx.Digest(), size: int64(idx.Size()), zero: ZeroChunks(idx), name: name}
+	b := &Blob{idx: idx, s: s, d: idx.Digest(), size: int64(idx.Size()), zero: ZeroChunks(idx), name: name}
+	b.raMax.Store(DefaultReadaheadMax)
+	return b
 }
+
+// Name returns the name the blob uses in errors.
+func (b *Blob) Name() string { return b.name }
 
 // Size returns the stream length.
 func (b *Blob) Size() int64 { return b.size }
@@ -68,6 +77,9 @@ func (b *Blob) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	}
 	first := b.idx.Find(off)
 	last := b.idx.Find(off + int64(want) - 1)
+	if r := b.rec.Load(); r != nil {
+		r.touch(first, last)
+	}
 	if first == last {
 		data, err := b.chunk(ctx, first)
 		if err != nil {
@@ -148,17 +160,30 @@ func (b *Blob) wrap(err error) error {
 	return fmt.Errorf("%s: %w", b.name, err)
 }
 
-// Prefetch queues the chunks covering [off, off+n) at priority p without waiting.
-func (b *Blob) Prefetch(off, n int64, p Priority) {
-	if n <= 0 || off >= b.size || off < 0 {
-		return
+// Prefetch queues the chunks covering [off, off+n) at priority p without
+// waiting. It returns the number of fetches queued or raised.
+func (b *Blob) Prefetch(off, n int64, p Priority) int {
+	if n <= 0 || off >= b.size || off < 0 || p < 0 || p >= numPriorities {
+		return 0
 	}
 	end := min(off+n, b.size)
+	queued := 0
 	for i := b.idx.Find(off); i < len(b.idx.Chunks) && int64(b.idx.Chunks[i].Start) < end; i++ {
-		if !b.zero[i] {
-			b.s.Prefetch(b.idx.Chunks[i], b.d, p)
+		if !b.zero[i] && b.s.Prefetch(b.idx.Chunks[i], b.d, p) {
+			queued++
 		}
 	}
+	return queued
+}
+
+// HintMax bounds what one Hint prefetches.
+const HintMax = 1 << 20
+
+// Hint tells the blob that [off, off+n) is about to be read (a FUSE open of
+// a file whose contents start at off): its first chunks, up to HintMax
+// bytes, are prefetched at Readahead priority. It returns at once.
+func (b *Blob) Hint(off, n int64) {
+	b.Prefetch(off, min(n, HintMax), Readahead)
 }
 
 // Extent is a run of the stream that is either data or all zeros.

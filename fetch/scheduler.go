@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/camount/camount/cache"
@@ -27,6 +26,9 @@ const (
 )
 
 func (p Priority) String() string {
+	if p < 0 || p >= numPriorities {
+		return fmt.Sprintf("priority(%d)", int(p))
+	}
 	return [...]string{"foreground", "readahead", "background"}[p]
 }
 
@@ -46,51 +48,80 @@ type SchedulerOptions struct {
 	// Memory caches verified chunks; nil means a cache of cache.DefaultMemoryBytes.
 	Memory *cache.Memory
 	// Disk, if set, is consulted before the stores and filled after them.
+	// Background fetches go only to Disk (not Memory) when it is set, so a
+	// whole-image fill does not flush what readers use from memory.
 	Disk DiskCache
-	// Workers bounds concurrent store fetches; 0 means 16 (suits network
-	// stores; a local store needs fewer but is not hurt).
+	// Workers bounds concurrent store fetches; 0 means DefaultWorkers (suits
+	// network stores; a local store needs fewer but is not hurt).
 	Workers int
+	// DecodeWorkers bounds concurrent decompression and verification, which
+	// are CPU-bound; 0 means GOMAXPROCS. Foreground chunks decode first.
+	DecodeWorkers int
 	// Log receives warnings about missing and corrupt chunks; nil discards.
 	Log *slog.Logger
 }
 
-// Scheduler fetches, verifies and caches chunks. One fetch runs per chunk
-// however many readers wait for it; queued work is served strictly by
-// priority, and Readahead/Background are capped so they cannot occupy every
-// worker. A Foreground reader that waits for a queued lower-priority fetch
-// raises it to Foreground.
+// DefaultWorkers is the number of concurrent store fetches when
+// SchedulerOptions.Workers is 0.
+const DefaultWorkers = 32
+
+// Scheduler fetches, verifies and caches chunks.
+//
+// One fetch runs per chunk however many readers wait for it. Queued work is
+// served strictly by priority (FIFO within a priority), and the lower
+// classes are capped so they can never occupy every worker: Readahead and
+// Background together use at most 3/4 of the workers, Background at most
+// 1/2, so a Foreground request always finds a free worker or is next in
+// line. A Foreground reader that waits for a queued lower-priority fetch
+// raises it to Foreground. A fetch nobody waits for any more (its readers
+// gave up) is dropped from the queue, or cancelled if it is running;
+// prefetches (Prefetch, Ticket.Detach) are never cancelled once started.
+//
+// Lock order: Scheduler.mu, then cache.Memory's lock, then pmu.
 type Scheduler struct {
 	stores  []Store
 	mem     *cache.Memory
 	disk    DiskCache
 	log     *slog.Logger
 	workers int
-	caps    [numPriorities]int // max running per priority class
-	decode  chan struct{}      // bounds CPU-bound decoding to the cores
+	caps    [numPriorities]int // a class may run while the running total of it and lower classes is under its cap
+	decode  *prioSem           // bounds CPU-bound decoding to the cores
+	ctx     context.Context    // parent of every fetch; cancelled by Close
+	cancel  context.CancelFunc
 
 	mu       sync.Mutex
 	wake     *sync.Cond
-	inflight map[chunker.ID]*call   // guarded by mu
+	inflight map[chunker.ID]*call   // guarded by mu: queued or running, not abandoned
 	queues   [numPriorities][]*call // guarded by mu; FIFO, stale entries skipped
-	running  [numPriorities]int     // guarded by mu
+	running  [numPriorities]int     // guarded by mu; by the priority a fetch started at
+	fgActive int                    // guarded by mu: Foreground calls queued or running
+	lastFg   time.Time              // guarded by mu: when the last Foreground fetch ended
 	closed   bool                   // guarded by mu
 	wg       sync.WaitGroup
+
+	pmu        sync.Mutex
+	prefetched map[chunker.ID]struct{} // guarded by pmu: prefetched, not yet read
 
 	Stats Stats
 }
 
 type call struct {
-	c       chunker.Chunk
-	d       chunker.Digest
-	prio    Priority // highest priority asked for; guarded by Scheduler.mu
-	waiters int      // guarded by Scheduler.mu; detached calls hold one forever
-	started bool     // guarded by Scheduler.mu
-	gone    bool     // abandoned: removed from inflight; guarded by Scheduler.mu
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	data    []byte
-	err     error
+	c        chunker.Chunk
+	d        chunker.Digest
+	prio     Priority // highest priority asked for; guarded by Scheduler.mu
+	waiters  int      // tickets holding the call; guarded by Scheduler.mu
+	detached bool     // a prefetch holds it: never cancelled once started; guarded by mu
+	read     bool     // a Foreground reader asked for it; guarded by mu
+	fg       bool     // counted in Scheduler.fgActive; guarded by mu
+	started  bool     // a worker took it; guarded by mu
+	gone     bool     // abandoned: removed from inflight; guarded by mu
+	finished bool     // done is closed; guarded by mu
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	start    time.Time
+	data     []byte // set before done is closed
+	err      error  // set before done is closed
 }
 
 // NewScheduler starts the worker pool. Close stops it.
@@ -98,14 +129,19 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	if len(o.Stores) == 0 {
 		return nil, errors.New("no chunk store given")
 	}
+	for i, st := range o.Stores {
+		if st == nil {
+			return nil, fmt.Errorf("chunk store %d is nil", i)
+		}
+	}
 	s := &Scheduler{
-		stores:   o.Stores,
-		mem:      o.Memory,
-		disk:     o.Disk,
-		log:      o.Log,
-		workers:  o.Workers,
-		inflight: map[chunker.ID]*call{},
-		decode:   make(chan struct{}, runtime.GOMAXPROCS(0)),
+		stores:     o.Stores,
+		mem:        o.Memory,
+		disk:       o.Disk,
+		log:        o.Log,
+		workers:    o.Workers,
+		inflight:   map[chunker.ID]*call{},
+		prefetched: map[chunker.ID]struct{}{},
 	}
 	if s.mem == nil {
 		s.mem = cache.NewMemory(0)
@@ -114,9 +150,15 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.workers <= 0 {
-		s.workers = 16
+		s.workers = DefaultWorkers
 	}
+	dw := o.DecodeWorkers
+	if dw <= 0 {
+		dw = runtime.GOMAXPROCS(0)
+	}
+	s.decode = newPrioSem(dw)
 	s.caps = [numPriorities]int{s.workers, max(1, s.workers*3/4), max(1, s.workers/2)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.Stats.init(o.Stores)
 	s.wake = sync.NewCond(&s.mu)
 	for i := 0; i < s.workers; i++ {
@@ -126,105 +168,201 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	return s, nil
 }
 
-// Close stops the workers after the fetches they are running; queued
-// fetches fail with ErrClosed.
+// Workers returns the size of the fetch worker pool.
+func (s *Scheduler) Workers() int { return s.workers }
+
+// Cap returns how many fetches of priority p (and lower) may run at once.
+func (s *Scheduler) Cap(p Priority) int { return s.caps[p] }
+
+// Close cancels running fetches, fails queued ones with ErrClosed and
+// waits for the workers to exit. Fetches requested after Close fail with
+// ErrClosed. Close is safe to call more than once.
 func (s *Scheduler) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.wake.Broadcast()
 	s.mu.Unlock()
+	s.cancel()
 	s.wg.Wait()
 }
 
-// ErrClosed is returned for fetches still queued when the scheduler closes.
+// ErrClosed is returned for fetches still queued when the scheduler closes,
+// and for fetches asked for after.
 var ErrClosed = errors.New("scheduler closed")
 
 // Ticket is a requested chunk. Wait for it, or Release it if not needed.
+// A Ticket is used by one goroutine.
 type Ticket struct {
 	s    *Scheduler
 	cl   *call
-	data []byte // set when served without a fetch (cache, zero chunk)
+	data []byte // the result once known
+	err  error
 	held bool
 }
 
-// Start requests a chunk and returns at once. The fetch starts when a worker
-// is free for priority p.
+// Start requests a chunk at priority p and returns at once. The fetch
+// starts when a worker is free for priority p.
 func (s *Scheduler) Start(c chunker.Chunk, d chunker.Digest, p Priority) *Ticket {
 	if b, ok := s.mem.Get(c.ID); ok {
-		s.Stats.MemHits.Add(1)
+		s.memHit(c.ID, p)
 		return &Ticket{data: b}
 	}
 	s.mu.Lock()
-	cl := s.join(c, d, p)
+	defer s.mu.Unlock()
+	if s.closed {
+		return &Ticket{err: ErrClosed}
+	}
+	cl := s.inflight[c.ID]
+	if cl == nil {
+		// A fetch may have finished since the lookup above: it fills the
+		// cache before it leaves inflight, so looking again is enough.
+		if b, ok := s.mem.Get(c.ID); ok {
+			s.memHit(c.ID, p)
+			return &Ticket{data: b}
+		}
+		cl = s.newCall(c, d, p)
+	} else {
+		s.raise(cl, p)
+	}
 	cl.waiters++
-	s.mu.Unlock()
+	if p == Foreground {
+		cl.read = true
+	}
 	return &Ticket{s: s, cl: cl, held: true}
 }
 
-// join finds or creates the call for c and queues it at priority p. s.mu held.
-func (s *Scheduler) join(c chunker.Chunk, d chunker.Digest, p Priority) *call {
-	cl := s.inflight[c.ID]
-	if cl == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		cl = &call{c: c, d: d, prio: p, ctx: ctx, cancel: cancel, done: make(chan struct{})}
-		s.inflight[c.ID] = cl
-		s.queues[p] = append(s.queues[p], cl)
-		s.wake.Signal()
-		return cl
+func (s *Scheduler) memHit(id chunker.ID, p Priority) {
+	s.Stats.MemHits.Add(1)
+	if p != Foreground {
+		return
 	}
-	if p < cl.prio {
-		cl.prio = p
-		if !cl.started {
-			s.queues[p] = append(s.queues[p], cl) // the old entry goes stale
-			s.Stats.Promoted.Add(1)
-			s.wake.Signal()
-		}
+	s.pmu.Lock()
+	_, ok := s.prefetched[id]
+	if ok {
+		delete(s.prefetched, id)
 	}
+	s.pmu.Unlock()
+	if ok {
+		s.Stats.PrefetchUsed.Add(1)
+	}
+}
+
+// newCall creates and queues a call. s.mu held.
+func (s *Scheduler) newCall(c chunker.Chunk, d chunker.Digest, p Priority) *call {
+	ctx, cancel := context.WithCancel(s.ctx)
+	cl := &call{c: c, d: d, prio: p, ctx: ctx, cancel: cancel, done: make(chan struct{}), start: time.Now()}
+	s.inflight[c.ID] = cl
+	s.queues[p] = append(s.queues[p], cl)
+	if p == Foreground {
+		cl.fg = true
+		s.fgActive++
+	}
+	s.wake.Signal()
 	return cl
 }
 
-// Wait returns the verified chunk, or the fetch's error, or ctx's error if
-// ctx ends first (the fetch is cancelled when no one else waits for it).
-// The returned bytes must not be modified.
-func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
-	if !t.held {
-		if t.data != nil {
-			return t.data, nil
-		}
-		return nil, errors.New("ticket already used")
+// raise lifts a call to priority p if that is higher. s.mu held.
+func (s *Scheduler) raise(cl *call, p Priority) {
+	if p >= cl.prio {
+		return
 	}
-	select {
-	case <-t.cl.done:
-		t.Release()
-		return t.cl.data, t.cl.err
-	case <-ctx.Done():
-		t.Release()
-		return nil, ctx.Err()
+	cl.prio = p
+	if p == Foreground && !cl.fg {
+		cl.fg = true
+		s.fgActive++
+	}
+	if !cl.started {
+		s.queues[p] = append(s.queues[p], cl) // the old entry goes stale
+		s.Stats.Promoted.Add(1)
+		s.wake.Signal()
 	}
 }
 
-// Release gives up interest in the chunk. Safe to call more than once.
-func (t *Ticket) Release() {
+// fgDone takes a call out of the Foreground count. s.mu held.
+func (s *Scheduler) fgDone(cl *call) {
+	if cl.fg {
+		cl.fg = false
+		s.fgActive--
+		s.lastFg = time.Now()
+	}
+}
+
+// Wait returns the verified chunk, or the fetch's error, or ctx's error if
+// ctx ends first (the fetch is then abandoned if no one else waits for it).
+// The returned bytes must not be modified. Wait may be called again and
+// returns the same result.
+func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
+	if !t.held {
+		return t.data, t.err
+	}
+	select {
+	case <-t.cl.done:
+		t.data, t.err = t.cl.data, t.cl.err
+		if t.err != nil && t.s.isClosed() && t.s.ctx.Err() != nil && errors.Is(t.err, context.Canceled) {
+			t.err = ErrClosed
+		}
+	case <-ctx.Done():
+		t.err = ctx.Err()
+	}
+	t.Release()
+	return t.data, t.err
+}
+
+// Done returns a channel closed when the chunk is ready (or failed); nil
+// for a ticket served from the cache.
+func (t *Ticket) Done() <-chan struct{} {
+	if t.cl == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.cl.done
+}
+
+// Release gives up interest in the chunk: if no one else wants it, a
+// queued fetch is dropped and a running one cancelled. Safe to call more
+// than once, and after Wait.
+func (t *Ticket) Release() { t.release(false) }
+
+// Detach gives up interest in the chunk but lets a running fetch finish
+// and fill the cache (a queued one is dropped if no one else wants it).
+// Readahead uses it when its guess is no longer wanted.
+func (t *Ticket) Detach() { t.release(true) }
+
+func (t *Ticket) release(keepRunning bool) {
 	if !t.held {
 		return
 	}
 	t.held = false
+	if t.err == nil && t.data == nil {
+		t.err = errors.New("ticket released")
+	}
 	s, cl := t.s, t.cl
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cl.waiters--
-	if cl.waiters == 0 && !cl.gone {
-		select {
-		case <-cl.done:
-			return
-		default:
-		}
-		cl.gone = true
-		if s.inflight[cl.c.ID] == cl {
-			delete(s.inflight, cl.c.ID)
-		}
-		cl.cancel()
+	if cl.waiters > 0 || cl.detached || cl.finished || cl.gone {
+		return
 	}
+	if cl.started && keepRunning {
+		cl.detached = true
+		return
+	}
+	cl.gone = true
+	if s.inflight[cl.c.ID] == cl {
+		delete(s.inflight, cl.c.ID)
+	}
+	if !cl.started {
+		s.fgDone(cl)
+		s.Stats.Dropped.Add(1)
+	}
+	cl.cancel()
+}
+
+func (s *Scheduler) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Fetch returns the verified bytes of chunk c, fetching it at priority p if
@@ -233,44 +371,87 @@ func (s *Scheduler) Fetch(ctx context.Context, c chunker.Chunk, d chunker.Digest
 	return s.Start(c, d, p).Wait(ctx)
 }
 
-// Prefetch asks for a chunk to be cached, without waiting. Prefetched chunks
-// are never cancelled; a reader that needs one later simply joins the fetch.
-func (s *Scheduler) Prefetch(c chunker.Chunk, d chunker.Digest, p Priority) {
+// Prefetch asks for a chunk to be cached at priority p, without waiting.
+// Prefetches are never cancelled; a reader that needs the chunk later simply
+// joins the fetch (raising its priority). It reports whether a fetch was
+// queued or raised (false: cached, already queued at p or higher, or closed).
+func (s *Scheduler) Prefetch(c chunker.Chunk, d chunker.Digest, p Priority) bool {
 	if s.mem.Contains(c.ID) {
-		return
+		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
 	if cl := s.inflight[c.ID]; cl != nil {
+		cl.detached = true
 		if p < cl.prio {
-			s.join(c, d, p)
+			s.raise(cl, p)
+			return true
 		}
-		return
+		return false
 	}
-	cl := s.join(c, d, p)
-	cl.waiters++ // detached: held until done
+	if s.mem.Contains(c.ID) {
+		return false
+	}
+	cl := s.newCall(c, d, p)
+	cl.detached = true
 	s.Stats.Prefetched.Add(1)
-	go func() {
-		<-cl.done
-		s.mu.Lock()
-		cl.waiters--
-		s.mu.Unlock()
-	}()
+	return true
 }
 
 // Cached reports whether a chunk is in the memory cache.
 func (s *Scheduler) Cached(id chunker.ID) bool { return s.mem.Contains(id) }
 
+// Pending reports whether a chunk is queued or being fetched.
+func (s *Scheduler) Pending(id chunker.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight[id] != nil
+}
+
+// HasDisk reports whether a disk cache is configured.
+func (s *Scheduler) HasDisk() bool { return s.disk != nil }
+
+// Memory returns the memory cache.
+func (s *Scheduler) Memory() *cache.Memory { return s.mem }
+
+// ForegroundIdle reports how long no Foreground fetch has been queued or
+// running (0 while one is).
+func (s *Scheduler) ForegroundIdle() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fgActive > 0 {
+		return 0
+	}
+	if s.lastFg.IsZero() {
+		return time.Duration(1<<62 - 1)
+	}
+	return time.Since(s.lastFg)
+}
+
+// Queued returns the number of calls queued (not started) at each priority.
+func (s *Scheduler) Queued() (n [numPriorities]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cl := range s.inflight {
+		if !cl.started {
+			n[cl.prio]++
+		}
+	}
+	return n
+}
+
 // next picks the highest-priority runnable call. s.mu held.
 func (s *Scheduler) next() (*call, Priority) {
+	busy := 0 // running at priorities >= p
+	for q := Priority(0); q < numPriorities; q++ {
+		busy += s.running[q]
+	}
 	for p := Priority(0); p < numPriorities; p++ {
-		// A class may run only while the lower classes' total stays under its cap.
-		busy := 0
-		for q := p; q < numPriorities; q++ {
-			busy += s.running[q]
+		if p > 0 {
+			busy -= s.running[p-1]
 		}
 		if busy >= s.caps[p] {
 			continue
@@ -286,7 +467,7 @@ func (s *Scheduler) next() (*call, Priority) {
 			s.queues[p] = q
 			return cl, p
 		}
-		s.queues[p] = q
+		s.queues[p] = nil // drop the drained backing array
 	}
 	return nil, 0
 }
@@ -296,20 +477,7 @@ func (s *Scheduler) worker() {
 	s.mu.Lock()
 	for {
 		if s.closed {
-			// Fail everything still queued.
-			for p := range s.queues {
-				for _, cl := range s.queues[p] {
-					if cl != nil && !cl.started {
-						cl.started = true
-						cl.err = ErrClosed
-						if s.inflight[cl.c.ID] == cl {
-							delete(s.inflight, cl.c.ID)
-						}
-						close(cl.done)
-					}
-				}
-				s.queues[p] = nil
-			}
+			s.failQueued()
 			s.mu.Unlock()
 			return
 		}
@@ -323,37 +491,135 @@ func (s *Scheduler) worker() {
 		s.mu.Unlock()
 
 		start := time.Now()
-		cl.data, cl.err = s.fetchVerified(cl.ctx, cl.c, cl.d, p)
-		s.Stats.observe(p, time.Since(start), cl.err, len(cl.data))
+		data, src, stored, err := s.fetchVerified(cl, p)
+		el := time.Since(start)
 
 		s.mu.Lock()
 		s.running[p]--
+		cl.data, cl.err = data, err
+		cl.finished = true
 		if s.inflight[cl.c.ID] == cl {
 			delete(s.inflight, cl.c.ID)
 		}
+		read := cl.read
+		wasFg := cl.fg
+		s.fgDone(cl)
 		close(cl.done)
 		cl.cancel()
-		s.wake.Signal()
+		s.wake.Broadcast()
+		s.mu.Unlock()
+
+		s.account(cl, p, src, stored, el, err, read, wasFg)
+		s.mu.Lock()
+	}
+}
+
+// account updates the stats for a finished fetch.
+func (s *Scheduler) account(cl *call, p Priority, src, stored int, el time.Duration, err error, read, fg bool) {
+	st := &s.Stats
+	switch {
+	case err != nil && cl.ctx.Err() != nil:
+		st.Cancelled.Add(1)
+		return
+	case err != nil:
+		st.Failed.Add(1)
+		return
+	}
+	if fg {
+		st.ForegroundWait.observe(time.Since(cl.start))
+	}
+	if src < 0 {
+		return // disk cache hit, counted in DiskHits
+	}
+	st.Fetched[p].Add(1)
+	st.FetchedBytes[p].Add(int64(len(cl.data)))
+	st.storeFetched(src, stored)
+	st.FetchLatency.observe(el)
+	if p == Foreground {
+		return
+	}
+	st.PrefetchFetched.Add(1)
+	if read {
+		st.PrefetchUsed.Add(1)
+		return
+	}
+	s.pmu.Lock()
+	s.prefetched[cl.c.ID] = struct{}{}
+	s.pmu.Unlock()
+}
+
+// failQueued fails every queued call with ErrClosed. s.mu held.
+func (s *Scheduler) failQueued() {
+	for p := range s.queues {
+		for _, cl := range s.queues[p] {
+			if cl != nil && !cl.started && !cl.finished {
+				cl.started = true
+				cl.finished = true
+				cl.err = ErrClosed
+				if s.inflight[cl.c.ID] == cl {
+					delete(s.inflight, cl.c.ID)
+				}
+				s.fgDone(cl)
+				close(cl.done)
+				cl.cancel()
+			}
+		}
+		s.queues[p] = nil
 	}
 }
 
 // fetchVerified takes a chunk from the disk cache or the stores in order,
-// returning only bytes that match the chunk ID.
-func (s *Scheduler) fetchVerified(ctx context.Context, c chunker.Chunk, d chunker.Digest, p Priority) ([]byte, error) {
+// returning only bytes that match the chunk ID. src is the index of the
+// store that served it (-1: disk cache), stored the size of its stored form.
+func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, stored int, err error) {
+	ctx, c, d := cl.ctx, cl.c, cl.d
 	if s.disk != nil {
 		if b, ok := s.disk.Get(c, d); ok {
 			s.Stats.DiskHits.Add(1)
-			s.mem.Add(c.ID, b)
-			return b, nil
+			if p != Background {
+				s.mem.Add(c.ID, b)
+			}
+			return b, -1, 0, nil
 		}
 	}
 	var errs []error
 	for i, st := range s.stores {
-		raw, err := st.Get(ctx, c.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return nil, 0, 0, err
+		}
+		refetch := 0
+		if r, ok := st.(Refetcher); ok {
+			refetch = max(r.RefetchCorrupt(), 0)
+		}
+		var raw, data []byte
+		var err error
+		for attempt := 0; ; attempt++ {
+			raw, err = st.Get(ctx, c.ID)
+			if err != nil {
+				break
 			}
+			s.decode.acquire(s.prioOf(cl))
+			data, err = DecodeChunk(c, d, raw)
+			s.decode.release()
+			if err == nil || attempt >= refetch || ctx.Err() != nil {
+				break
+			}
+			// Damaged on the way? Ask the same store again.
+			s.log.Warn("chunk failed verification, fetching it again", "chunk", c.ID, "store", st, "err", err)
+			s.Stats.Refetched.Add(1)
+		}
+		if err != nil && ctx.Err() != nil {
+			return nil, 0, 0, ctx.Err()
+		}
+		var ce *CorruptChunkError
+		switch {
+		case err != nil && errors.As(err, &ce):
+			ce.Store = st.String()
+			s.log.Warn("corrupt chunk", "chunk", c.ID, "store", st, "err", err)
+			s.Stats.Corrupt.Add(1)
+			errs = append(errs, err)
+			continue
+		case err != nil:
 			if !errors.Is(err, ErrNotFound) {
 				s.log.Warn("chunk fetch failed", "chunk", c.ID, "store", st, "err", err)
 				s.Stats.StoreErrors.Add(1)
@@ -361,27 +627,24 @@ func (s *Scheduler) fetchVerified(ctx context.Context, c chunker.Chunk, d chunke
 			errs = append(errs, err)
 			continue
 		}
-		s.decode <- struct{}{}
-		data, err := DecodeChunk(c, d, raw)
-		<-s.decode
-		if err != nil {
-			var ce *CorruptChunkError
-			if errors.As(err, &ce) {
-				ce.Store = st.String()
-			}
-			s.log.Warn("corrupt chunk", "chunk", c.ID, "store", st, "err", err)
-			s.Stats.Corrupt.Add(1)
-			errs = append(errs, err)
-			continue
+		if i > 0 {
+			s.Stats.Failovers.Add(1)
 		}
-		s.Stats.storeFetched(i, len(raw))
-		s.mem.Add(c.ID, data)
+		if s.disk == nil || p != Background || s.prioOf(cl) != Background {
+			s.mem.Add(c.ID, data)
+		}
 		if s.disk != nil {
 			s.disk.Put(c.ID, data)
 		}
-		return data, nil
+		return data, i, len(raw), nil
 	}
-	return nil, &ChunkError{Chunk: c, Errs: errs}
+	return nil, 0, 0, &ChunkError{Chunk: c, Errs: errs}
+}
+
+func (s *Scheduler) prioOf(cl *call) Priority {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cl.prio
 }
 
 // ChunkError is the failure to get a chunk from every store. It wraps each
@@ -401,61 +664,42 @@ func (e *ChunkError) Error() string {
 
 func (e *ChunkError) Unwrap() []error { return e.Errs }
 
-// Stats counts the scheduler's work. All fields are safe to read at any time.
-type Stats struct {
-	MemHits, DiskHits, ZeroHits  atomic.Int64
-	Fetched                      [numPriorities]atomic.Int64 // chunks fetched per priority
-	FetchedBytes                 [numPriorities]atomic.Int64 // uncompressed bytes
-	Failed, Corrupt, StoreErrors atomic.Int64
-	Promoted, Prefetched         atomic.Int64
-	storeNames                   []string
-	storeChunks, storeBytes      []atomic.Int64
-	latMu                        sync.Mutex
-	latencies                    []time.Duration // foreground fetch latencies, bounded sample
+// prioSem is a counting semaphore that hands free slots to the
+// highest-priority waiter first.
+type prioSem struct {
+	mu      sync.Mutex
+	free    int                            // guarded by mu
+	waiting [numPriorities][]chan struct{} // guarded by mu
 }
 
-func (st *Stats) init(stores []Store) {
-	for _, s := range stores {
-		st.storeNames = append(st.storeNames, s.String())
-	}
-	st.storeChunks = make([]atomic.Int64, len(stores))
-	st.storeBytes = make([]atomic.Int64, len(stores))
-}
+func newPrioSem(n int) *prioSem { return &prioSem{free: n} }
 
-func (st *Stats) storeFetched(i, n int) {
-	st.storeChunks[i].Add(1)
-	st.storeBytes[i].Add(int64(n))
-}
-
-func (st *Stats) observe(p Priority, d time.Duration, err error, n int) {
-	if err != nil {
-		st.Failed.Add(1)
+func (s *prioSem) acquire(p Priority) {
+	s.mu.Lock()
+	if s.free > 0 {
+		s.free--
+		s.mu.Unlock()
 		return
 	}
-	st.Fetched[p].Add(1)
-	st.FetchedBytes[p].Add(int64(n))
-	st.latMu.Lock()
-	if len(st.latencies) < 1<<16 {
-		st.latencies = append(st.latencies, d)
-	}
-	st.latMu.Unlock()
+	ch := make(chan struct{})
+	s.waiting[p] = append(s.waiting[p], ch)
+	s.mu.Unlock()
+	<-ch
 }
 
-// StoreCounts returns chunks and stored bytes fetched from each store, by name.
-func (st *Stats) StoreCounts() (names []string, chunks, bytes []int64) {
-	for i := range st.storeNames {
-		names = append(names, st.storeNames[i])
-		chunks = append(chunks, st.storeChunks[i].Load())
-		bytes = append(bytes, st.storeBytes[i].Load())
+func (s *prioSem) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.waiting {
+		if w := s.waiting[p]; len(w) > 0 {
+			ch := w[0]
+			w[0] = nil
+			s.waiting[p] = w[1:]
+			close(ch) // the slot passes to the waiter
+			return
+		}
 	}
-	return
-}
-
-// Latencies returns a copy of the sampled fetch latencies.
-func (st *Stats) Latencies() []time.Duration {
-	st.latMu.Lock()
-	defer st.latMu.Unlock()
-	return append([]time.Duration(nil), st.latencies...)
+	s.free++
 }
 
 var _ io.ReaderAt = (*Blob)(nil)
