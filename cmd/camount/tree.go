@@ -24,6 +24,7 @@ import (
 type treeFlags struct {
 	with, without stringList
 	fs            *flag.FlagSet
+	bf            *blobFlags // the verb's store flags, when it owns them
 }
 
 func addTreeFlags(fs *flag.FlagSet) *treeFlags {
@@ -77,28 +78,31 @@ func (t *treeFlags) mask() (uint64, error) {
 	return w &^ wo, nil
 }
 
-// blobFlags returns the store options of the verb (for reading a .caidx).
+// blobFlags returns the store options of the verb (for reading a .caidx):
+// a fresh set with its defaults, overridden by the verb's flags of the
+// same names (the verb registered them with addBlobFlags).
 func (t *treeFlags) blobFlags() *blobFlags {
-	o := &blobFlags{}
-	if t.fs != nil {
-		if f := t.fs.Lookup("store"); f != nil {
-			if sl, ok := f.Value.(*stringList); ok {
-				o.stores = *sl
-			} else if v := f.Value.String(); v != "" {
-				o.stores = stringList{v}
-			}
-		}
-		if f := t.fs.Lookup("cache-size"); f != nil {
-			if b, ok := f.Value.(*byteSize); ok {
-				o.cacheSize = *b
-			}
-		}
-		if f := t.fs.Lookup("fetch-workers"); f != nil {
-			fmt.Sscan(f.Value.String(), &o.workers)
-		}
+	if t.bf != nil {
+		return t.bf
 	}
-	if o.cacheSize == 0 {
-		o.cacheSize = 256 << 20
+	scratch := flag.NewFlagSet("", flag.ContinueOnError)
+	o := addBlobFlags(scratch)
+	if t.fs != nil {
+		scratch.VisitAll(func(f *flag.Flag) {
+			rf := t.fs.Lookup(f.Name)
+			if rf == nil {
+				return
+			}
+			if sl, ok := rf.Value.(*stringList); ok {
+				if dst, ok := f.Value.(*stringList); ok {
+					*dst = append(stringList(nil), *sl...)
+				}
+				return
+			}
+			if rf.Value.String() != rf.DefValue {
+				f.Value.Set(rf.Value.String())
+			}
+		})
 	}
 	return o
 }
@@ -313,9 +317,10 @@ func init() {
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
 		summary: "list the entries of a tree, as casync list",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			addBlobFlags(fs)
+			bf := addBlobFlags(fs)
 			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
 			tf := addTreeFlags(fs)
+			tf.bf = bf
 			return func(ctx context.Context, e *env, args []string) error {
 				return runList(ctx, e, tf, args, false)
 			}
@@ -326,9 +331,10 @@ func init() {
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
 		summary: "print a tree in BSD mtree(5) format, as casync mtree",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			addBlobFlags(fs)
+			bf := addBlobFlags(fs)
 			fs.String("digest", "sha512-256", "payload digest: sha512-256 or sha256")
 			tf := addTreeFlags(fs)
+			tf.bf = bf
 			return func(ctx context.Context, e *env, args []string) error {
 				return runList(ctx, e, tf, args, true)
 			}
@@ -339,9 +345,10 @@ func init() {
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx",
 		summary: "print the digest of a tree's archive stream, as casync digest",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			addBlobFlags(fs)
+			bf := addBlobFlags(fs)
 			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
 			tf := addTreeFlags(fs)
+			tf.bf = bf
 			return func(ctx context.Context, e *env, args []string) error {
 				return runDigest(ctx, e, tf, args)
 			}
@@ -458,12 +465,9 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	}
 }
 
-// listPath is the path casync prints: relative to the listed subtree, "."
-// for its top.
+// listPath is the path casync prints: from the archive root (also when a
+// subtree is listed), "." for the root.
 func listPath(p, sub string) string {
-	if sub != "" {
-		p = strings.TrimPrefix(strings.TrimPrefix(p, sub), "/")
-	}
 	if p == "" {
 		return "."
 	}
