@@ -68,7 +68,6 @@ func fixtureTree(t *testing.T, o treeOpts) string {
 	return f.dir
 }
 
-
 func treeRandom(n int, seed uint64) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	b := make([]byte, n)
