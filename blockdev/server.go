@@ -256,6 +256,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		tc.SetNoDelay(true)
 	}
 	log := s.log.With("remote", remoteName(nc))
+	if refuse {
+		log.Warn("nbd: refusing a client: too many connections", "max_connections", s.opt.MaxConnections)
+	}
 	if s.opt.HandshakeTimeout > 0 {
 		nc.SetDeadline(time.Now().Add(s.opt.HandshakeTimeout))
 	}
