@@ -501,20 +501,16 @@ func (s *Scheduler) worker() {
 		if s.inflight[cl.c.ID] == cl {
 			delete(s.inflight, cl.c.ID)
 		}
-		read := cl.read
-		wasFg := cl.fg
+		// Count before waking the readers, so what they see is counted.
+		s.account(cl, p, src, stored, el, err, cl.read, cl.fg)
 		s.fgDone(cl)
 		close(cl.done)
 		cl.cancel()
 		s.wake.Broadcast()
-		s.mu.Unlock()
-
-		s.account(cl, p, src, stored, el, err, read, wasFg)
-		s.mu.Lock()
 	}
 }
 
-// account updates the stats for a finished fetch.
+// account updates the stats for a finished fetch. s.mu held.
 func (s *Scheduler) account(cl *call, p Priority, src, stored int, el time.Duration, err error, read, fg bool) {
 	st := &s.Stats
 	switch {

@@ -16,6 +16,8 @@ const (
 	// one and still continue a sequential run (the kernel sends readahead
 	// reads concurrently, so they arrive slightly out of order).
 	readaheadSlack = 1 << 20
+	// readaheadAfter is the number of sequential reads that start readahead.
+	readaheadAfter = 3
 )
 
 // SetReadahead sets the cap of the readahead window of the blob's Streams;
@@ -26,7 +28,7 @@ func (b *Blob) SetReadahead(capBytes int64) { b.raMax.Store(max(capBytes, 0)) }
 func (b *Blob) Readahead() int64 { return b.raMax.Load() }
 
 // Stream is one reader of a blob — a FUSE file handle, an NBD connection —
-// that detects sequential access: after two sequential reads it prefetches
+// that detects sequential access: after three sequential reads it prefetches
 // a window past the read at Readahead priority, doubling the window while
 // the run continues up to the blob's cap, and drops the window (and the
 // fetches it queued that have not started) when access turns random.
@@ -111,7 +113,8 @@ func (s *Stream) observe(off, n int64) {
 	if s.closed {
 		return
 	}
-	seq := off >= s.next-readaheadSlack && off <= s.next+readaheadSlack && (s.run > 0 || off == 0)
+	slack := min(readaheadSlack, max(2*n, s.window, 32<<10))
+	seq := off >= s.next-slack && off <= s.next+slack && (s.run > 0 || off == 0)
 	if !seq {
 		s.randN++
 		if s.window > 0 || len(s.tickets) > 0 {
@@ -135,7 +138,7 @@ func (s *Stream) observe(off, n int64) {
 	s.tickets = append(s.tickets[:0], s.tickets[k:]...)
 
 	raMax := s.b.raMax.Load()
-	if s.run < 2 || raMax <= 0 {
+	if s.run < readaheadAfter || raMax <= 0 {
 		return
 	}
 	switch {
