@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/camount/camount/chunker"
 )
@@ -18,7 +19,8 @@ const ChunkSuffix = ".cacnk"
 
 // LocalStore is a .castr directory: <dir>/<first 4 hex>/<hex>.cacnk.
 type LocalStore struct {
-	Dir string
+	Dir  string
+	dirs sync.Map // fan-out directories known to exist
 }
 
 // NewLocalStore returns a store for dir; it does not touch the disk.
@@ -83,24 +85,35 @@ func (s *LocalStore) Has(id chunker.ID) bool {
 }
 
 // Put stores compressed bytes atomically: written to a temporary file in the
-// fan-out directory, then linked into place without replacing an existing
-// chunk, so concurrent writers and readers never see a torn file.
+// fan-out directory, then renamed into place, so concurrent writers and
+// readers never see a torn file.
 func (s *LocalStore) Put(id chunker.ID, stored []byte) error {
 	p := s.Path(id)
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	if _, ok := s.dirs.Load(dir); !ok {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		s.dirs.Store(dir, true)
 	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := p + "." + hex.EncodeToString(rnd[:]) + ".tmp"
-	if err := os.WriteFile(tmp, stored, 0o444); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(stored)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// Replacing an existing file is harmless: same ID, same content
+		// (and a corrupt old file gets repaired).
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
 		os.Remove(tmp)
-		return err
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, p); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return nil
+	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/camount/camount/chunker"
@@ -137,10 +139,11 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 	if err := os.MkdirAll(store.Dir, 0o755); err != nil {
 		return zero, fmt.Errorf("chunk store: %w", err)
 	}
-	ck, err := chunker.NewChunker(r, p)
+	next, release, err := chunkSource(r, p)
 	if err != nil {
 		return zero, err
 	}
+	defer release()
 	x := &chunker.Index{Flags: flags, Min: p.Min, Avg: p.Avg, Max: p.Max}
 
 	type job struct {
@@ -162,7 +165,11 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				j.id = d.Sum(j.data)
+				if z := zeroID(d, j.data); z != nil {
+					j.id = *z
+				} else {
+					j.id = d.Sum(j.data)
+				}
 				if _, dup := known.LoadOrStore(j.id, true); !dup && !store.Has(j.id) {
 					b, err := fetch.Compress(comp, j.data)
 					if err == nil {
@@ -202,7 +209,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		if ctx.Err() != nil {
 			break
 		}
-		b, err := ck.Next()
+		b, err := next()
 		if err == io.EOF {
 			break
 		}
@@ -210,7 +217,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 			readErr = err
 			break
 		}
-		j := &job{data: append([]byte(nil), b...), done: make(chan struct{})}
+		j := &job{data: b, done: make(chan struct{})}
 		ordered <- j
 		jobs <- j
 	}
@@ -342,4 +349,71 @@ func human(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// chunkSource returns a function yielding the chunks of r in order, each a
+// slice the caller may keep. A regular file is memory-mapped and split in
+// place (no read copies); anything else is read through a Chunker.
+func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), release func(), err error) {
+	sp, err := chunker.NewSplitter(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f, ok := r.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > 0 && st.Size() < 1<<46 {
+			if m, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+				syscall.Madvise(m, syscall.MADV_SEQUENTIAL)
+				rest := m
+				next = func() ([]byte, error) {
+					if len(rest) == 0 {
+						return nil, io.EOF
+					}
+					n := sp.Cut(rest)
+					if n == 0 {
+						n = len(rest)
+					}
+					b := rest[:n:n]
+					rest = rest[n:]
+					return b, nil
+				}
+				return next, func() { syscall.Munmap(m) }, nil
+			}
+		}
+	}
+	ck, err := chunker.NewChunker(r, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() ([]byte, error) {
+		b, err := ck.Next()
+		if err != nil {
+			return nil, err
+		}
+		return append([]byte(nil), b...), nil
+	}, func() {}, nil
+}
+
+var (
+	zeroIDs   sync.Map // (digest, size) -> *chunker.ID
+	zeroBytes = make([]byte, chunker.DefaultMax)
+)
+
+type zeroKey struct {
+	d    chunker.Digest
+	size int
+}
+
+// zeroID returns the ID of an all-zero chunk without hashing it again, or
+// nil if b holds a non-zero byte. Disk images are often mostly zeros.
+func zeroID(d chunker.Digest, b []byte) *chunker.ID {
+	if len(b) > len(zeroBytes) || !bytes.Equal(b, zeroBytes[:len(b)]) {
+		return nil
+	}
+	k := zeroKey{d, len(b)}
+	if v, ok := zeroIDs.Load(k); ok {
+		return v.(*chunker.ID)
+	}
+	id := d.Sum(b)
+	zeroIDs.Store(k, &id)
+	return &id
 }
