@@ -27,9 +27,23 @@ type TreeOptions struct {
 type tree struct {
 	arc     *catar.Archive
 	src     Source
+	pre     Prefetcher // nil: the source does not prefetch
 	log     *slog.Logger
 	handles atomic.Uint64 // last file handle number given out
+
+	// Directory listings read ahead in the background, by ENTRY offset,
+	// until a node adopts them. Bounded by maxPrelisted.
+	preMu    sync.Mutex
+	prelist  map[int64]*listing
+	queued   map[int64]bool
+	preQueue chan *catar.Entry // directories to list in the background
 }
+
+const (
+	maxPrelisted  = 4096     // listings kept ahead of use
+	prelistWorker = 4        // background listers
+	prefetchHead  = 64 << 10 // bytes prefetched at the start of each child
+)
 
 // TreeNode is a node of a catar tree mount. Its inode number is its ENTRY
 // offset in the archive plus one (the root is 1), so numbers are stable
@@ -54,6 +68,15 @@ type listing struct {
 // payload bytes are read from src (the same stream arc reads).
 func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 	t := &tree{arc: arc, src: src, log: logger(o.Log)}
+	if p, ok := src.(Prefetcher); ok {
+		t.pre = p
+		t.prelist = map[int64]*listing{}
+		t.queued = map[int64]bool{}
+		t.preQueue = make(chan *catar.Entry, maxPrelisted)
+		for i := 0; i < prelistWorker; i++ {
+			go t.prelister()
+		}
+	}
 	return &TreeNode{t: t, e: arc.Root()}
 }
 
@@ -111,7 +134,29 @@ func (n *TreeNode) children() (*listing, error) {
 	if l := n.listing.Load(); l != nil {
 		return l, nil
 	}
-	list, err := n.t.arc.ReadDir(n.e)
+	l := n.t.takePrelisted(n.e)
+	if l == nil {
+		var err error
+		if l, err = n.t.list(n.e); err != nil {
+			return nil, err
+		}
+	}
+	n.listing.Store(l)
+	n.t.prelistChildren(l)
+	return l, nil
+}
+
+// list reads a directory's children, first asking the source to prefetch
+// the start of every child so the reads run in parallel.
+func (t *tree) list(dir *catar.Entry) (*listing, error) {
+	if t.pre != nil {
+		if spans, err := t.arc.ChildSpans(dir); err == nil {
+			for _, s := range spans {
+				t.pre.PrefetchRange(s.Start, min(s.Size, prefetchHead))
+			}
+		}
+	}
+	list, err := t.arc.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +164,70 @@ func (n *TreeNode) children() (*listing, error) {
 	for _, c := range list {
 		l.byName[c.Name] = c
 	}
-	n.listing.Store(l)
 	return l, nil
+}
+
+// takePrelisted returns and forgets the background listing of dir, if any.
+func (t *tree) takePrelisted(dir *catar.Entry) *listing {
+	if t.pre == nil {
+		return nil
+	}
+	t.preMu.Lock()
+	defer t.preMu.Unlock()
+	l := t.prelist[dir.Offset]
+	delete(t.prelist, dir.Offset)
+	return l
+}
+
+// prelistChildren queues the subdirectories of a just-listed directory for
+// background listing (one level ahead of the reader), dropping them when
+// the queue is full.
+func (t *tree) prelistChildren(l *listing) {
+	if t.pre == nil {
+		return
+	}
+	for _, c := range l.list {
+		if !c.IsDir() {
+			continue
+		}
+		t.preMu.Lock()
+		skip := t.queued[c.Offset] || len(t.queued) >= maxPrelisted
+		if !skip {
+			t.queued[c.Offset] = true
+		}
+		t.preMu.Unlock()
+		if skip {
+			continue
+		}
+		select {
+		case t.preQueue <- c:
+		default:
+			t.preMu.Lock()
+			delete(t.queued, c.Offset)
+			t.preMu.Unlock()
+		}
+	}
+}
+
+func (t *tree) prelister() {
+	for dir := range t.preQueue {
+		l, err := t.list(dir)
+		t.preMu.Lock()
+		delete(t.queued, dir.Offset)
+		if err == nil {
+			if len(t.prelist) >= maxPrelisted {
+				for off := range t.prelist { // evict one (map order is random)
+					delete(t.prelist, off)
+					break
+				}
+			}
+			t.prelist[dir.Offset] = l
+		}
+		t.preMu.Unlock()
+		if err != nil {
+			t.log.Debug("background listing failed", "path", "/"+dir.Path, "err", err)
+		}
+	}
 }
 
 // fail logs err about the node and returns its errno.

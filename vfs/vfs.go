@@ -52,6 +52,16 @@ type HintedSource interface {
 	CloseHint(handle uint64)
 }
 
+// Prefetcher is an optional interface of a Source: PrefetchRange asks for
+// the bytes [off, off+n) to be fetched in the background, without waiting
+// and without delaying reads. A tree mount calls it, when it lists a
+// directory, for the records the listing is about to read, and it lists
+// the subdirectories of a listed directory in the background, so that a
+// walk (find, tar, du) finds its metadata already fetched.
+type Prefetcher interface {
+	PrefetchRange(off, n int64)
+}
+
 // Errno maps an error to the errno the kernel gets. It is the only place
 // vfs turns errors into errnos.
 func Errno(err error) syscall.Errno {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/camount/camount/catar"
+	"github.com/camount/camount/fetch"
 	"github.com/camount/camount/vfs"
 )
 
@@ -32,6 +34,7 @@ func init() {
 			mkdir := fl.String("mkdir", "yes", "create a missing MOUNTPOINT directory: yes or no")
 			allowOther := fl.Bool("allow-other", false, "let other users access the mount (FUSE allow_other; permissions are still checked)")
 			fuseDebug := fl.Bool("fuse-debug", false, "log every FUSE request (with --verbose)")
+			cpuProfile := fl.String("cpuprofile", "", "write a Go CPU profile of the mount's life to `FILE` (diagnostics)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want INDEX and MOUNTPOINT")
@@ -42,6 +45,7 @@ func init() {
 				return runMount(ctx, e, mountArgs{
 					index: args[0], mnt: args[1], blob: bf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
+					cpuProfile: *cpuProfile,
 				})
 			}
 		},
@@ -67,6 +71,7 @@ type mountArgs struct {
 	blob              *blobFlags
 	mkdir, allowOther bool
 	debug             bool
+	cpuProfile        string
 }
 
 func runMount(ctx context.Context, e *env, a mountArgs) error {
@@ -81,9 +86,13 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	if err != nil {
 		return err
 	}
-	ist, err := os.Stat(a.index)
-	if err != nil {
-		return err
+	mtime := time.Now() // an index URL (remote.go) has no local file
+	if !fetch.IsURL(a.index) {
+		ist, err := os.Stat(a.index)
+		if err != nil {
+			return err
+		}
+		mtime = ist.ModTime()
 	}
 
 	var root fs.InodeEmbedder
@@ -104,7 +113,7 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 		}
 		root = vfs.NewBlob(blob, vfs.BlobOptions{
 			Name: name, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-			MTime: ist.ModTime(), Log: e.log,
+			MTime: mtime, Log: e.log,
 		})
 	case kindTreeIndex, kindArchive:
 		var src vfs.Source
@@ -114,10 +123,15 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 				return err
 			}
 			closeFn = blob.Scheduler().Close
-			src = blob
+			src = treeSource{blob}
 		} else {
 			f, err := os.Open(a.index)
 			if err != nil {
+				return err
+			}
+			ist, err := f.Stat()
+			if err != nil {
+				f.Close()
 				return err
 			}
 			closeFn = func() { f.Close() }
@@ -133,11 +147,25 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	defer closeFn()
 
 	abs, _ := filepath.Abs(a.index)
+	if fetch.IsURL(a.index) {
+		abs = a.index
+	}
 	srv, err := vfs.Mount(mnt, root, vfs.MountOptions{
 		FsName: abs, AllowOther: a.allowOther, Debug: a.debug, Log: e.log,
 	})
 	if err != nil {
 		return err
+	}
+	if a.cpuProfile != "" {
+		pf, err := os.Create(a.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
@@ -165,10 +193,16 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	}
 	select {
 	case <-served:
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Second): // lazily detached with files still open
 	}
 	return nil
 }
+
+// treeSource is the blob of a .caidx as a vfs.Source that prefetches the
+// records a directory listing is about to read, at Readahead priority.
+type treeSource struct{ *fetch.Blob }
+
+func (s treeSource) PrefetchRange(off, n int64) { s.Blob.Prefetch(off, n, fetch.Readahead) }
 
 // fileSource reads a local .catar file.
 type fileSource struct {

@@ -1,0 +1,36 @@
+package catar
+
+import "sort"
+
+// ChildSpan is where one child of a directory lies in the archive: from
+// its FILENAME record (Start) to the end of its serialization (Start+Size).
+type ChildSpan struct {
+	Start, Size int64
+}
+
+// ChildSpans returns where the children of dir lie, in archive order, read
+// from its goodbye table alone (one read). The children themselves are not
+// read or checked; ReadDir does that. A file system uses the spans to
+// prefetch the records a listing is about to read, all at once.
+func (a *Archive) ChildSpans(dir *Entry) ([]ChildSpan, error) {
+	w := a.smallWindow()
+	g, n, err := a.goodbyeTail(w, dir)
+	if err != nil {
+		return nil, err
+	}
+	tb, err := w.get(g+headerSize, n*goodbyeItemSize)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ChildSpan, n)
+	for i := range out {
+		b := tb[i*goodbyeItemSize:]
+		start, size := g-int64(le.Uint64(b)), int64(le.Uint64(b[8:]))
+		if start < dir.metaEnd || start >= g || size <= 0 || size > g-start {
+			return nil, formatErr(g, "goodbye item (start %d, size %d) lies outside directory %q", start, size, dir.Path)
+		}
+		out[i] = ChildSpan{Start: start, Size: size}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out, nil
+}

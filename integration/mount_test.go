@@ -1,0 +1,844 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/camount/camount/chunker"
+)
+
+// needFUSE skips a test on a machine without FUSE.
+func needFUSE(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("/dev/fuse is absent: no FUSE on this machine")
+	}
+	needCmd(t, "fusermount3")
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// mountProc is a running "camount mount".
+type mountProc struct {
+	cmd            *exec.Cmd
+	mnt            string
+	stdout, stderr *syncBuffer
+	done           chan struct{}
+	err            error // exit status, valid after done
+}
+
+// isMounted reports whether path is a mount point.
+func isMounted(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.ReplaceAll(f[4], `\040`, " ") == path {
+			return true
+		}
+	}
+	return false
+}
+
+// startMount runs camount mount with args (the mountpoint last) and
+// env, and waits until the kernel has the mount. The mount is always
+// taken down in cleanup.
+func startMount(t *testing.T, env []string, args ...string) *mountProc {
+	t.Helper()
+	m := &mountProc{mnt: args[len(args)-1], stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	m.cmd = exec.Command(camountBin, append([]string{"mount"}, args...)...)
+	m.cmd.Stdout, m.cmd.Stderr = m.stdout, m.stderr
+	m.cmd.Env = append(os.Environ(), env...)
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.err = m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() { m.kill(t) })
+	deadline := time.Now().Add(30 * time.Second)
+	// Ready: the kernel has the mount and camount printed its ready line.
+	for !isMounted(m.mnt) || !strings.Contains(m.stdout.String(), "mounted") {
+		select {
+		case <-m.done:
+			t.Fatalf("camount mount exited before mounting: %v\nstderr: %s", m.err, m.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no mount at %s after 30s; stderr: %s", m.mnt, m.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m
+}
+
+// kill ends the mount whatever state it is in: SIGTERM, then a lazy
+// unmount and SIGKILL if that does not work.
+func (m *mountProc) kill(t *testing.T) {
+	select {
+	case <-m.done:
+	default:
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("camount mount did not exit within 10s of SIGTERM")
+			exec.Command("fusermount3", "-uz", m.mnt).Run()
+			m.cmd.Process.Kill()
+			<-m.done
+		}
+	}
+	if isMounted(m.mnt) {
+		t.Errorf("%s still mounted after camount exited; detaching", m.mnt)
+		exec.Command("fusermount3", "-uz", m.mnt).Run()
+	}
+}
+
+// wait waits for the mount process to exit by itself and checks that it
+// succeeded and left nothing mounted.
+func (m *mountProc) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-m.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("camount mount still running 15s after unmount; stderr: %s", m.stderr)
+	}
+	if m.err != nil {
+		t.Errorf("camount mount: %v\nstderr: %s", m.err, m.stderr)
+	}
+	if isMounted(m.mnt) {
+		t.Errorf("%s is still mounted", m.mnt)
+	}
+}
+
+// mntSetTime sets a path's mtime (and atime) without following symlinks.
+func mntSetTime(t *testing.T, p string, ns int64) {
+	t.Helper()
+	ts := []unix.Timespec{unix.NsecToTimespec(ns), unix.NsecToTimespec(ns)}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mntRandom(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 99))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// mntFixture builds a tree with every entry type and exact metadata:
+// files of several sizes and modes (setuid, setgid, 0000), directories
+// (sticky, private, large, deep), symlinks (relative, absolute, dangling),
+// a fifo, a socket, char and block devices, user xattrs, owners other than
+// root and nanosecond mtimes.
+func mntFixture(t *testing.T, root string) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := func(p string, data []byte, mode os.FileMode) {
+		t.Helper()
+		must(os.WriteFile(filepath.Join(root, p), data, 0o644))
+		must(os.Chmod(filepath.Join(root, p), mode))
+	}
+	for _, d := range []string{"dir", "dir/sub", "sticky", "private", "big", "devs", "names"} {
+		must(os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	deep := root
+	for i := 0; i < 20; i++ {
+		deep = filepath.Join(deep, fmt.Sprintf("d%02d", i))
+	}
+	must(os.MkdirAll(deep, 0o755))
+	must(os.WriteFile(filepath.Join(deep, "leaf"), []byte("deep leaf\n"), 0o644))
+	w("empty", nil, 0o644)
+	w("hello", []byte("hello\n"), 0o644)
+	w("dir/random3m", mntRandom(3<<20+4321, 1), 0o640)
+	w("dir/sub/200k", mntRandom(200000, 2), 0o600)
+	w("setuid", []byte("#!/bin/sh\n"), 0o755|os.ModeSetuid)
+	w("setgid", []byte("x"), 0o755|os.ModeSetgid)
+	w("nothing", []byte("no permissions"), 0)
+	w("private/secret", []byte("s3cret"), 0o600)
+	must(os.Chmod(filepath.Join(root, "private"), 0o700))
+	must(os.Chmod(filepath.Join(root, "sticky"), 0o777|os.ModeSticky))
+	w("sticky/owned", []byte("owned by 1000"), 0o644)
+	must(os.Lchown(filepath.Join(root, "sticky/owned"), 1000, 1001))
+	must(os.Lchown(filepath.Join(root, "sticky"), 65534, 65534))
+	for i := 0; i < 300; i++ {
+		w(fmt.Sprintf("big/f%03d", i), []byte(strconv.Itoa(i*i)), 0o644)
+	}
+	w("names/with space", []byte("1"), 0o644)
+	w("names/ünïcödé ✓", []byte("2"), 0o644)
+	w("names/"+strings.Repeat("L", 255), []byte("3"), 0o644)
+	w("names/-dash", []byte("4"), 0o644)
+	must(os.Symlink("hello", filepath.Join(root, "link-rel")))
+	must(os.Symlink("/etc/hostname", filepath.Join(root, "link-abs")))
+	must(os.Symlink("does/not/exist", filepath.Join(root, "link-dangling")))
+	must(os.Symlink("dir/sub", filepath.Join(root, "link-dir")))
+	must(os.Lchown(filepath.Join(root, "link-rel"), 1000, 1000))
+	must(unix.Mkfifo(filepath.Join(root, "devs/fifo"), 0o640))
+	must(unix.Mknod(filepath.Join(root, "devs/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(unix.Mknod(filepath.Join(root, "devs/bigminor"), unix.S_IFCHR|0o600, int(unix.Mkdev(240, 300000))))
+	must(unix.Mknod(filepath.Join(root, "devs/loop"), unix.S_IFBLK|0o660, int(unix.Mkdev(7, 200))))
+	l, err := net.Listen("unix", filepath.Join(root, "devs/socket"))
+	must(err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	must(unix.Setxattr(filepath.Join(root, "hello"), "user.greeting", []byte("bonjour"), 0))
+	must(unix.Setxattr(filepath.Join(root, "hello"), "user.binary", []byte{0, 1, 2, 255}, 0))
+	must(unix.Setxattr(filepath.Join(root, "dir"), "user.dir", []byte("a directory"), 0))
+	must(unix.Setxattr(filepath.Join(root, "dir/sub"), "user.empty", nil, 0))
+	// mtimes last, deepest first, so creating children does not change them.
+	var paths []string
+	filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	for i := len(paths) - 1; i >= 0; i-- {
+		mntSetTime(t, paths[i], 1600000000_123456789+int64(i)*1_000_000_007)
+	}
+	mntSetTime(t, filepath.Join(root, "empty"), -1_500_000_001) // before 1970
+}
+
+// mntMeta describes every entry below root, one line each: path, type and
+// mode, owner, size (not for directories), mtime in ns, device number,
+// link count and st_blocks (not for directories: catar stores neither,
+// see vfs), symlink target and user xattrs.
+func mntMeta(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s mode=%o uid=%d gid=%d mtime=%d.%09d", rel, st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			line += fmt.Sprintf(" size=%d nlink=%d", st.Size, st.Nlink)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			line += fmt.Sprintf(" blocks=%d", st.Blocks)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" rdev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			sz, err := unix.Listxattr(p, nil)
+			if err != nil {
+				return fmt.Errorf("listxattr %s: %w", p, err)
+			}
+			buf := make([]byte, sz)
+			sz, _ = unix.Listxattr(p, buf)
+			names := strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00")
+			sort.Strings(names)
+			for _, n := range names {
+				if !strings.HasPrefix(n, "user.") {
+					continue
+				}
+				v := make([]byte, 256)
+				vn, err := unix.Getxattr(p, n, v)
+				if err != nil {
+					return fmt.Errorf("getxattr %s %s: %w", p, n, err)
+				}
+				line += fmt.Sprintf(" %s=%q", n, v[:vn])
+			}
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// mntDiff runs diff -r; fifos and sockets, which diff cannot compare,
+// must only be reported as being of the same kind on both sides.
+func mntDiff(t *testing.T, a, b string, exclude ...string) {
+	t.Helper()
+	args := []string{"-r", "--no-dereference"}
+	for _, x := range exclude {
+		args = append(args, "-x", x)
+	}
+	out, err := exec.Command("diff", append(args, a, b)...).CombinedOutput()
+	if err == nil {
+		return
+	}
+	same := regexp.MustCompile(`^File .* is a (fifo|socket|character special file|block special file) while file .* is a (fifo|socket|character special file|block special file)$`)
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		m := same.FindStringSubmatch(l)
+		if m == nil || m[1] != m[2] {
+			t.Fatalf("diff -r %s %s:\n%s", a, b, out)
+		}
+	}
+}
+
+// mntPackDigest packs dir with casync make --with=fuse (or camount make)
+// into a .catar and returns the digest it prints.
+func mntPackDigest(t *testing.T, bin, dir, out string) string {
+	t.Helper()
+	o := runCmd(t, bin, "make", "--with=fuse", out, dir)
+	return strings.TrimSpace(o)
+}
+
+func TestMountTreeExact(t *testing.T) {
+	needFUSE(t)
+	needRoot(t)
+	needCmd(t, "casync", "diff", "getfattr")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	mntFixture(t, src)
+	store := filepath.Join(dir, "store.castr")
+	runCmd(t, "casync", "make", "--store="+store, filepath.Join(dir, "tree.caidx"), src)
+	runCmd(t, "casync", "make", filepath.Join(dir, "tree.catar"), src)
+
+	for _, index := range []string{"tree.caidx", "tree.catar"} {
+		t.Run(index, func(t *testing.T) {
+			mnt := filepath.Join(dir, "mnt-"+index)
+			startMount(t, nil, "--store="+store, filepath.Join(dir, index), mnt)
+			mntDiff(t, src, mnt)
+			want, got := mntMeta(t, src), mntMeta(t, mnt)
+			if strings.Join(want, "\n") != strings.Join(got, "\n") {
+				t.Errorf("metadata differs:\n%s", lineDiff(want, got))
+			}
+			// getfattr -d lists the user xattrs.
+			out := runCmd(t, "getfattr", "-d", filepath.Join(mnt, "hello"))
+			if !strings.Contains(out, `user.greeting="bonjour"`) {
+				t.Errorf("getfattr -d: %s", out)
+			}
+			// Packing the mounted tree gives the source's digest.
+			d1 := mntPackDigest(t, "casync", src, filepath.Join(dir, "src-"+index+".catar"))
+			d2 := mntPackDigest(t, "casync", mnt, filepath.Join(dir, "mnt-"+index+".catar"))
+			if d1 == "" || d1 != d2 {
+				t.Errorf("casync make --with=fuse: source %q, mount %q", d1, d2)
+			}
+			d3 := mntPackDigest(t, camountBin, mnt, filepath.Join(dir, "camount-"+index+".catar"))
+			if d3 != d1 {
+				t.Errorf("camount make --with=fuse of the mount: %q, casync of the source %q", d3, d1)
+			}
+			mntCheckReadOnly(t, mnt)
+			mntCheckInodes(t, mnt)
+			if _, err := os.Lstat(filepath.Join(mnt, "no-such-file")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("lstat of a missing name: %v", err)
+			}
+		})
+	}
+}
+
+// lineDiff shows the lines only in want (-) or got (+).
+func lineDiff(want, got []string) string {
+	in := func(l []string) map[string]bool {
+		m := map[string]bool{}
+		for _, s := range l {
+			m[s] = true
+		}
+		return m
+	}
+	w, g := in(want), in(got)
+	var b strings.Builder
+	for _, s := range want {
+		if !g[s] {
+			fmt.Fprintln(&b, "-", s)
+		}
+	}
+	for _, s := range got {
+		if !w[s] {
+			fmt.Fprintln(&b, "+", s)
+		}
+	}
+	return b.String()
+}
+
+// mntCheckReadOnly checks that statfs says read-only and every kind of
+// write fails with EROFS.
+func mntCheckReadOnly(t *testing.T, mnt string) {
+	t.Helper()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("statfs flags %#x lack ST_RDONLY", sfs.Flags)
+	}
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	checks := map[string]error{
+		"create":   func() error { f, err := os.Create(p("new")); f.Close(); return err }(),
+		"open rw":  func() error { f, err := os.OpenFile(p("hello"), os.O_RDWR, 0); f.Close(); return err }(),
+		"truncate": os.Truncate(p("hello"), 0),
+		"mkdir":    os.Mkdir(p("newdir"), 0o755),
+		"remove":   os.Remove(p("hello")),
+		"rmdir":    os.Remove(p("big")),
+		"rename":   os.Rename(p("hello"), p("hello2")),
+		"chmod":    os.Chmod(p("hello"), 0o600),
+		"chown":    os.Lchown(p("hello"), 1, 1),
+		"symlink":  os.Symlink("x", p("newlink")),
+		"link":     os.Link(p("hello"), p("hardlink")),
+		"mknod":    unix.Mknod(p("fifo2"), unix.S_IFIFO|0o644, 0),
+		"setxattr": unix.Setxattr(p("hello"), "user.new", []byte("v"), 0),
+		"rmxattr":  unix.Removexattr(p("hello"), "user.greeting"),
+		"utimes":   os.Chtimes(p("hello"), time.Now(), time.Now()),
+	}
+	for what, err := range checks {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", what, err)
+		}
+	}
+}
+
+// mntCheckInodes checks that inode numbers are unique within the mount.
+func mntCheckInodes(t *testing.T, mnt string) {
+	t.Helper()
+	seen := map[uint64]string{}
+	filepath.Walk(mnt, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		ino := info.Sys().(*syscall.Stat_t).Ino
+		if prev, dup := seen[ino]; dup {
+			t.Errorf("inode %d for both %s and %s", ino, prev, p)
+		}
+		seen[ino] = p
+		return nil
+	})
+}
+
+// TestMountInodesStable checks that inode numbers survive a remount and
+// that a deep stat works right after mounting a large tree, which must
+// be immediate (no scan of the archive).
+func TestMountLargeTree(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	n := 20000
+	if os.Getenv("CAMOUNT_TEST_LONG") != "" {
+		n = 100000
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for i := 0; i < n; i++ {
+		d := filepath.Join(src, fmt.Sprintf("a%02d", i%50), fmt.Sprintf("b%03d", (i/50)%200))
+		if i < 50*200 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "big.caidx")
+	runCmd(t, "casync", "make", "--store="+store, index, src)
+	probe := filepath.Join("a17", "b123", fmt.Sprintf("f%06d", 17+123*50))
+	var inos []uint64
+	for round := 0; round < 2; round++ {
+		mnt := filepath.Join(dir, fmt.Sprintf("mnt%d", round))
+		start := time.Now()
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(mnt, probe), &st); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		b, err := os.ReadFile(filepath.Join(mnt, probe))
+		if err != nil || string(b) != strconv.Itoa(17+123*50) {
+			t.Fatalf("read %s: %q, %v", probe, b, err)
+		}
+		if took > 3*time.Second {
+			t.Errorf("mount and stat of one path in a %d-entry tree took %v", n, took)
+		}
+		t.Logf("%d entries: mount + deep stat in %v", n, took)
+		inos = append(inos, st.Ino)
+		runCmd(t, camountBin, "umount", mnt)
+		m.wait(t)
+	}
+	if inos[0] != inos[1] {
+		t.Errorf("inode of %s changed across mounts: %d, %d", probe, inos[0], inos[1])
+	}
+}
+
+// mntDiskImage builds a GPT disk image with one ext4 partition holding
+// src, and returns the image path and the partition's byte offset and size.
+func mntDiskImage(t *testing.T, dir, src string) (string, int64, int64) {
+	t.Helper()
+	img := filepath.Join(dir, "disk.img")
+	runCmd(t, "truncate", "-s", "80M", img)
+	cmd := exec.Command("sfdisk", "-q", img)
+	cmd.Stdin = strings.NewReader("label: gpt\n,,L\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	dump := runCmd(t, "sfdisk", "-d", img)
+	m := regexp.MustCompile(`start=\s*(\d+), size=\s*(\d+)`).FindStringSubmatch(dump)
+	if m == nil {
+		t.Fatalf("no partition in sfdisk -d output:\n%s", dump)
+	}
+	start, _ := strconv.ParseInt(m[1], 10, 64)
+	size, _ := strconv.ParseInt(m[2], 10, 64)
+	off, n := start*512, size*512
+	// mkfs.ext4 -d populates the file system without a loop device; it
+	// writes at an offset of the image with -E offset.
+	runCmd(t, "mkfs.ext4", "-q", "-F", "-E", "offset="+strconv.FormatInt(off, 10)+",root_owner=0:0", "-d", src, img, strconv.FormatInt(n/1024, 10)+"k")
+	return img, off, n
+}
+
+func TestMountBlobDisk(t *testing.T) {
+	needFUSE(t)
+	needRoot(t)
+	needCmd(t, "casync", "sfdisk", "fdisk", "mkfs.ext4", "losetup", "mount", "umount", "diff")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "big"), mntRandom(5<<20, 3), 0o644)
+	os.WriteFile(filepath.Join(src, "sub", "small"), []byte("small file\n"), 0o600)
+	os.Symlink("sub/small", filepath.Join(src, "link"))
+	img, off, size := mntDiskImage(t, dir, src)
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "disk.caibx")
+	runCmd(t, "casync", "make", "--store="+store, index, img)
+	mnt := filepath.Join(dir, "mnt")
+	m := startMount(t, nil, "--store="+store, index, mnt)
+	file := filepath.Join(mnt, "disk")
+
+	want, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != int64(len(want)) || st.Mode().Perm() != 0o444 {
+		t.Errorf("%s: size %d mode %v, want %d -r--r--r--", file, st.Size(), st.Mode(), len(want))
+	}
+	// fdisk sees the partition table.
+	out := runCmd(t, "fdisk", "-l", file)
+	if !strings.Contains(out, file+"1") || !strings.Contains(out, "Linux filesystem") {
+		t.Errorf("fdisk -l %s:\n%s", file, out)
+	}
+	// The partition mounts read-only through a loop device.
+	loop := strings.TrimSpace(runCmd(t, "losetup", "-r", "-f", "--show", "-o", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(size, 10), file))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	fsdir := filepath.Join(dir, "ext4")
+	os.Mkdir(fsdir, 0o755)
+	runCmd(t, "mount", "-o", "ro", loop, fsdir)
+	t.Cleanup(func() { exec.Command("umount", fsdir).Run() })
+	mntDiff(t, src, fsdir, "lost+found")
+	runCmd(t, "umount", fsdir)
+	runCmd(t, "losetup", "-d", loop)
+
+	// 32 goroutines reading random ranges get the right bytes.
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			f, err := os.Open(file)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			r := rand.New(rand.NewPCG(uint64(g), 5))
+			buf := make([]byte, 2<<20)
+			for i := 0; i < 40; i++ {
+				n := 1 + r.IntN(len(buf))
+				o := r.Int64N(int64(len(want)))
+				k, err := f.ReadAt(buf[:n], o)
+				if err != nil && err != io.EOF {
+					errs <- fmt.Errorf("goroutine %d: read %d at %d: %v", g, n, o, err)
+					return
+				}
+				if k != min(n, len(want)-int(o)) || !bytes.Equal(buf[:k], want[o:o+int64(k)]) {
+					errs <- fmt.Errorf("goroutine %d: read %d at %d: wrong bytes (%d read)", g, n, o, k)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Writes are refused.
+	if f, err := os.OpenFile(file, os.O_WRONLY, 0); !errors.Is(err, syscall.EROFS) {
+		f.Close()
+		t.Errorf("open for writing: %v, want EROFS", err)
+	}
+	runCmd(t, camountBin, "umount", mnt)
+	m.wait(t)
+
+	// --name chooses the file name; mount -o loop,ro of the whole image
+	// (as a file system) works on the file.
+	m = startMount(t, nil, "--store="+store, "--name=other.img", index, mnt)
+	if _, err := os.Stat(filepath.Join(mnt, "other.img")); err != nil {
+		t.Error(err)
+	}
+	runCmd(t, "mount", "-o", "loop,ro,offset="+strconv.FormatInt(off, 10)+",sizelimit="+strconv.FormatInt(size, 10), filepath.Join(mnt, "other.img"), fsdir)
+	b, err := os.ReadFile(filepath.Join(fsdir, "sub", "small"))
+	if err != nil || string(b) != "small file\n" {
+		t.Errorf("file in the loop-mounted partition: %q, %v", b, err)
+	}
+	runCmd(t, "umount", fsdir)
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	m.wait(t)
+}
+
+// TestMountBadChunks checks that a corrupt and a missing chunk fail only
+// the reads that need them, with EIO, and are logged by chunk and store.
+func TestMountBadChunks(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	data := mntRandom(12<<20, 4)
+	in := filepath.Join(dir, "data.bin")
+	os.WriteFile(in, data, 0o644)
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "data.caibx")
+	runCmd(t, "casync", "make", "--store="+store, index, in)
+	f, err := os.Open(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := chunker.ReadIndex(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.Chunks) < 40 {
+		t.Fatalf("only %d chunks", len(x.Chunks))
+	}
+	chunkFile := func(c chunker.Chunk) string {
+		id := c.ID.String()
+		return filepath.Join(store, id[:4], id+".cacnk")
+	}
+	corrupt, missing := x.Chunks[len(x.Chunks)/3], x.Chunks[2*len(x.Chunks)/3]
+	b, err := os.ReadFile(chunkFile(corrupt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+16; i++ {
+		b[i] ^= 0x5a
+	}
+	os.WriteFile(chunkFile(corrupt), b, 0o644)
+	os.Remove(chunkFile(missing))
+
+	mnt := filepath.Join(dir, "mnt")
+	m := startMount(t, nil, "--store="+store, index, mnt)
+	file := filepath.Join(mnt, "data")
+	// O_DIRECT reads reach camount exactly as asked (no page cache, no
+	// kernel readahead widening them into a bad chunk).
+	fd, err := os.OpenFile(file, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := func(c chunker.Chunk) bool { return c.ID == corrupt.ID || c.ID == missing.ID }
+	for _, c := range x.Chunks {
+		buf := make([]byte, c.Size)
+		n, err := fd.ReadAt(buf, int64(c.Start))
+		if bad(c) {
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("chunk at %d (bad): %d bytes, %v; want EIO", c.Start, n, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(buf[:n], data[c.Start:c.Start+c.Size]) {
+			t.Errorf("chunk at %d: %d bytes, %v", c.Start, n, err)
+		}
+	}
+	fd.Close()
+	// A buffered read of the whole file fails with EIO; one of the start
+	// (far from the bad chunks) works.
+	if _, err := os.ReadFile(file); !errors.Is(err, syscall.EIO) {
+		t.Errorf("reading the whole file: %v, want EIO", err)
+	}
+	g, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 1<<20)
+	if n, err := io.ReadFull(g, head); err != nil || !bytes.Equal(head[:n], data[:n]) {
+		t.Errorf("reading the first MiB: %d, %v", n, err)
+	}
+	g.Close()
+	logs := m.stderr.String()
+	for _, c := range []chunker.Chunk{corrupt, missing} {
+		if !strings.Contains(logs, c.ID.String()) {
+			t.Errorf("the log does not name chunk %s:\n%s", c.ID, logs)
+		}
+	}
+	if !strings.Contains(logs, store) {
+		t.Errorf("the log does not name the store %s:\n%s", store, logs)
+	}
+	runCmd(t, camountBin, "umount", mnt)
+	m.wait(t)
+}
+
+func TestMountLifecycle(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "img.bin")
+	os.WriteFile(in, mntRandom(300000, 5), 0o644)
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "img.caibx")
+	runCmd(t, "casync", "make", "--store="+store, index, in)
+
+	t.Run("sigterm", func(t *testing.T) {
+		mnt := filepath.Join(dir, "created", "by", "mount") // missing: created
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.wait(t)
+	})
+	t.Run("sigint", func(t *testing.T) {
+		mnt := filepath.Join(dir, "m-int")
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		m.cmd.Process.Signal(syscall.SIGINT)
+		m.wait(t)
+	})
+	t.Run("umount", func(t *testing.T) {
+		mnt := filepath.Join(dir, "m-umount")
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		runCmd(t, camountBin, "umount", mnt)
+		m.wait(t)
+		if _, err := tryCamount("umount", mnt); err == nil || !strings.Contains(err.Error(), "not mounted") {
+			t.Errorf("umount of an unmounted directory: %v", err)
+		}
+	})
+	t.Run("fusermount", func(t *testing.T) {
+		mnt := filepath.Join(dir, "m-fusermount")
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		runCmd(t, "fusermount3", "-u", mnt)
+		m.wait(t)
+	})
+	t.Run("busy-sigterm", func(t *testing.T) {
+		// An open file does not keep the process (or the mount) alive.
+		mnt := filepath.Join(dir, "m-busy")
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		f, err := os.Open(filepath.Join(mnt, "img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.wait(t)
+	})
+	t.Run("over-a-mount", func(t *testing.T) {
+		mnt := filepath.Join(dir, "m-twice")
+		startMount(t, nil, "--store="+store, index, mnt)
+		_, err := tryCamount("mount", "--store="+store, index, mnt)
+		if err == nil || !strings.Contains(err.Error(), "already a mount point") {
+			t.Errorf("mounting over a mount: %v", err)
+		}
+	})
+	t.Run("mkdir-no", func(t *testing.T) {
+		mnt := filepath.Join(dir, "absent")
+		_, err := tryCamount("mount", "--mkdir=no", "--store="+store, index, mnt)
+		if err == nil || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("--mkdir=no with a missing mountpoint: %v", err)
+		}
+		if _, err := os.Stat(mnt); err == nil {
+			t.Error("--mkdir=no created the mountpoint")
+		}
+	})
+	t.Run("notify", func(t *testing.T) {
+		sock := filepath.Join(dir, "notify.sock")
+		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		mnt := filepath.Join(dir, "m-notify")
+		m := startMount(t, []string{"NOTIFY_SOCKET=" + sock}, "--store="+store, index, mnt)
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		if err != nil || !strings.Contains(string(buf[:n]), "READY=1") {
+			t.Errorf("notify socket got %q, %v", buf[:n], err)
+		}
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.wait(t)
+	})
+	t.Run("bad-input", func(t *testing.T) {
+		garbage := filepath.Join(dir, "garbage.caidx")
+		os.WriteFile(garbage, []byte("not an index at all, just text\n"), 0o644)
+		badcatar := filepath.Join(dir, "bad.catar")
+		os.WriteFile(badcatar, bytes.Repeat([]byte{0xff}, 200), 0o644)
+		file := filepath.Join(dir, "plainfile")
+		os.WriteFile(file, nil, 0o644)
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{filepath.Join(dir, "missing.caibx"), filepath.Join(dir, "m-bad1")}, "no such file"},
+			{[]string{garbage, filepath.Join(dir, "m-bad2")}, "garbage.caidx"},
+			{[]string{badcatar, filepath.Join(dir, "m-bad3")}, "bad.catar"},
+			{[]string{"--store=" + store, index, file}, "not a directory"},
+			{[]string{"--store=" + store, filepath.Join(dir, "img.bin"), filepath.Join(dir, "m-bad4")}, ".caibx, .caidx or .catar"},
+			{[]string{"--store=" + store, index}, "usage"},
+			{[]string{"--store=" + store, "--mkdir=maybe", index, filepath.Join(dir, "m-bad5")}, "--mkdir"},
+			{[]string{"--store=" + filepath.Join(dir, "nostore"), index, filepath.Join(dir, "m-bad6")}, "nostore"},
+		} {
+			out, err := tryCamount(append([]string{"mount"}, c.args...)...)
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(c.want)) {
+				t.Errorf("camount mount %v: %v (stdout %q), want an error mentioning %q", c.args, err, out, c.want)
+			}
+			if mp := c.args[len(c.args)-1]; isMounted(mp) {
+				exec.Command("fusermount3", "-uz", mp).Run()
+				t.Errorf("%v left a mount", c.args)
+			}
+		}
+	})
+}
