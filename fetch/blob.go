@@ -23,6 +23,9 @@ type Blob struct {
 
 	raMax atomic.Int64             // readahead window cap of Streams; 0: no readahead
 	rec   atomic.Pointer[Recorder] // records first accesses, if set
+
+	hmu     sync.Mutex
+	handles map[uint64]*Stream // guarded by hmu: Streams of open files (ReadAtHint)
 }
 
 // NewBlob returns a blob over idx. name is used in errors (the index path).

@@ -699,3 +699,10 @@ func (s *prioSem) release() {
 }
 
 var _ io.ReaderAt = (*Blob)(nil)
+
+// busy reports whether any fetch is running.
+func (s *Scheduler) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running != [numPriorities]int{}
+}

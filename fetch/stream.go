@@ -172,6 +172,37 @@ func (s *Stream) observe(off, n int64) {
 	s.ahead = to
 }
 
+// ReadAtHint reads through the Stream of an open file: handle numbers one
+// open (vfs.HintedSource), and its Stream is made on its first read.
+func (b *Blob) ReadAtHint(ctx context.Context, p []byte, off int64, handle uint64) (int, error) {
+	b.hmu.Lock()
+	s := b.handles[handle]
+	if s == nil {
+		if b.handles == nil {
+			b.handles = map[uint64]*Stream{}
+		}
+		s = b.NewStream()
+		b.handles[handle] = s
+	}
+	b.hmu.Unlock()
+	return s.ReadAtContext(ctx, p, off)
+}
+
+// CloseHint closes the Stream of a released open file.
+func (b *Blob) CloseHint(handle uint64) {
+	b.hmu.Lock()
+	s := b.handles[handle]
+	delete(b.handles, handle)
+	b.hmu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// PrefetchRange queues [off, off+n) at Readahead priority (vfs.Prefetcher:
+// a directory listing hints the records and file heads it will read).
+func (b *Blob) PrefetchRange(off, n int64) { b.Prefetch(off, n, Readahead) }
+
 // dropLocked detaches every readahead ticket: queued fetches no one else
 // wants are dropped, running ones finish into the cache. s.mu held.
 func (s *Stream) dropLocked() {

@@ -30,6 +30,7 @@ func init() {
 		summary: "mount a .caidx/.catar as its file tree, or a .caibx as one file, read-only (FUSE)",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
+			pf := addPrefetchFlags(fl)
 			name := fl.String("name", "", "`NAME` of the file a .caibx appears as (default: the index name without .caibx)")
 			mkdir := fl.String("mkdir", "yes", "create a missing MOUNTPOINT directory: yes or no")
 			allowOther := fl.Bool("allow-other", false, "let other users access the mount (FUSE allow_other; permissions are still checked)")
@@ -42,8 +43,11 @@ func init() {
 				if *mkdir != "yes" && *mkdir != "no" {
 					return usagef("--mkdir must be yes or no, not %q", *mkdir)
 				}
+				if err := pf.check(); err != nil {
+					return err
+				}
 				return runMount(ctx, e, mountArgs{
-					index: args[0], mnt: args[1], blob: bf, name: *name,
+					index: args[0], mnt: args[1], blob: bf, prefetch: pf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
 					cpuProfile: *cpuProfile,
 				})
@@ -69,6 +73,7 @@ func init() {
 type mountArgs struct {
 	index, mnt, name  string
 	blob              *blobFlags
+	prefetch          *prefetchFlags
 	mkdir, allowOther bool
 	debug             bool
 	cpuProfile        string
@@ -103,7 +108,12 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 		if err != nil {
 			return err
 		}
-		closeFn = blob.Scheduler().Close
+		stopServices, err := startBlobServices(ctx, e, blob, a.blob, a.prefetch)
+		if err != nil {
+			blob.Scheduler().Close()
+			return err
+		}
+		closeFn = func() { stopServices(); blob.Scheduler().Close() }
 		name := a.name
 		if name == "" {
 			name = strings.TrimSuffix(filepath.Base(a.index), ".caibx")
@@ -122,7 +132,12 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 			if err != nil {
 				return err
 			}
-			closeFn = blob.Scheduler().Close
+			stopServices, err := startBlobServices(ctx, e, blob, a.blob, a.prefetch)
+			if err != nil {
+				blob.Scheduler().Close()
+				return err
+			}
+			closeFn = func() { stopServices(); blob.Scheduler().Close() }
 			src = treeSource{blob}
 		} else {
 			f, err := os.Open(a.index)

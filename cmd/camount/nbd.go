@@ -25,6 +25,7 @@ func init() {
 		summary: "serve .caibx images read-only over NBD (qemu, nbdinfo, nbdcopy, nbdfuse, nbd-client)",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
+			pf := addPrefetchFlags(fs)
 			listen := fs.String("listen", defaultNBDListen, "where to listen: `unix:///PATH` or tcp://HOST:PORT (port 0 picks a free one); addresses other than loopback only when given explicitly")
 			var names stringList
 			fs.Var(&names, "name", "export `NAME` of the corresponding INDEX (repeatable; default: the index base name without .caibx)")
@@ -39,13 +40,16 @@ func init() {
 				if *maxConns < 0 {
 					return usagef("--max-connections must be 0 or more")
 				}
-				return runNBD(ctx, e, bf, *listen, names, *maxConns, args)
+				if err := pf.check(); err != nil {
+					return err
+				}
+				return runNBD(ctx, e, bf, pf, *listen, names, *maxConns, args)
 			}
 		},
 	})
 }
 
-func runNBD(ctx context.Context, e *env, bf *blobFlags, listen string, names []string, maxConns int, indexes []string) error {
+func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, listen string, names []string, maxConns int, indexes []string) error {
 	network, addr, err := parseListen(listen)
 	if err != nil {
 		return usagef("--listen: %v", err)
@@ -69,10 +73,18 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, listen string, names []s
 			return err
 		}
 		defer blob.Scheduler().Close()
+		if len(indexes) > 1 && (pf.recordProfile != "" || pf.prefetchProfile != "" || pf.statsJSON != "") {
+			return usagef("--record-profile, --prefetch-profile and --stats-json take one image")
+		}
+		stopServices, err := startBlobServices(ctx, e, blob, bf, pf)
+		if err != nil {
+			return err
+		}
+		defer stopServices()
 		exports = append(exports, blockdev.Export{
 			Name:        name,
 			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", filepath.Base(index), blob.Size(), len(x.Chunks)),
-			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
+			Source:      &nbdBlob{b: blob, st: blob.NewStream(), avg: int64(x.Avg)},
 		})
 	}
 	srv, err := blockdev.NewServer(exports, blockdev.Options{Logger: e.log, MaxConnections: maxConns})
@@ -198,6 +210,7 @@ func notifyReady(e *env) {
 // the preferred block size.
 type nbdBlob struct {
 	b   *fetch.Blob
+	st  *fetch.Stream // one readahead stream for the export's clients
 	avg int64
 }
 
@@ -211,7 +224,7 @@ var (
 func (s *nbdBlob) Size() int64 { return s.b.Size() }
 
 func (s *nbdBlob) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
-	return s.b.ReadAtContext(ctx, p, off)
+	return s.st.ReadAtContext(ctx, p, off)
 }
 
 func (s *nbdBlob) Extents(off, n int64) ([]blockdev.Extent, error) {
