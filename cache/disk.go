@@ -230,9 +230,13 @@ func (d *Disk) Put(id chunker.ID, data []byte) {
 	d.mu.Lock()
 	d.add(id, int64(len(data)), time.Now())
 	d.written += int64(len(data))
-	over := d.bytes > d.max || d.written > d.max/16
+	over := d.bytes > d.max
+	rescan := d.written > d.max/16
 	d.mu.Unlock()
 	if over {
+		d.evict() // at once: the process may exit any time
+	}
+	if rescan {
 		select {
 		case d.kick <- struct{}{}:
 		default:
@@ -305,12 +309,7 @@ func (d *Disk) maintain() {
 				d.evict()
 			}
 		case <-d.kick:
-			d.mu.Lock()
-			rescan := d.written > d.max/16
-			d.mu.Unlock()
-			if rescan {
-				d.scan()
-			}
+			d.scan() // see what other processes sharing the directory added
 			d.evict()
 		}
 	}

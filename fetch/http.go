@@ -184,7 +184,9 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		maxDelay = 5 * time.Second
 	}
 	retries := g.o.retries()
+	attempts := 0
 	for attempt := 0; ; attempt++ {
+		attempts++
 		var b []byte
 		b, err = g.once(ctx, u, limit)
 		if err == nil {
@@ -192,6 +194,9 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("GET %s: no complete response within %v", u, g.o.timeout())
 		}
 		if attempt >= retries || !retryable(err) {
 			break
@@ -207,7 +212,29 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		}
 		delay = min(2*delay, maxDelay)
 	}
-	return nil, err
+	var se *HTTPStatusError
+	if errors.Is(err, ErrNotFound) || errors.As(err, &se) {
+		return nil, err
+	}
+	// A network failure: keep its text but not its chain, so that an
+	// attempt's timeout or a reset is not mistaken for the caller's
+	// cancellation or a local errno (a FUSE read must fail with EIO).
+	return nil, &NetworkError{URL: u, Attempts: attempts, Msg: err.Error()}
+}
+
+// NetworkError is a request that failed at the network level (refused,
+// reset, timed out, truncated) on every attempt.
+type NetworkError struct {
+	URL      string
+	Attempts int
+	Msg      string
+}
+
+func (e *NetworkError) Error() string {
+	if e.Attempts > 1 {
+		return fmt.Sprintf("%s (%d attempts)", e.Msg, e.Attempts)
+	}
+	return e.Msg
 }
 
 // once makes one attempt, bounded by the per-request timeout.

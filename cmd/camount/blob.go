@@ -61,13 +61,15 @@ type blobFlags struct {
 	stores    stringList
 	cacheSize byteSize
 	workers   int
+	remote    *remoteFlags // HTTP stores, index URLs, mirrors, disk cache (remote.go)
 }
 
 func addBlobFlags(fs *flag.FlagSet) *blobFlags {
 	o := &blobFlags{cacheSize: cache.DefaultMemoryBytes}
-	fs.Var(&o.stores, "store", "chunk store `DIR` (repeatable: tried in order); default: $CASYNC_STORE, else default.castr beside the index")
+	fs.Var(&o.stores, "store", "chunk store `DIR|URL` (repeatable: tried in order; 'URL1|URL2' is a failover group of mirrors); default: $CASYNC_STORE, else default.castr beside the index")
 	fs.Var(&o.cacheSize, "cache-size", "memory cache of verified chunks, in `BYTES` (K/M/G suffixes)")
 	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 16)")
+	o.remote = addRemoteFlags(fs)
 	return o
 }
 
@@ -77,6 +79,9 @@ func (o *blobFlags) storeSpecs(index string) []string {
 		return o.stores
 	}
 	if s := os.Getenv("CASYNC_STORE"); s != "" {
+		return []string{s}
+	}
+	if s := defaultStore(index); s != "" {
 		return []string{s}
 	}
 	return []string{filepath.Join(filepath.Dir(index), "default.castr")}
@@ -94,8 +99,13 @@ func openStore(spec string) (fetch.Store, error) {
 	return fetch.NewLocalStore(spec), nil
 }
 
-// loadIndex reads and validates an index file.
+// loadIndex reads and validates an index file, or fetches it from an
+// http(s):// URL (with default HTTP settings and $CAMOUNT_HTTP_AUTH; verbs
+// with blobFlags use their TLS and retry flags through remoteFlags.loadIndex).
 func loadIndex(ctx context.Context, path string) (*chunker.Index, error) {
+	if fetch.IsURL(path) {
+		return fetchIndex(ctx, path, fetch.HTTPOptions{Authorization: os.Getenv("CAMOUNT_HTTP_AUTH")})
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -110,7 +120,7 @@ func loadIndex(ctx context.Context, path string) (*chunker.Index, error) {
 
 // openBlob loads an index and returns a Blob reading it through the stores.
 func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.Blob, *chunker.Index, error) {
-	x, err := loadIndex(ctx, index)
+	x, err := o.remote.loadIndex(ctx, e, index)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,7 +135,7 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	}
 	var stores []fetch.Store
 	for _, spec := range o.storeSpecs(index) {
-		s, err := openStore(spec)
+		s, err := o.remote.openStore(e, spec)
 		if err != nil && needStore {
 			return nil, nil, err
 		}
@@ -138,7 +148,15 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	if o.cacheSize == 0 {
 		mem = cache.NewMemory(-1)
 	}
-	s, err := fetch.NewScheduler(fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log})
+	so := fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log}
+	disk, err := o.remote.openDisk(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if disk != nil {
+		so.Disk = disk
+	}
+	s, err := fetch.NewScheduler(so)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
 )
 
@@ -73,7 +74,23 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, in, out string) err
 	p := newProgress(e, "extract", blob.Size())
 	defer p.done()
 
-	workers := max(4, 2*runtime.GOMAXPROCS(0))
+	// Identical chunks are fetched once and written at each of their places:
+	// the memory cache is off, so a repeat would otherwise be fetched again.
+	firstOf := make(map[chunker.ID]int, len(x.Chunks))
+	copies := map[int][]int{}
+	for i, c := range x.Chunks {
+		if blob.IsZero(i) && regular {
+			continue
+		}
+		if j, ok := firstOf[c.ID]; ok {
+			copies[j] = append(copies[j], i)
+			continue
+		}
+		firstOf[c.ID] = i
+	}
+	// Enough fetches in flight to hide network latency (remote stores);
+	// the scheduler bounds the real concurrency.
+	workers := max(16, 2*runtime.GOMAXPROCS(0))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var errOnce sync.Once
@@ -94,15 +111,22 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, in, out string) err
 					p.add(int64(c.Size))
 					continue
 				}
+				if firstOf[c.ID] != i {
+					continue // written with the first copy
+				}
 				data, err := blob.Chunk(ctx, i, fetch.Foreground)
-				if err == nil {
-					_, err = f.WriteAt(data, int64(c.Start))
+				for _, j := range append([]int{i}, copies[i]...) {
+					if err == nil {
+						_, err = f.WriteAt(data, int64(x.Chunks[j].Start))
+					}
+					if err == nil {
+						p.add(int64(c.Size))
+					}
 				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}
-				p.add(int64(c.Size))
 			}
 		}()
 	}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/camount/camount/cache"
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
+)
+
+// remoteFlags are the flags for HTTP(S) stores and index URLs, store
+// failover groups and the disk cache. Every verb that takes blobFlags has them.
+type remoteFlags struct {
+	caFile, certFile, keyFile string
+	auth                      string
+	timeout                   time.Duration
+	retries                   int
+	failBack                  time.Duration
+	cacheDir                  string
+	cacheMax                  byteSize
+
+	once   sync.Once
+	opts   fetch.HTTPOptions // shared by every store: one connection pool
+	optErr error
+}
+
+func addRemoteFlags(fs *flag.FlagSet) *remoteFlags {
+	r := &remoteFlags{cacheMax: cache.DefaultDiskBytes}
+	fs.StringVar(&r.caFile, "ca-file", "", "PEM `FILE` of CA certificates for HTTPS (default: the system's)")
+	fs.StringVar(&r.certFile, "client-cert", "", "PEM `FILE` with a TLS client certificate for HTTPS")
+	fs.StringVar(&r.keyFile, "client-key", "", "PEM `FILE` with the TLS client certificate's key")
+	fs.StringVar(&r.auth, "http-auth", "", "Authorization header `VALUE` sent with HTTP requests, e.g. 'Bearer TOKEN' (default: $CAMOUNT_HTTP_AUTH)")
+	fs.DurationVar(&r.timeout, "http-timeout", 30*time.Second, "give up on an HTTP request after this `DURATION` (then retry)")
+	fs.IntVar(&r.retries, "http-retries", 4, "retries of a failed HTTP request (network errors, 5xx, truncated bodies), with exponential backoff")
+	fs.DurationVar(&r.failBack, "failback", time.Minute, "after switching to another mirror of a 'URL1|URL2' group, go back to the first after this `DURATION`")
+	fs.StringVar(&r.cacheDir, "cache", "", "persistent disk cache `DIR` of verified chunks (a .castr-layout store, shareable between processes)")
+	fs.Var(&r.cacheMax, "cache-max-size", "bound of the disk cache in `BYTES` (K/M/G/T suffixes); least recently used chunks are evicted")
+	return r
+}
+
+// httpOptions returns the HTTP settings, building the shared client once.
+func (r *remoteFlags) httpOptions(log *slog.Logger) (fetch.HTTPOptions, error) {
+	r.once.Do(func() {
+		auth := r.auth
+		if auth == "" {
+			auth = os.Getenv("CAMOUNT_HTTP_AUTH")
+		}
+		retries := r.retries
+		if retries == 0 {
+			retries = -1 // the flag's 0 means none; the option's 0 means the default
+		}
+		o := fetch.HTTPOptions{CAFile: r.caFile, CertFile: r.certFile, KeyFile: r.keyFile,
+			Authorization: auth, Timeout: r.timeout, Retries: retries, Log: log}
+		o.Client, r.optErr = fetch.NewHTTPClient(o)
+		r.opts = o
+	})
+	return r.opts, r.optErr
+}
+
+// loadIndex reads an index from a file or an http(s):// URL.
+func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chunker.Index, error) {
+	if !fetch.IsURL(path) {
+		return loadIndex(ctx, path)
+	}
+	o, err := r.httpOptions(e.log)
+	if err != nil {
+		return nil, err
+	}
+	return fetchIndex(ctx, path, o)
+}
+
+func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.Index, error) {
+	b, err := fetch.FetchURL(ctx, u, o)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", u, err)
+	}
+	x, err := chunker.ReadIndex(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	return x, nil
+}
+
+// defaultStore is the store of an index when neither --store nor
+// $CASYNC_STORE is given: default.castr beside it, on disk or on the server.
+func defaultStore(index string) string {
+	if fetch.IsURL(index) {
+		if u, err := fetch.DefaultStoreURL(index); err == nil {
+			return u
+		}
+	}
+	return ""
+}
+
+// openStore turns a --store value into a Store: a directory, a file:// or
+// http(s):// URL, or mirrors separated by '|' forming a failover group.
+func (r *remoteFlags) openStore(e *env, spec string) (fetch.Store, error) {
+	if strings.Contains(spec, "|") {
+		var mirrors []fetch.Store
+		for _, m := range strings.Split(spec, "|") {
+			if m == "" {
+				return nil, fmt.Errorf("chunk store %q: empty mirror in a failover group", spec)
+			}
+			s, err := r.openStore(e, m)
+			if err != nil {
+				return nil, err
+			}
+			mirrors = append(mirrors, s)
+		}
+		return fetch.NewFailover(mirrors, fetch.FailoverOptions{FailBack: r.failBack, Log: e.log})
+	}
+	if fetch.IsURL(spec) {
+		o, err := r.httpOptions(e.log)
+		if err != nil {
+			return nil, err
+		}
+		return fetch.NewHTTPStore(spec, o)
+	}
+	if rest, ok := strings.CutPrefix(spec, "file://"); ok {
+		spec = rest
+	}
+	if i := strings.Index(spec, "://"); i > 0 && !strings.ContainsAny(spec[:i], "/.") {
+		return nil, fmt.Errorf("chunk store %s: unsupported URL scheme %q (want http, https or file)", spec, spec[:i])
+	}
+	return openStore(spec)
+}
+
+// openDisk opens the --cache directory, or returns nil without one.
+func (r *remoteFlags) openDisk(e *env) (*cache.Disk, error) {
+	if r.cacheDir == "" {
+		return nil, nil
+	}
+	return cache.OpenDisk(cache.DiskOptions{Dir: r.cacheDir, MaxBytes: int64(r.cacheMax), Log: e.log})
+}
