@@ -146,6 +146,9 @@ func (b *Blob) chunk(ctx context.Context, i int) ([]byte, error) {
 // not be modified.
 func (b *Blob) Chunk(ctx context.Context, i int, p Priority) ([]byte, error) {
 	c := b.idx.Chunks[i]
+	if r := b.rec.Load(); r != nil && p == Foreground {
+		r.touch(i, i)
+	}
 	if b.zero[i] {
 		return zeros(c.Size), nil
 	}

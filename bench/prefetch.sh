@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# bench/prefetch.sh: lazy-and-fast over a slow network. nginx serves the reference corpus
+# (../shared/bench/mkcorpus.sh) behind a proxy adding 20 ms to every request (prefetchtool proxy).
+#   1. cold full read of disk.caibx (1.5 GiB): camount mount + dd, against desync mount-index + dd
+#      and casync extract (targets: >= 5x casync, >= 3x desync)
+#   2. foreground 4 KiB random-read latency p50/p99 on a camount mount, without and with
+#      --prefetch=all filling in the background (target: p99 raised by <= 20%)
+#   3. a boot-like trace (ext4 of the image loop-mounted from the camount file: list the tree,
+#      read the heads of 300 files), cold, without and with a --prefetch-profile recorded on an
+#      earlier run (target: half the wall time)
+# Prints "measure | peer | camount | ratio" tables (ratio > 1: camount is better).
+# Env: DELAY (default 20ms), FULL_RUNS (default 1: the peers take minutes), RAND_N (400 reads).
+. "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || { echo "bench/prefetch.sh: needs root (FUSE mounts, loop devices)" >&2; exit 1; }
+DELAY=${DELAY:-20ms}
+FULL_RUNS=${FULL_RUNS:-1}
+RAND_N=${RAND_N:-400}
+ensure_corpus
+
+work=$(mktemp -d /tmp/camount-bench-prefetch.XXXXXX)
+pids=()
+mnts=()
+cleanup() {
+	set +e
+	for m in "${mnts[@]}"; do
+		umount "$m/ext" 2>/dev/null
+		fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	losetup -j "$work/cam/disk" 2>/dev/null | cut -d: -f1 | xargs -r -n1 losetup -d
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Tools: the delaying proxy, and desync for the comparison (benchmark only).
+go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
+DESYNC=${DESYNC:-/tmp/desync-bin/desync}
+if [ ! -x "$DESYNC" ]; then
+	echo "installing desync v0.9.3 into /tmp/desync-bin (benchmark only)" >&2
+	if ! GOBIN=/tmp/desync-bin go install github.com/folbricht/desync/cmd/desync@v0.9.3 2>/dev/null; then
+		# Some module proxies refuse the version list go install asks for; build it in a scratch module.
+		d=$(mktemp -d) && (cd "$d" && printf 'module desyncbuild\n\ngo 1.22\n\nrequire github.com/folbricht/desync v0.9.3\n' >go.mod &&
+			GOFLAGS=-mod=mod go mod download github.com/folbricht/desync@v0.9.3 &&
+			GOFLAGS=-mod=mod GOBIN=/tmp/desync-bin go install github.com/folbricht/desync/cmd/desync) >&2
+		rm -rf "$d"
+	fi
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not listening" >&2; return 1; }
+
+ngport=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<EOF
+user root;
+daemon off;
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  default_type application/octet-stream;
+  access_log off;
+  client_body_temp_path $work/nginx/client;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  sendfile on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ngport; root $CORPUS; }
+}
+EOF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
+pids+=($!)
+wait_port "$ngport"
+pxport=$(free_port)
+"$work/prefetchtool" proxy -listen "127.0.0.1:$pxport" -upstream "http://127.0.0.1:$ngport" -delay "$DELAY" 2>"$work/proxy.log" &
+pids+=($!)
+wait_port "$pxport"
+STORE="http://127.0.0.1:$pxport/store.castr"
+INDEX="$CORPUS/disk.caibx"
+echo "corpus $CORPUS: $(stat -c %s "$CORPUS/disk.img") byte image; store behind a $DELAY proxy at $STORE" >&2
+
+# mount_cam DIR FLAGS...: camount mount of disk.caibx on DIR (file DIR/disk), waits until ready.
+mount_cam() {
+	local dir=$1; shift
+	mkdir -p "$dir"
+	"$CAMOUNT" mount --store="$STORE" "$@" "$INDEX" "$dir" >"$dir.out" 2>"$dir.err" &
+	local pid=$!
+	pids+=($pid)
+	mnts+=("$dir")
+	for _ in $(seq 200); do
+		[ -e "$dir/disk" ] && return 0
+		kill -0 "$pid" 2>/dev/null || { cat "$dir.err" >&2; return 1; }
+		sleep 0.05
+	done
+	echo "camount mount did not come up" >&2; cat "$dir.err" >&2; return 1
+}
+umount_cam() {
+	fusermount3 -u "$1" 2>/dev/null || umount "$1"
+	for _ in $(seq 200); do grep -q " $1 " /proc/mounts || break; sleep 0.05; done
+	sleep 0.2 # the process writes its profile and stats on the way out
+}
+
+# 1. Cold full read.
+full_cam() {
+	mount_cam "$work/cam"
+	dd if="$work/cam/disk" of=/dev/null bs=1M status=none
+	umount_cam "$work/cam"
+}
+full_desync() {
+	mkdir -p "$work/des"
+	"$DESYNC" mount-index -s "$STORE" "$INDEX" "$work/des" 2>"$work/des.err" &
+	local pid=$!
+	for _ in $(seq 200); do [ -e "$work/des/disk.caibx" ] || [ -n "$(ls "$work/des" 2>/dev/null)" ] && break; sleep 0.05; done
+	dd if="$work/des/$(ls "$work/des" | head -1)" of=/dev/null bs=1M status=none
+	fusermount3 -u "$work/des" 2>/dev/null || umount "$work/des"
+	wait $pid 2>/dev/null || true
+}
+full_casync() {
+	rm -f "$work/casync.img"
+	casync extract --store="$STORE" "$INDEX" "$work/casync.img"
+	rm -f "$work/casync.img"
+}
+RUNS=$FULL_RUNS
+t_cam=$(median_time drop_caches full_cam)
+t_des=$(median_time drop_caches full_desync)
+t_cas=$(median_time drop_caches full_casync)
+table_header "cold full read of disk.caibx (1.5 GiB) over HTTP with $DELAY per request (median of $FULL_RUNS)" "peer"
+table_row "full read: casync extract vs camount mount+dd" "$t_cas" "$t_cam"
+table_row "full read: desync mount-index+dd vs camount" "$t_des" "$t_cam"
+
+# 2. Foreground random-read latency with and without the background fill.
+rand_lat() { # FLAGS... → "p50 p99"
+	mount_cam "$work/cam" "$@"
+	"$work/prefetchtool" randread -file "$work/cam/disk" -index "$INDEX" -n "$RAND_N" -seed 7
+	umount_cam "$work/cam"
+}
+drop_caches
+read -r p50_ra p99_ra < <(rand_lat --prefetch=readahead)
+drop_caches
+read -r p50_all p99_all < <(rand_lat --prefetch=all)
+drop_caches
+read -r des50 des99 < <(
+	mkdir -p "$work/des"
+	"$DESYNC" mount-index -s "$STORE" "$INDEX" "$work/des" 2>>"$work/des.err" &
+	dpid=$!
+	for _ in $(seq 200); do [ -n "$(ls "$work/des" 2>/dev/null)" ] && break; sleep 0.05; done
+	"$work/prefetchtool" randread -file "$work/des/$(ls "$work/des" | head -1)" -index "$INDEX" -n "$RAND_N" -seed 7
+	fusermount3 -u "$work/des" 2>/dev/null || umount "$work/des"
+	wait $dpid 2>/dev/null || true
+)
+table_header "foreground 4 KiB random reads ($RAND_N, cold, data chunks only), ms" "peer"
+table_row "p50: desync mount-index vs camount" "$des50" "$p50_ra" ms
+table_row "p99: desync mount-index vs camount" "$des99" "$p99_ra" ms
+table_row "p50: camount vs camount --prefetch=all" "$p50_ra" "$p50_all" ms
+table_row "p99: camount vs camount --prefetch=all" "$p99_ra" "$p99_all" ms
+
+# 3. Boot-like trace on the ext4 inside the image, cold, without and with a profile.
+part_off=$(( $(sfdisk -d "$CORPUS/disk.img" | sed -n 's/.*start= *\([0-9]*\).*/\1/p' | head -1) * 512 ))
+trace() { # runs the trace on the mounted image in $work/cam
+	local loop
+	loop=$(losetup -r -f --show -o "$part_off" "$work/cam/disk")
+	mkdir -p "$work/cam.ext"
+	mount -t ext4 -o ro,noload "$loop" "$work/cam.ext"
+	find "$work/cam.ext" -xdev -printf '%s %p\n' >/dev/null
+	find "$work/cam.ext" -xdev -type f | sort | awk 'NR % 5 == 0' | head -300 | xargs -d '\n' head -q -c 65536 >/dev/null
+	umount "$work/cam.ext"
+	losetup -d "$loop"
+}
+timed_trace() { # FLAGS... → seconds of the trace alone
+	mount_cam "$work/cam" "$@"
+	local s e
+	s=$(date +%s.%N)
+	trace
+	e=$(date +%s.%N)
+	umount_cam "$work/cam"
+	echo "$e - $s" | bc -l
+}
+drop_caches
+timed_trace --record-profile="$work/boot.profile" >/dev/null # the recording run
+drop_caches
+t_plain=$(timed_trace)
+drop_caches
+t_prof=$(timed_trace --prefetch-profile="$work/boot.profile")
+table_header "boot-like trace (list ext4 tree, read heads of 300 files), cold" "no profile"
+table_row "trace wall time: without vs with --prefetch-profile" "$(printf %.3f "$t_plain")" "$(printf %.3f "$t_prof")"
+echo "profile: $(sed -n 3p "$work/boot.profile"); last camount stats: $(grep 'stats:' "$work/cam.err" | tail -1)"
