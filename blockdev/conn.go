@@ -26,6 +26,8 @@ type conn struct {
 	br     *bufio.Reader
 	st     *session
 	x      *export
+	src    Source // the export's source, or this connection's view of it
+	slicer Slicer // src's, if it has one
 	log    *slog.Logger
 	wg     sync.WaitGroup // request goroutines
 	bud    budget
@@ -35,7 +37,7 @@ type conn struct {
 	wmu     sync.Mutex // guards the fields below and writes to nc
 	werr    error      // first write error; later replies are dropped
 	wbuf    []byte     // a small reply, header and data together
-	vec     [2][]byte  // header and data of a large reply (writev)
+	vec     [][]byte   // header and data of a large reply (writev)
 	rhdr    [32]byte   // reply header scratch
 	smallSz int
 }
@@ -44,11 +46,26 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s *Server, nc net.C
 	c := &conn{ctx: ctx, cancel: cancel, s: s, nc: nc, br: br, st: st, x: st.exp, log: log, smallSz: 16 << 10}
 	c.bud.init(s.opt.MaxInFlight, s.opt.MaxInFlightBytes)
 	c.wbuf = make([]byte, 0, c.smallSz+64)
+	c.src = c.x.Source
+	if cs, ok := c.src.(ConnSourcer); ok {
+		c.src = cs.ConnSource()
+	}
+	c.slicer, _ = c.src.(Slicer)
 	return c
+}
+
+// close releases the connection's view of the source.
+func (c *conn) close() {
+	if c.src != c.x.Source {
+		if cl, ok := c.src.(io.Closer); ok {
+			cl.Close()
+		}
+	}
 }
 
 // serve reads and dispatches requests until DISC, an error or ctx ends.
 func (c *conn) serve() error {
+	defer c.close()
 	for {
 		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 			c.cancel()
@@ -197,14 +214,59 @@ func (c *conn) read(r request) {
 	defer c.wg.Done()
 	n := int(r.length)
 	defer c.bud.release(n)
+	if c.slicer != nil && c.readSlices(r) {
+		return
+	}
 	bp := getBuf(n)
 	defer putBuf(bp)
 	buf := (*bp)[:n]
-	if err := c.x.readAt(c.ctx, buf, int64(r.offset)); err != nil {
+	if err := c.x.readAt(c.ctx, c.src, buf, int64(r.offset)); err != nil {
 		c.fail(r, err)
 		return
 	}
 	c.ok(r, buf)
+}
+
+// zeroPad backs the padding past the source's end (less than 512 bytes).
+var zeroPad [MinBlockSize]byte
+
+var vecPool = sync.Pool{New: func() any { v := make([][]byte, 0, 16); return &v }}
+
+// readSlices answers a READ from the source's own buffers (Slicer); it
+// returns false, having sent nothing, when the source declines.
+func (c *conn) readSlices(r request) bool {
+	vp := vecPool.Get().(*[][]byte)
+	defer func() { clear(*vp); *vp = (*vp)[:0]; vecPool.Put(vp) }()
+	off, n := int64(r.offset), int64(r.length)
+	m := max(min(n, c.x.srcSize-off), 0)
+	v := (*vp)[:0]
+	if m > 0 {
+		var ok bool
+		var err error
+		v, ok, err = c.slicer.Slices(c.ctx, v, off, int(m))
+		*vp = v
+		if err != nil {
+			c.fail(r, err)
+			return true
+		}
+		if !ok {
+			return false
+		}
+		got := int64(0)
+		for _, b := range v {
+			got += int64(len(b))
+		}
+		if got != m {
+			c.fail(r, fmt.Errorf("source sliced %d bytes for a read of %d at offset %d", got, m, off))
+			return true
+		}
+	}
+	if n > m {
+		v = append(v, zeroPad[:n-m])
+		*vp = v
+	}
+	c.okVec(r, v)
+	return true
 }
 
 const cacheChunk = 1 << 20
@@ -219,7 +281,7 @@ func (c *conn) cacheByReading(r request) {
 	off, end := int64(r.offset), int64(r.offset)+int64(r.length)
 	for off < end {
 		n := min(end-off, cacheChunk)
-		if err := c.x.readAt(c.ctx, (*bp)[:n], off); err != nil {
+		if err := c.x.readAt(c.ctx, c.src, (*bp)[:n], off); err != nil {
 			c.fail(r, err)
 			return
 		}
@@ -240,6 +302,26 @@ func (c *conn) ok(r request, data []byte) error {
 		return c.structured(r.cookie, replyTypeOffsetData, off[:], data)
 	}
 	return c.simple(r.cookie, 0, data)
+}
+
+// okVec is ok for READ data held in several buffers.
+func (c *conn) okVec(r request, v [][]byte) error {
+	var pre []byte
+	var typ uint16
+	var off [8]byte
+	if c.st.structured {
+		binary.BigEndian.PutUint64(off[:], r.offset)
+		pre, typ = off[:], replyTypeOffsetData
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var h []byte
+	if c.st.structured {
+		h = c.structHeader(r.cookie, typ, pre, int(r.length))
+	} else {
+		h = c.simpleHeader(r.cookie, 0)
+	}
+	return c.writeVecLocked(h, v, int(r.length))
 }
 
 // fail sends an error reply for err (mapped by ErrorCode); READ and
@@ -277,11 +359,7 @@ func (c *conn) blockStatus(cookie uint64, descs []byte) error {
 func (c *conn) simple(cookie uint64, code uint32, data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	h := c.rhdr[:16]
-	binary.BigEndian.PutUint32(h, simpleReplyMagic)
-	binary.BigEndian.PutUint32(h[4:], code)
-	binary.BigEndian.PutUint64(h[8:], cookie)
-	return c.writeLocked(h, data)
+	return c.writeLocked(c.simpleHeader(cookie, code), data)
 }
 
 // structured writes one structured reply chunk with the DONE flag: the
@@ -289,14 +367,54 @@ func (c *conn) simple(cookie uint64, code uint32, data []byte) error {
 func (c *conn) structured(cookie uint64, typ uint16, pre, data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(c.structHeader(cookie, typ, pre, len(data)), data)
+}
+
+// simpleHeader builds a simple reply header in the scratch. wmu held.
+func (c *conn) simpleHeader(cookie uint64, code uint32) []byte {
+	h := c.rhdr[:16]
+	binary.BigEndian.PutUint32(h, simpleReplyMagic)
+	binary.BigEndian.PutUint32(h[4:], code)
+	binary.BigEndian.PutUint64(h[8:], cookie)
+	return h
+}
+
+// structHeader builds a final structured chunk header followed by pre,
+// for dataLen more bytes, in the scratch. wmu held.
+func (c *conn) structHeader(cookie uint64, typ uint16, pre []byte, dataLen int) []byte {
 	h := c.rhdr[:20+len(pre)]
 	binary.BigEndian.PutUint32(h, structReplyMagic)
 	binary.BigEndian.PutUint16(h[4:], replyFlagDone)
 	binary.BigEndian.PutUint16(h[6:], typ)
 	binary.BigEndian.PutUint64(h[8:], cookie)
-	binary.BigEndian.PutUint32(h[16:], uint32(len(pre)+len(data)))
+	binary.BigEndian.PutUint32(h[16:], uint32(len(pre)+dataLen))
 	copy(h[20:], pre)
-	return c.writeLocked(h, data)
+	return h
+}
+
+// writeVecLocked writes a header and data held in several buffers (total
+// bytes): small replies copied into one buffer, others with writev.
+func (c *conn) writeVecLocked(h []byte, v [][]byte, total int) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	if total <= c.smallSz {
+		b := append(c.wbuf[:0], h...)
+		for _, d := range v {
+			b = append(b, d...)
+		}
+		return c.writeLocked(b, nil)
+	}
+	c.vec = append(append(c.vec[:0], h), v...)
+	bufs := net.Buffers(c.vec)
+	_, err := bufs.WriteTo(c.nc)
+	clear(c.vec)
+	if err != nil {
+		c.werr = fmt.Errorf("nbd: writing reply: %w", err)
+		c.cancel()
+		return c.werr
+	}
+	return nil
 }
 
 // writeLocked writes header and data as one reply: small replies copied
@@ -307,14 +425,17 @@ func (c *conn) writeLocked(h, data []byte) error {
 		return c.werr
 	}
 	var err error
-	if len(data) <= c.smallSz {
+	switch {
+	case len(data) == 0:
+		_, err = c.nc.Write(h)
+	case len(data) <= c.smallSz:
 		b := append(append(c.wbuf[:0], h...), data...)
 		_, err = c.nc.Write(b)
-	} else {
-		c.vec[0], c.vec[1] = h, data
-		bufs := net.Buffers(c.vec[:])
+	default:
+		c.vec = append(c.vec[:0], h, data)
+		bufs := net.Buffers(c.vec)
 		_, err = bufs.WriteTo(c.nc)
-		c.vec[0], c.vec[1] = nil, nil
+		clear(c.vec)
 	}
 	if err != nil {
 		c.werr = fmt.Errorf("nbd: writing reply: %w", err)
@@ -326,13 +447,13 @@ func (c *conn) writeLocked(h, data []byte) error {
 
 // readAt fills p from the export at off: source bytes, then zeros for the
 // padding past the source's end.
-func (x *export) readAt(ctx context.Context, p []byte, off int64) error {
+func (x *export) readAt(ctx context.Context, src Source, p []byte, off int64) error {
 	if off >= x.srcSize {
 		clear(p)
 		return nil
 	}
 	m := min(int64(len(p)), x.srcSize-off)
-	n, err := x.Source.ReadAtContext(ctx, p[:m], off)
+	n, err := src.ReadAtContext(ctx, p[:m], off)
 	if int64(n) < m {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = fmt.Errorf("short read of %d bytes at offset %d from a source of %d bytes: %w", n, off, x.srcSize, io.ErrUnexpectedEOF)

@@ -832,3 +832,79 @@ func TestPreferredSize(t *testing.T) {
 		}
 	}
 }
+
+// sliceSource hands out its bytes as slices of at most 3000 bytes (a
+// chunked cache), declines ranges touching [cold, cold+coldLen), and gives
+// each connection a view that counts opens and closes.
+type sliceSource struct {
+	*memSource
+	cold, coldLen int64
+	sliced        atomic.Int64
+	opened        atomic.Int64
+	closed        atomic.Int64
+}
+
+func (s *sliceSource) Slices(ctx context.Context, dst [][]byte, off int64, n int) ([][]byte, bool, error) {
+	end := off + int64(n)
+	if off < s.cold+s.coldLen && end > s.cold {
+		return dst, false, nil
+	}
+	for off < end {
+		e := min(end, (off/3000+1)*3000)
+		dst = append(dst, s.data[off:e])
+		off = e
+	}
+	s.sliced.Add(1)
+	return dst, true, nil
+}
+
+type sliceView struct{ *sliceSource }
+
+func (v sliceView) Close() error { v.closed.Add(1); return nil }
+
+func (s *sliceSource) ConnSource() Source {
+	s.opened.Add(1)
+	return sliceView{s}
+}
+
+func TestSlicerAndConnSource(t *testing.T) {
+	data := randomData(1<<20 + 300)
+	src := &sliceSource{memSource: &memSource{data: data}, cold: 512 << 10, coldLen: 1}
+	_, path := startServer(t, []Export{{Name: "s", Source: src}}, Options{})
+	for _, structured := range []bool{false, true} {
+		c := dial(t, path)
+		c.goExport("s", structured, false)
+		padded := make([]byte, 1<<20+512)
+		copy(padded, data)
+		reads := []struct{ off, n uint64 }{{0, 4096}, {4096, 65536}, {0, 1 << 20}, {500 << 10, 64 << 10}, {1<<20 - 4096, 4096 + 512}, {1 << 20, 512}, {12288, 512}}
+		for i, rd := range reads {
+			c.request(0, cmdRead, uint64(i), rd.off, uint32(rd.n), nil)
+		}
+		for range reads {
+			ch := c.anyReply(func(cookie uint64) int { return int(reads[cookie].n) })
+			rd := reads[ch.cookie]
+			got := ch.payload
+			if structured {
+				if ch.typ != replyTypeOffsetData || binary.BigEndian.Uint64(got) != rd.off {
+					t.Fatalf("read %+v: chunk type %d", rd, ch.typ)
+				}
+				got = got[8:]
+			}
+			if !bytes.Equal(got, padded[rd.off:rd.off+rd.n]) {
+				t.Errorf("structured=%v read %+v: data differs", structured, rd)
+			}
+		}
+		c.request(0, cmdDisc, 99, 0, 0, nil)
+		c.br.ReadByte()
+	}
+	if src.sliced.Load() == 0 {
+		t.Error("the slice path was never taken")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for src.closed.Load() != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if src.opened.Load() != 2 || src.closed.Load() != 2 {
+		t.Errorf("views opened %d closed %d, want 2 and 2", src.opened.Load(), src.closed.Load())
+	}
+}

@@ -16,6 +16,9 @@
 // context: zero runs are reported as HOLE|ZERO), Prefetcher (for
 // NBD_CMD_CACHE) and BlockSizer (the preferred block size advertised).
 //
+// A Source may also implement Slicer (zero-copy replies from immutable
+// buffers such as a chunk cache) and ConnSourcer (a view per connection).
+//
 // Exports are read-only. The export size is the source size rounded up to
 // a multiple of 512; the padding reads as zeros.
 package blockdev
@@ -70,6 +73,26 @@ type Prefetcher interface {
 // rounded down to a power of two within [4096, 2 MiB]; default 4096.
 type BlockSizer interface {
 	PreferredBlockSize() int64
+}
+
+// Slicer is implemented by sources that can hand out their bytes without
+// a copy. Slices appends to dst slices that together hold exactly
+// [off, off+n) (off+n is within Size) and that nobody modifies afterwards;
+// the server writes them to the socket as they are. ok=false (with a nil
+// error) makes the server fall back to ReadAtContext, e.g. when some of
+// the range would have to be fetched first.
+type Slicer interface {
+	Slices(ctx context.Context, dst [][]byte, off int64, n int) (out [][]byte, ok bool, err error)
+}
+
+// ConnSourcer is implemented by sources that give each client connection
+// its own view, e.g. a stream that detects sequential reads for readahead.
+// The server calls ConnSource when a connection enters the transmission
+// phase, reads (and slices) through the view, and closes it when the
+// connection ends if it is an io.Closer. The view must have the same size;
+// Extenter, Prefetcher and BlockSizer are taken from the export's Source.
+type ConnSourcer interface {
+	ConnSource() Source
 }
 
 // Export is one named export.

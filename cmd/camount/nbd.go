@@ -84,7 +84,7 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 		exports = append(exports, blockdev.Export{
 			Name:        name,
 			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", filepath.Base(index), blob.Size(), len(x.Chunks)),
-			Source:      &nbdBlob{b: blob, st: blob.NewStream(), avg: int64(x.Avg)},
+			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
 		})
 	}
 	srv, err := blockdev.NewServer(exports, blockdev.Options{Logger: e.log, MaxConnections: maxConns})
@@ -206,25 +206,29 @@ func notifyReady(e *env) {
 
 // nbdBlob adapts a *fetch.Blob to blockdev's Source and its optional
 // interfaces: zero chunks become base:allocation holes, NBD_CMD_CACHE
-// queues the chunks at Readahead priority, and the average chunk size is
-// the preferred block size.
+// queues the chunks at Readahead priority, the average chunk size is the
+// preferred block size, each connection reads through its own fetch.Stream
+// (sequential reads start readahead), and reads of cached chunks are sent
+// straight from the chunk cache without a copy.
 type nbdBlob struct {
 	b   *fetch.Blob
-	st  *fetch.Stream // one readahead stream for the export's clients
 	avg int64
 }
 
 var (
-	_ blockdev.Source     = (*nbdBlob)(nil)
-	_ blockdev.Extenter   = (*nbdBlob)(nil)
-	_ blockdev.Prefetcher = (*nbdBlob)(nil)
-	_ blockdev.BlockSizer = (*nbdBlob)(nil)
+	_ blockdev.Source      = (*nbdBlob)(nil)
+	_ blockdev.Extenter    = (*nbdBlob)(nil)
+	_ blockdev.Prefetcher  = (*nbdBlob)(nil)
+	_ blockdev.BlockSizer  = (*nbdBlob)(nil)
+	_ blockdev.Slicer      = (*nbdBlob)(nil)
+	_ blockdev.ConnSourcer = (*nbdBlob)(nil)
+	_ blockdev.Slicer      = (*nbdStream)(nil)
 )
 
 func (s *nbdBlob) Size() int64 { return s.b.Size() }
 
 func (s *nbdBlob) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
-	return s.st.ReadAtContext(ctx, p, off)
+	return s.b.ReadAtContext(ctx, p, off)
 }
 
 func (s *nbdBlob) Extents(off, n int64) ([]blockdev.Extent, error) {
@@ -239,3 +243,48 @@ func (s *nbdBlob) Extents(off, n int64) ([]blockdev.Extent, error) {
 func (s *nbdBlob) Prefetch(off, n int64) { s.b.Prefetch(off, n, fetch.Readahead) }
 
 func (s *nbdBlob) PreferredBlockSize() int64 { return s.avg }
+
+// Slices returns the cached (verified, immutable) chunk bytes covering
+// [off, off+n); it declines when a chunk is not cached, so that fetches go
+// through ReadAtContext, which fetches all of a read's chunks in parallel.
+func (s *nbdBlob) Slices(ctx context.Context, dst [][]byte, off int64, n int) ([][]byte, bool, error) {
+	x := s.b.Index()
+	end := off + int64(n)
+	first := x.Find(off)
+	if first < 0 {
+		return dst, false, nil
+	}
+	last := first
+	for ; last < len(x.Chunks) && int64(x.Chunks[last].Start) < end; last++ {
+		if !s.b.IsZero(last) && !s.b.Scheduler().Cached(x.Chunks[last].ID) {
+			return dst, false, nil
+		}
+	}
+	for i := first; i < last; i++ {
+		data, err := s.b.Chunk(ctx, i, fetch.Foreground)
+		if err != nil {
+			return dst, false, err
+		}
+		c := x.Chunks[i]
+		lo := max(off, int64(c.Start)) - int64(c.Start)
+		hi := min(end, int64(c.Start+c.Size)) - int64(c.Start)
+		dst = append(dst, data[lo:hi])
+	}
+	return dst, true, nil
+}
+
+// ConnSource gives each NBD connection its own readahead stream.
+func (s *nbdBlob) ConnSource() blockdev.Source {
+	return &nbdStream{nbdBlob: s, st: s.b.NewStream()}
+}
+
+type nbdStream struct {
+	*nbdBlob
+	st *fetch.Stream
+}
+
+func (s *nbdStream) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return s.st.ReadAtContext(ctx, p, off)
+}
+
+func (s *nbdStream) Close() error { return s.st.Close() }
