@@ -21,6 +21,9 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
 			tf := addTreeFlags(fs)
+			pf := &prefetchFlags{mode: "none"}
+			fs.StringVar(&pf.statsJSON, "stats-json", "", "write fetch statistics of a .caibx extract as JSON to `FILE` at the end")
+			stats := fs.Bool("stats", false, "print a line of fetch statistics of a .caibx extract at the end")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want an image and an output")
@@ -28,7 +31,8 @@ func init() {
 				in, out := args[0], args[1]
 				switch kindOf(in) {
 				case kindBlobIndex:
-					return extractBlob(ctx, e, bf, in, out)
+					pf.quietExit = !*stats
+					return extractBlob(ctx, e, bf, pf, in, out)
 				case kindTreeIndex, kindArchive:
 					return extractTree(ctx, e, tf, in, out)
 				}
@@ -41,7 +45,7 @@ func init() {
 // extractBlob writes the blob of a .caibx to a file (sparse where chunks are
 // zero) or a block device (every byte written). Chunks are fetched, decoded
 // and verified on all cores; identical chunks are written from one fetch.
-func extractBlob(ctx context.Context, e *env, bf *blobFlags, in, out string) error {
+func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, in, out string) error {
 	// Extraction reads every chunk once: a memory cache would only cost.
 	o := *bf
 	o.cacheSize = 0
@@ -50,6 +54,11 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, in, out string) err
 		return err
 	}
 	defer blob.Scheduler().Close()
+	stopStats, err := startBlobServices(ctx, e, blob, &o, pf)
+	if err != nil {
+		return err
+	}
+	defer stopStats()
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return err

@@ -33,6 +33,7 @@ type prefetchFlags struct {
 	recordProfile   string
 	prefetchProfile string
 	statsJSON       string
+	quietExit       bool // no stats line at exit (SIGUSR1 still prints one)
 }
 
 func addPrefetchFlags(fs *flag.FlagSet) *prefetchFlags {
@@ -125,7 +126,9 @@ func startBlobServices(ctx context.Context, e *env, blob *fetch.Blob, bf *blobFl
 
 	report := func(final bool) {
 		ss := s.Snapshot()
-		fmt.Fprintf(e.stderr, "camount: stats: %s\n", ss)
+		if !final || !o.quietExit {
+			fmt.Fprintf(e.stderr, "camount: stats: %s\n", ss)
+		}
 		if o.statsJSON != "" {
 			if err := writeBytesAtomic(o.statsJSON, ss.JSON()); err != nil {
 				e.log.Warn("cannot write --stats-json", "file", o.statsJSON, "err", err)
