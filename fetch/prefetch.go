@@ -158,7 +158,7 @@ type rateLimiter struct {
 }
 
 func newRateLimiter(rate int64) *rateLimiter {
-	return &rateLimiter{rate: float64(rate), last: time.Now()}
+	return &rateLimiter{rate: float64(rate), tokens: float64(rate), last: time.Now()}
 }
 
 // wait takes n tokens, sleeping until the debt is paid.

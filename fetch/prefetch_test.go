@@ -286,3 +286,22 @@ func TestStatsLine(t *testing.T) {
 	}
 	_ = chunker.SHA256
 }
+
+// TestFillRateLimit: with a tiny rate the fill fetches what the bucket's
+// one second of burst allows and then waits; cancelling it stops it there.
+func TestFillRateLimit(t *testing.T) {
+	st := newGateStore()
+	b, _ := fakeBlob(t, st, 50, 4096, 29)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan FillResult)
+	go func() {
+		res, _ := b.Fill(ctx, FillOptions{RateLimit: 4096})
+		done <- res
+	}()
+	waitFor(t, "first chunk", func() bool { return st.total() >= 1 })
+	cancel()
+	res := <-done
+	if st.total() > 2 || res.Fetched > 2 {
+		t.Fatalf("a 4 KiB/s fill fetched %d chunks at once (%+v)", st.total(), res)
+	}
+}
