@@ -91,3 +91,70 @@ pair qd1
 row "qemu-img bench -d 1 -s 4k (QD1 latency)" us/op "$(us "$k")" "$(us "$c")" "$(ratio "$k" "$c")"
 pair qd8
 row "qemu-img bench -d 8 -s 1M (4 GiB)" MiB/s "$(rate "$k" 4096)" "$(rate "$c" 4096)" "$(ratio "$k" "$c")"
+
+# Cold over HTTP: a fresh camount (empty cache) serving the corpus from
+# nginx on loopback; nbdcopy of the whole export, against casync extract
+# from the same store (casync fetches chunks one after another).
+COLD_RUNS=${NBD_BENCH_COLD_RUNS:-1}
+if command -v nginx >/dev/null && command -v casync >/dev/null; then
+	free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+	wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not listening" >&2; return 1; }
+	ngport=$(free_port)
+	mkdir -p "$W/nginx"
+	cat >"$W/nginx/nginx.conf" <<NGINX
+user root;
+daemon off;
+worker_processes 2;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  default_type application/octet-stream;
+  access_log off;
+  client_body_temp_path $W/nginx/client;
+  proxy_temp_path $W/nginx/proxy;
+  fastcgi_temp_path $W/nginx/fastcgi;
+  uwsgi_temp_path $W/nginx/uwsgi;
+  scgi_temp_path $W/nginx/scgi;
+  sendfile on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ngport; root $CORPUS; }
+}
+NGINX
+	nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
+	pids+=($!)
+	wait_port "$ngport"
+	STORE="http://127.0.0.1:$ngport/store.castr"
+	cold_cam() {
+		local sock=$W/cold.sock pid t0 t1
+		rm -f "$sock"
+		"$CAMOUNT" nbd --listen="unix://$sock" --store="$STORE" "$CORPUS/disk.caibx" >/dev/null 2>"$W/cold.log" &
+		pid=$!
+		wait_sock "$sock"
+		t0=$(now)
+		nbdcopy "nbd+unix:///disk?socket=$sock" null:
+		t1=$(now)
+		kill "$pid"
+		wait "$pid" 2>/dev/null || true
+		awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
+	}
+	cold_casync() {
+		local t0 t1
+		rm -f "$W/casync.out"
+		t0=$(now)
+		casync extract --store="$STORE" "$CORPUS/disk.caibx" "$W/casync.out" >/dev/null 2>&1
+		t1=$(now)
+		rm -f "$W/casync.out"
+		awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
+	}
+	kc=""
+	cc=""
+	for ((r = 0; r < COLD_RUNS; r++)); do
+		x=$(cold_casync)
+		y=$(cold_cam)
+		kc=$(awk -v d="$x" -v m="$kc" 'BEGIN {if (m == "" || d < m) print d; else print m}')
+		cc=$(awk -v d="$y" -v m="$cc" 'BEGIN {if (m == "" || d < m) print d; else print m}')
+	done
+	table_header "NBD, cold over HTTP (nginx on loopback), $mib MiB corpus disk image, best of $COLD_RUNS (seconds)" "casync extract"
+	row "cold: nbdcopy null: / casync extract" s "$(awk -v s="$kc" 'BEGIN {printf "%.2f", s}')" "$(awk -v s="$cc" 'BEGIN {printf "%.2f", s}')" "$(ratio "$kc" "$cc")"
+fi
