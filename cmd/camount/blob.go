@@ -68,7 +68,7 @@ func addBlobFlags(fs *flag.FlagSet) *blobFlags {
 	o := &blobFlags{cacheSize: cache.DefaultMemoryBytes}
 	fs.Var(&o.stores, "store", "chunk store `DIR|URL` (repeatable: tried in order; 'URL1|URL2' is a failover group of mirrors); default: $CASYNC_STORE, else default.castr beside the index")
 	fs.Var(&o.cacheSize, "cache-size", "memory cache of verified chunks, in `BYTES` (K/M/G suffixes)")
-	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 16)")
+	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 32; readahead may use 3/4 of them, background fill 1/2, so readers always find one free)")
 	o.remote = addRemoteFlags(fs)
 	return o
 }
