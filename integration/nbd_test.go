@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/camount/camount/chunker"
 )
 
 // nbdFixture is a GPT disk image with an ext4 partition and zero regions,
@@ -680,5 +682,86 @@ func TestNBDBadInput(t *testing.T) {
 	os.WriteFile(bad, []byte("not an index"), 0o644)
 	if _, err := tryCamount("nbd", "--store="+f.store, bad); err == nil || !strings.Contains(err.Error(), "bad.caibx") {
 		t.Errorf("garbage index: %v", err)
+	}
+}
+
+// TestNBDMissingAndCorruptChunks: a chunk missing from the store, or
+// corrupt in it, fails the reads that need it with EIO, with structured
+// and simple replies; everything else is still served.
+func TestNBDMissingAndCorruptChunks(t *testing.T) {
+	needCmd(t, "nbdsh", "qemu-io", "cp")
+	f := nbdFixtureFor(t)
+	store := filepath.Join(t.TempDir(), "store")
+	runCmd(t, "cp", "-a", f.store, store)
+	fh, err := os.Open(f.diskIdx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := chunker.ReadIndex(fh)
+	fh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunkPath := func(off int64) (string, chunker.Chunk) {
+		c := x.Chunks[x.Find(off)]
+		id := c.ID.String()
+		return filepath.Join(store, id[:4], id+".cacnk"), c
+	}
+	missing, mc := chunkPath(nbdPatternOff)
+	// the first data (not all-zero) chunk in the partition
+	var corrupt string
+	var cc chunker.Chunk
+	for i := x.Find(f.partStart + 1<<20); i < len(x.Chunks); i++ {
+		c := x.Chunks[i]
+		if c.ID != x.Digest().Sum(make([]byte, c.Size)) && c.ID != mc.ID {
+			corrupt, cc = chunkPath(int64(c.Start))
+			break
+		}
+	}
+	if corrupt == "" {
+		t.Fatal("fixture: no data chunk in the partition")
+	}
+	if err := os.Remove(missing); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(corrupt)
+	raw[len(raw)/2] ^= 0xff
+	os.WriteFile(corrupt, raw, 0o644)
+
+	s := startNBD(t, "unix", []string{"--store=" + store}, f.diskIdx)
+	uri := s.uris[0]
+	script := fmt.Sprintf(`
+import errno, nbd, sys
+def expect_eio(what, fn):
+    try:
+        fn()
+    except nbd.Error as e:
+        assert e.errno in (errno.EIO, "EIO"), "%%s: %%s" %% (what, e.string)
+        return
+    raise AssertionError(what + ": no error")
+for structured in (True, False):
+    h = nbd.NBD()
+    h.set_request_structured_replies(structured)
+    h.connect_uri(%q)
+    assert h.get_structured_replies_negotiated() == structured
+    expect_eio("missing chunk", lambda: h.pread(4096, %d))
+    expect_eio("corrupt chunk", lambda: h.pread(4096, %d))
+    expect_eio("read spanning a missing chunk", lambda: h.pread(1 << 20, %d))
+    assert h.pread(4096, 0)[510:512] == b"\x55\xaa", "MBR signature"
+    assert h.pread(4096, %d) == bytes(4096)
+    h.shutdown()
+print("ok")
+`, uri, (int64(mc.Start)+511)&^511, (int64(cc.Start)+511)&^511, int64(mc.Start)&^(1<<20-1), nbdZeroOff)
+	out, err := nbdsh("-c", script).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("nbdsh: %v: %s", err, out)
+	}
+	out2, _ := tryCmd("qemu-io", "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 4k", mc.Start&^511), uri)
+	if !strings.Contains(out2, "Input/output error") {
+		t.Errorf("qemu-io read of a missing chunk: %s", out2)
+	}
+	s.alive(t)
+	if log := s.stderr.String(); !strings.Contains(log, mc.ID.String()) || !strings.Contains(log, "corrupt") {
+		t.Errorf("the server log does not name the missing chunk and the corruption:\n%s", log)
 	}
 }
