@@ -765,3 +765,57 @@ print("ok")
 		t.Errorf("the server log does not name the missing chunk and the corruption:\n%s", log)
 	}
 }
+
+// TestNBDRemoteStore serves an image whose chunks come from nginx: CACHE
+// prefetches the chunks of its range before any read, a full copy equals
+// the image, and each chunk is fetched once (then served from memory).
+func TestNBDRemoteStore(t *testing.T) {
+	needCmd(t, "nginx", "nbdsh", "nbdcopy")
+	f := nbdFixtureFor(t)
+	ng := startNginx(t, f.dir, nil)
+	fh, err := os.Open(f.diskIdx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := chunker.ReadIndex(fh)
+	fh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startNBD(t, "tcp", []string{"--store=" + ng.URL + "/store"}, f.diskIdx)
+	if n := ng.chunkRequests(t); n != 0 {
+		t.Fatalf("%d chunk requests before any client", n)
+	}
+	pc := x.Chunks[x.Find(nbdPatternOff)]
+	out, err := nbdsh("-u", s.uris[0], "-c", fmt.Sprintf("h.cache(%d, %d); print('ok')", 1<<20, nbdPatternOff)).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("nbdsh cache: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log, _ := os.ReadFile(ng.AccessLog)
+		if strings.Contains(string(log), pc.ID.String()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CACHE did not fetch chunk %s; access log:\n%s", pc.ID, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	distinct := map[chunker.ID]bool{}
+	for _, c := range x.Chunks {
+		if c.ID != x.Digest().Sum(make([]byte, c.Size)) {
+			distinct[c.ID] = true
+		}
+	}
+	dir := t.TempDir()
+	for i := 0; i < 2; i++ {
+		out := filepath.Join(dir, fmt.Sprintf("copy%d.img", i))
+		runCmd(t, "nbdcopy", s.uris[0], out)
+		runCmd(t, "cmp", f.disk, out)
+		if n := ng.chunkRequests(t); n > len(distinct) {
+			t.Errorf("after copy %d: %d chunk requests for %d distinct data chunks", i+1, n, len(distinct))
+		}
+	}
+	s.alive(t)
+}
