@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -29,7 +30,8 @@ type EncodeOptions struct {
 
 // Encode writes the catar serialization of the directory dir to w, exactly
 // as casync make would for the same feature flags, and returns the number of
-// bytes written.
+// bytes written. One goroutine walks the tree, reads metadata and small
+// files and lays out the stream; another writes it and copies large files.
 func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int64, error) {
 	f := o.Features
 	if f == 0 {
@@ -38,9 +40,11 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 	if !IsNormalized(f) {
 		return 0, fmt.Errorf("catar: feature flags 0x%x are not normalized", f)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	e := &encoder{
 		ctx:   ctx,
-		w:     bufio.NewWriterSize(w, 1<<20),
+		out:   make(chan item, 64),
 		f:     f,
 		gran:  Granularity(f),
 		users: map[uint32]string{},
@@ -61,16 +65,86 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 	if err != nil {
 		return 0, err
 	}
-	err = e.node(dir, &st, d, nil, 0)
-	if err == nil {
-		err = e.w.Flush()
+	go func() {
+		err := e.node(dir, &st, d, nil, 0, noChattr)
+		if err == nil {
+			err = e.flush()
+		}
+		if err != nil {
+			e.send(item{err: err})
+		}
+		close(e.out)
+	}()
+	bw := bufio.NewWriterSize(w, 1<<20)
+	var n int64
+	var werr error
+	buf := make([]byte, 1<<20)
+	for it := range e.out {
+		if werr != nil {
+			if it.f != nil {
+				it.f.Close()
+			}
+			continue
+		}
+		if it.err != nil {
+			werr = it.err
+			continue
+		}
+		m, err := bw.Write(it.data)
+		n += int64(m)
+		if it.data != nil {
+			putBuf(it.data)
+		}
+		if err == nil && it.f != nil {
+			var c int64
+			c, err = io.CopyBuffer(bw, io.LimitReader(it.f, it.size), buf)
+			n += c
+			it.f.Close()
+			if err == nil && c != it.size {
+				err = fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", it.f.Name(), c, it.size)
+			} else if err != nil {
+				err = fmt.Errorf("catar: reading %s: %w", it.f.Name(), err)
+			}
+		}
+		if err != nil {
+			werr = err
+			cancel()
+		}
 	}
-	return e.off, err
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	return n, werr
+}
+
+// item is a piece of the stream: bytes, then optionally size bytes of f.
+type item struct {
+	data []byte
+	f    *os.File
+	size int64
+	err  error
+}
+
+const (
+	pieceSize    = 256 << 10 // bytes per item
+	inlineFileSz = 256 << 10 // files up to this size are read by the walker
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, pieceSize+64<<10); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) >= pieceSize {
+		b = b[:0]
+		bufPool.Put(&b)
+	}
 }
 
 type encoder struct {
 	ctx   context.Context
-	w     *bufio.Writer
+	out   chan item
+	pend  []byte
 	off   int64
 	f     uint64
 	gran  uint64
@@ -78,13 +152,43 @@ type encoder struct {
 	grps  map[uint32]string
 	log   *slog.Logger
 	buf   []byte
-	copy  []byte
 }
 
+func (e *encoder) send(it item) bool {
+	select {
+	case e.out <- it:
+		return true
+	case <-e.ctx.Done():
+		if it.f != nil {
+			it.f.Close()
+		}
+		return false
+	}
+}
+
+func (e *encoder) flush() error {
+	if len(e.pend) == 0 {
+		return nil
+	}
+	p := e.pend
+	e.pend = nil
+	if !e.send(item{data: p}) {
+		return e.ctx.Err()
+	}
+	return nil
+}
+
+// write appends b to the stream.
 func (e *encoder) write(b []byte) error {
-	n, err := e.w.Write(b)
-	e.off += int64(n)
-	return err
+	if e.pend == nil {
+		e.pend = getBuf()
+	}
+	e.pend = append(e.pend, b...)
+	e.off += int64(len(b))
+	if len(e.pend) >= pieceSize {
+		return e.flush()
+	}
+	return nil
 }
 
 func appendHeader(b []byte, size, typ uint64) []byte {
@@ -96,6 +200,37 @@ func appendString(b []byte, typ uint64, s string) []byte {
 	b = appendHeader(b, uint64(headerSize+len(s)+1), typ)
 	b = append(b, s...)
 	return append(b, 0)
+}
+
+const (
+	noChattr          = ^uint64(0)
+	atSymlinkNofollow = 0x100
+)
+
+// fstatat is fstatat(2) with AT_SYMLINK_NOFOLLOW.
+func fstatat(dirfd int, name string, st *syscall.Stat_t) error {
+	p, err := syscall.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	_, _, errno := syscall.Syscall6(syscall.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(st)), atSymlinkNofollow, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// openAt opens a child of the directory dirfd like openNode.
+func openAt(dirfd int, name, path string, st *syscall.Stat_t) (*os.File, error) {
+	t := st.Mode & syscall.S_IFMT
+	if t != syscall.S_IFREG && t != syscall.S_IFDIR {
+		return nil, nil
+	}
+	fd, err := syscall.Openat(dirfd, name, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // openNode opens regular files and directories (O_NOFOLLOW); other types
@@ -153,11 +288,42 @@ type nodeMeta struct {
 	projid  uint64
 }
 
-func listXattrs(path string) ([]string, error) {
+// xattrSource reads extended attributes through an open file when there is
+// one (regular files and directories), else by path.
+type xattrSource struct {
+	path string
+	f    *os.File
+}
+
+func fxattrCall(trap uintptr, fd uintptr, name *byte, buf []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	var r uintptr
+	var errno syscall.Errno
+	if name == nil {
+		r, _, errno = syscall.Syscall(trap, fd, uintptr(p), uintptr(len(buf)))
+	} else {
+		r, _, errno = syscall.Syscall6(trap, fd, uintptr(unsafe.Pointer(name)), uintptr(p), uintptr(len(buf)), 0, 0)
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+func (x xattrSource) list() ([]string, error) {
 	size := 256
 	for {
 		buf := make([]byte, size)
-		n, err := syscall.Listxattr(path, buf)
+		var n int
+		var err error
+		if x.f != nil {
+			n, err = fxattrCall(syscall.SYS_FLISTXATTR, x.f.Fd(), nil, buf)
+		} else {
+			n, err = syscall.Listxattr(x.path, buf)
+		}
 		if err == syscall.ERANGE {
 			size *= 2
 			continue
@@ -166,7 +332,10 @@ func listXattrs(path string) ([]string, error) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "listxattr", Path: path, Err: err}
+			return nil, &os.PathError{Op: "listxattr", Path: x.path, Err: err}
+		}
+		if n == 0 {
+			return nil, nil
 		}
 		var names []string
 		for _, s := range strings.Split(string(buf[:n]), "\x00") {
@@ -178,15 +347,24 @@ func listXattrs(path string) ([]string, error) {
 	}
 }
 
-func getXattr(path, name string) ([]byte, bool, error) {
+func (x xattrSource) get(name string) ([]byte, bool, error) {
 	size := 256
+	np, err := syscall.BytePtrFromString(name)
+	if err != nil {
+		return nil, false, err
+	}
 	for {
 		buf := make([]byte, size)
-		n, err := syscall.Getxattr(path, name, buf)
+		var n int
+		if x.f != nil {
+			n, err = fxattrCall(syscall.SYS_FGETXATTR, x.f.Fd(), np, buf)
+		} else {
+			n, err = syscall.Getxattr(x.path, name, buf)
+		}
 		if err == syscall.ERANGE {
 			size *= 2
 			if size > 1<<20 {
-				return nil, false, &os.PathError{Op: "getxattr " + name, Path: path, Err: err}
+				return nil, false, &os.PathError{Op: "getxattr " + name, Path: x.path, Err: err}
 			}
 			continue
 		}
@@ -194,16 +372,18 @@ func getXattr(path, name string) ([]byte, bool, error) {
 			return nil, false, nil
 		}
 		if err != nil {
-			return nil, false, &os.PathError{Op: "getxattr " + name, Path: path, Err: err}
+			return nil, false, &os.PathError{Op: "getxattr " + name, Path: x.path, Err: err}
 		}
 		return buf[:n], true, nil
 	}
 }
 
-func (e *encoder) readMeta(path string, st *syscall.Stat_t, f *os.File) (*nodeMeta, error) {
+func (e *encoder) readMeta(path string, st *syscall.Stat_t, f *os.File, known uint64) (*nodeMeta, error) {
 	m := &nodeMeta{}
 	t := st.Mode & syscall.S_IFMT
-	if f != nil && e.f&(WithChattr|ExcludeNodump) != 0 {
+	if known != noChattr {
+		m.chattr = known
+	} else if f != nil && e.f&(WithChattr|ExcludeNodump) != 0 {
 		c, err := chattr(f)
 		if err != nil {
 			return nil, err
@@ -216,11 +396,16 @@ func (e *encoder) readMeta(path string, st *syscall.Stat_t, f *os.File) (*nodeMe
 	if t == syscall.S_IFLNK || e.f&(WithXattrs|WithFCaps|WithACL|WithSELinux) == 0 {
 		return m, nil
 	}
-	names, err := listXattrs(path)
+	x := xattrSource{path: path, f: f}
+	names, err := x.list()
 	if err != nil {
 		return nil, err
 	}
+	if len(names) == 0 {
+		return m, nil
+	}
 	sort.Strings(names)
+	getXattr := func(_, name string) ([]byte, bool, error) { return x.get(name) }
 	for _, n := range names {
 		switch {
 		case (strings.HasPrefix(n, "user.") || strings.HasPrefix(n, "trusted.")) && validXattrName(n):
@@ -408,9 +593,15 @@ func (e *encoder) mode(st *syscall.Stat_t) uint64 {
 
 // node writes ENTRY, metadata and body of one node. f is the open file for
 // regular files and directories; node closes it.
-func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*matchNode, depth int) (err error) {
+// chattr is the node's FS_IOC_GETFLAGS value if already read, else noChattr.
+func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*matchNode, depth int, chattr uint64) (err error) {
+	handedOff := false
 	if f != nil {
-		defer f.Close()
+		defer func() {
+			if !handedOff {
+				f.Close()
+			}
+		}()
 	}
 	if err := e.ctx.Err(); err != nil {
 		return err
@@ -418,7 +609,7 @@ func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*mat
 	if depth >= maxDepth {
 		return fmt.Errorf("catar: %s: directory tree deeper than %d levels", path, maxDepth)
 	}
-	m, err := e.readMeta(path, st, f)
+	m, err := e.readMeta(path, st, f, chattr)
 	if err != nil {
 		return err
 	}
@@ -530,29 +721,48 @@ func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*mat
 	}
 	switch t {
 	case ModeReg:
-		return e.payload(path, f, st.Size)
+		handedOff, err = e.payload(path, f, st.Size)
+		return err
 	case ModeDir:
 		return e.dir(path, f, entryOff, rules, depth)
 	}
 	return nil
 }
 
-func (e *encoder) payload(path string, f *os.File, size int64) error {
-	if e.copy == nil {
-		e.copy = make([]byte, 1<<20)
+// payload appends the contents of f (size bytes): small files are read
+// here, large ones are handed to the writer, which closes them.
+func (e *encoder) payload(path string, f *os.File, size int64) (handedOff bool, err error) {
+	if size > inlineFileSz {
+		if err := e.flush(); err != nil {
+			return false, err
+		}
+		e.off += size
+		if !e.send(item{f: f, size: size}) {
+			return true, e.ctx.Err()
+		}
+		return true, nil
 	}
-	n, err := io.CopyBuffer(e.w, io.LimitReader(f, size), e.copy)
-	e.off += n
-	if err != nil {
-		return fmt.Errorf("catar: reading %s: %w", path, err)
+	if e.pend == nil {
+		e.pend = getBuf()
 	}
-	if n != size {
-		return fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", path, n, size)
+	n := len(e.pend)
+	e.pend = append(e.pend, make([]byte, size)...)
+	m, err := io.ReadFull(f, e.pend[n:])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return false, fmt.Errorf("catar: reading %s: %w", path, err)
 	}
-	return nil
+	if int64(m) != size {
+		return false, fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", path, m, size)
+	}
+	e.off += size
+	if len(e.pend) >= pieceSize {
+		return false, e.flush()
+	}
+	return false, nil
 }
 
 func (e *encoder) dir(path string, f *os.File, entryOff int64, rules []*matchNode, depth int) error {
+	dirfd := int(f.Fd())
 	names, err := f.Readdirnames(-1)
 	if err != nil {
 		return fmt.Errorf("catar: reading directory %s: %w", path, err)
@@ -579,7 +789,7 @@ func (e *encoder) dir(path string, f *os.File, entryOff int64, rules []*matchNod
 	for _, name := range names {
 		child := path + "/" + name
 		var st syscall.Stat_t
-		if err := syscall.Lstat(child, &st); err != nil {
+		if err := fstatat(dirfd, name, &st); err != nil {
 			if errors.Is(err, syscall.ENOENT) {
 				continue // vanished
 			}
@@ -592,23 +802,27 @@ func (e *encoder) dir(path string, f *os.File, entryOff int64, rules []*matchNod
 			(t == ModeSock && e.f&WithSockets == 0) {
 			continue
 		}
-		cf, err := openNode(child, &st)
+		cf, err := openAt(dirfd, name, child, &st)
 		if err != nil {
 			return err
 		}
-		if cf != nil && e.f&ExcludeNodump != 0 {
+		ca := uint64(noChattr)
+		if cf != nil && e.f&(ExcludeNodump|WithChattr) != 0 {
 			c, err := chattr(cf)
 			if err != nil {
 				cf.Close()
 				return err
 			}
-			if c&0x40 != 0 {
+			if c&0x40 != 0 && e.f&ExcludeNodump != 0 {
 				cf.Close()
 				continue
 			}
+			ca = c
 		}
 		if e.f&ExcludeSubmounts != 0 && t == ModeDir && st.Dev != parentDev {
-			cf.Close()
+			if cf != nil {
+				cf.Close()
+			}
 			continue
 		}
 		var sub []*matchNode
@@ -631,7 +845,7 @@ func (e *encoder) dir(path string, f *os.File, entryOff int64, rules []*matchNod
 			}
 			return err
 		}
-		if err := e.node(child, &st, cf, sub, depth+1); err != nil {
+		if err := e.node(child, &st, cf, sub, depth+1, ca); err != nil {
 			return err
 		}
 		items = append(items, goodbyeItem{hash: NameHash(name), start: start, size: e.off - start})

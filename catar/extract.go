@@ -2,7 +2,6 @@ package catar
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -26,7 +26,9 @@ type ExtractOptions struct {
 // Extract reads an archive from d and recreates it under dir, which is
 // created if missing. Ownership, device nodes, trusted.* xattrs, file
 // capabilities and chattr flags need privileges: without them they are
-// skipped with a warning.
+// skipped with a warning. Directories are created in archive order; files
+// are created and written by a few workers; directory metadata is applied
+// last, deepest first.
 func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) error {
 	log := o.Log
 	if log == nil {
@@ -36,67 +38,126 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	type job struct {
+		e    *Entry
+		path string
+		data []byte
+	}
+	jobs := make(chan job, 256)
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	setErr := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	failed := func() bool {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return firstErr != nil
+	}
+	for i := 0; i < extractWorkers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if failed() {
+					continue
+				}
+				err := x.create(j.path, j.e, j.data, nil)
+				if err == nil {
+					err = x.meta(j.path, j.e)
+				}
+				if err != nil {
+					setErr(err)
+				}
+			}
+		}()
+	}
 	type pending struct {
 		e    *Entry
 		path string
 	}
-	var stack []pending
-	finish := func(n int) error {
-		for len(stack) > n {
-			p := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if err := x.meta(p.path, p.e); err != nil {
+	var dirs []pending
+	loopErr := func() error {
+		for {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-		}
-		return nil
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		e, err := d.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		depth := 0
-		if e.Path != "" {
-			depth = 1
-			for i := 0; i < len(e.Path); i++ {
-				if e.Path[i] == '/' {
-					depth++
+			if failed() {
+				return nil
+			}
+			e, err := d.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(dir, filepath.FromSlash(e.Path))
+			switch {
+			case e.IsDir():
+				if err := x.create(path, e, nil, nil); err != nil {
+					return err
 				}
+				dirs = append(dirs, pending{e, path})
+			case e.IsRegular() && e.Size > inlineExtractSize:
+				// Large files stream straight from the archive.
+				if err := x.create(path, e, nil, d); err != nil {
+					return err
+				}
+				if err := x.meta(path, e); err != nil {
+					return err
+				}
+			case e.IsRegular():
+				data := make([]byte, e.Size)
+				if _, err := io.ReadFull(d, data); err != nil {
+					return err
+				}
+				jobs <- job{e, path, data}
+			default:
+				jobs <- job{e, path, nil}
 			}
 		}
-		if err := finish(depth); err != nil {
-			return err
-		}
-		path := filepath.Join(dir, filepath.FromSlash(e.Path))
-		if err := x.create(path, e, d); err != nil {
-			return err
-		}
-		if e.IsDir() {
-			stack = append(stack, pending{e, path})
-		} else if err := x.meta(path, e); err != nil {
+	}()
+	close(jobs)
+	wg.Wait()
+	if loopErr != nil {
+		return loopErr
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := x.meta(dirs[i].path, dirs[i].e); err != nil {
 			return err
 		}
 	}
-	return finish(0)
+	return nil
 }
+
+const (
+	extractWorkers    = 4
+	inlineExtractSize = 1 << 20
+)
 
 type extractor struct {
 	log  *slog.Logger
 	root bool
+	mu   sync.Mutex
 	ids  map[string]uint32
 }
 
-func (x *extractor) create(path string, e *Entry, d *Decoder) error {
+// create makes the node at path; a regular file's contents come from data,
+// or from d when data is nil.
+func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) error {
 	if e.Path != "" {
-		if fi, err := os.Lstat(path); err == nil {
-			if !(fi.IsDir() && e.IsDir()) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err == nil {
+			if !(st.Mode&syscall.S_IFMT == syscall.S_IFDIR && e.IsDir()) {
 				if err := os.RemoveAll(path); err != nil {
 					return err
 				}
@@ -105,27 +166,35 @@ func (x *extractor) create(path string, e *Entry, d *Decoder) error {
 	}
 	switch e.Type() {
 	case ModeDir:
-		if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
+		if err := syscall.Mkdir(path, 0o700); err != nil && err != syscall.EEXIST {
+			return &os.PathError{Op: "mkdir", Path: path, Err: err}
 		}
 	case ModeReg:
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
-			return err
+			return &os.PathError{Op: "open", Path: path, Err: err}
 		}
-		_, err = d.WriteTo(sparseWriter{f})
-		if err == nil {
-			err = f.Truncate(e.Size)
+		w := &sparseWriter{fd: fd}
+		if data != nil {
+			_, err = w.Write(data)
+		} else {
+			_, err = d.WriteTo(w)
 		}
-		if cerr := f.Close(); err == nil {
+		if err == nil && w.off != e.Size {
+			err = fmt.Errorf("wrote %d of %d bytes", w.off, e.Size)
+		}
+		if err == nil && w.holeAtEnd {
+			err = syscall.Ftruncate(fd, e.Size)
+		}
+		if cerr := syscall.Close(fd); err == nil && cerr != nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	case ModeLink:
-		if err := os.Symlink(e.Target, path); err != nil {
-			return err
+		if err := syscall.Symlink(e.Target, path); err != nil {
+			return &os.PathError{Op: "symlink", Path: path, Err: err}
 		}
 	case ModeFIFO:
 		if err := syscall.Mkfifo(path, 0o600); err != nil {
@@ -143,26 +212,52 @@ func (x *extractor) create(path string, e *Entry, d *Decoder) error {
 	return nil
 }
 
-// sparseWriter leaves holes for blocks of zeros.
-type sparseWriter struct{ f *os.File }
+// sparseWriter writes to a file descriptor, leaving holes for aligned
+// 4 KiB blocks of zeros.
+type sparseWriter struct {
+	fd        int
+	off       int64
+	holeAtEnd bool
+}
 
-func (s sparseWriter) Write(p []byte) (int, error) {
+func (s *sparseWriter) Write(p []byte) (int, error) {
 	const blk = 4096
 	n := 0
 	for len(p) > 0 {
-		k := len(p)
-		if k > blk {
-			k = blk
+		// A run of data blocks, written at once.
+		k := 0
+		for k < len(p) {
+			end := k + blk
+			if end > len(p) {
+				end = len(p)
+			}
+			if end-k == blk && allZero(p[k:end]) {
+				break
+			}
+			k = end
 		}
-		if k == blk && allZero(p[:k]) {
-			if _, err := s.f.Seek(blk, io.SeekCurrent); err != nil {
+		for k > 0 {
+			m, err := syscall.Pwrite(s.fd, p[:k], s.off)
+			if err != nil {
 				return n, err
 			}
-		} else if _, err := s.f.Write(p[:k]); err != nil {
-			return n, err
+			s.off += int64(m)
+			n += m
+			p = p[m:]
+			k -= m
+			s.holeAtEnd = false
 		}
-		n += k
-		p = p[k:]
+		// A run of zero blocks, skipped.
+		z := 0
+		for z+blk <= len(p) && allZero(p[z:z+blk]) {
+			z += blk
+		}
+		if z > 0 {
+			s.off += int64(z)
+			n += z
+			p = p[z:]
+			s.holeAtEnd = true
+		}
 	}
 	return n, nil
 }
@@ -297,9 +392,14 @@ func (x *extractor) lookup(name string, group bool) int {
 	if group {
 		key = "g:" + name
 	}
-	if id, ok := x.ids[key]; ok {
+	x.mu.Lock()
+	id, ok := x.ids[key]
+	x.mu.Unlock()
+	if ok {
 		return int(id)
 	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	var s string
 	if group {
 		if g, err := user.LookupGroup(name); err == nil {
@@ -311,12 +411,12 @@ func (x *extractor) lookup(name string, group bool) int {
 	if s == "" {
 		s = name // casync stores the decimal id when the name is unknown
 	}
-	id, err := strconv.ParseUint(s, 10, 32)
+	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
 		return -1
 	}
-	x.ids[key] = uint32(id)
-	return int(id)
+	x.ids[key] = uint32(v)
+	return int(v)
 }
 
 type aclXEntry struct {
