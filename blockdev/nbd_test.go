@@ -908,3 +908,64 @@ func TestSlicerAndConnSource(t *testing.T) {
 		t.Errorf("views opened %d closed %d, want 2 and 2", src.opened.Load(), src.closed.Load())
 	}
 }
+
+// A client that never finishes the handshake is dropped after
+// HandshakeTimeout; one that is in transmission is not.
+func TestHandshakeTimeout(t *testing.T) {
+	src := &memSource{data: randomData(4096)}
+	_, path := startServer(t, []Export{{Name: "a", Source: src}}, Options{HandshakeTimeout: 200 * time.Millisecond})
+	idle := dial(t, path)
+	idle.read(18) // greeting, then silence
+	start := time.Now()
+	if _, err := idle.br.ReadByte(); err != io.EOF {
+		t.Errorf("idle client: %v, want EOF", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("dropped after %v", d)
+	}
+	c := dial(t, path)
+	c.goExport("a", true, false)
+	time.Sleep(400 * time.Millisecond)
+	c.request(0, cmdRead, 1, 0, 512, nil)
+	if ch := c.chunk(); ch.typ != replyTypeOffsetData {
+		t.Errorf("read after an idle pause in transmission: %+v", ch)
+	}
+}
+
+// Cancelling Serve ends connected clients (their in-flight reads see a
+// cancelled context) and returns.
+func TestServeShutdown(t *testing.T) {
+	started := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	s, err := NewServer([]Export{{Name: "a", Source: &blockingSource{started: started, cancelled: cancelled}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	c := dial(t, path)
+	c.goExport("a", false, false)
+	c.request(0, cmdRead, 1, 0, 4096, nil)
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	<-cancelled
+	// at most an ESHUTDOWN reply, then EOF
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, c.br); err != nil || n > 16 {
+		t.Errorf("after shutdown: %d bytes, %v; want at most a reply, then EOF", n, err)
+	}
+}
