@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -97,6 +98,9 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 		}
 		firstOf[c.ID] = i
 	}
+	// Every chunk is a fresh allocation and almost nothing stays live, so
+	// the default GC would run every few MB: let the heap grow further.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	// Enough fetches in flight to hide network latency (remote stores);
 	// the scheduler bounds the real concurrency.
 	workers := max(16, 2*runtime.GOMAXPROCS(0))
