@@ -28,7 +28,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A free loopback port: nothing answers on it.
+while :; do
+	port=$((20000 + RANDOM % 30000))
+	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+done
 mkdir -p "$W/ngx"
 cat >"$W/ngx/nginx.conf" <<EOF
 user root;
@@ -57,8 +61,7 @@ EOF
 nginx -p "$W/ngx" -c "$W/ngx/nginx.conf" -e "$W/ngx/error.log" &
 ngx_pid=$!
 for ((i = 0; i < 100; i++)); do
-	curl -sf -o /dev/null "http://127.0.0.1:$port/disk.caibx" 2>/dev/null && break
-	python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && break
+	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
 	sleep 0.05
 done
 URL=http://127.0.0.1:$port

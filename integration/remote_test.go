@@ -720,3 +720,47 @@ func makeCert(t testing.TB, dir, name string, ca *x509.Certificate, caKey *ecdsa
 	writePEM(t, keyPath, "EC PRIVATE KEY", kder)
 	return certPath, keyPath
 }
+
+// TestRemoteTreeIndex lists, extracts and mounts a .caidx by URL.
+func TestRemoteTreeIndex(t *testing.T) {
+	needCmd(t, "casync", "nginx")
+	root := t.TempDir()
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "sub", "deeper"), 0o755)
+	os.WriteFile(filepath.Join(src, "big.bin"), randomBytes(1<<20+77, 9), 0o644)
+	os.WriteFile(filepath.Join(src, "sub", "a.txt"), []byte("hello over http\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "sub", "deeper", "b.txt"), []byte("deeper\n"), 0o600)
+	os.Symlink("sub/a.txt", filepath.Join(src, "link"))
+	runCmd(t, "casync", "make", "--store="+filepath.Join(root, "default.castr"), filepath.Join(root, "tree.caidx"), src)
+	ngx := startNginx(t, root, nil)
+	index := ngx.URL + "/tree.caidx"
+	list := camount(t, "list", index)
+	for _, want := range []string{"big.bin", "sub/a.txt", "sub/deeper/b.txt", "link"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list over HTTP lacks %s:\n%s", want, list)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	camount(t, "extract", index, out)
+	runCmd(t, "diff", "-r", "--no-dereference", src, out)
+	if os.Geteuid() != 0 {
+		return
+	}
+	needCmd(t, "fusermount3")
+	mnt := t.TempDir()
+	cmd := exec.Command(camountBin, "mount", index, mnt)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		exec.Command(camountBin, "umount", mnt).Run()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "mounted") {
+		t.Fatalf("mount %s: %q %v", index, line, err)
+	}
+	runCmd(t, "diff", "-r", "--no-dereference", src, mnt)
+}

@@ -289,6 +289,9 @@ func (s *seqReader) Read(p []byte) (int, error) {
 // source opens the input of list/mtree/digest: a directory (encoded on the
 // fly with the selected features), a .catar or a .caidx.
 func treeStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reader, func(), error) {
+	if fetch.IsURL(in) { // an index URL (remote.go)
+		return openStream(ctx, e, tf, in)
+	}
 	st, err := os.Stat(in)
 	if err != nil {
 		return nil, nil, err
@@ -396,13 +399,17 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	}
 	w := bufio.NewWriterSize(e.stdout, 256<<10)
 	defer w.Flush()
-	st, err := os.Stat(in)
-	if err != nil {
-		return err
+	isDir := false
+	if !fetch.IsURL(in) { // an index URL (remote.go) is never a directory
+		st, err := os.Stat(in)
+		if err != nil {
+			return err
+		}
+		isDir = st.IsDir()
 	}
 	// A full list of an archive or index uses random access: it reads only
 	// the metadata, never the payloads.
-	if !mtree && !st.IsDir() {
+	if !mtree && !isDir {
 		a, closer, err := openArchive(ctx, e, tf, in)
 		if err != nil {
 			return err
@@ -422,7 +429,7 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 			return nil
 		})
 	}
-	if sub != "" && st.IsDir() {
+	if sub != "" && isDir {
 		return usagef("a path inside is only supported for archives and indexes")
 	}
 	r, closer, err := treeStream(ctx, e, tf, in)
