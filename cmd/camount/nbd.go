@@ -21,7 +21,7 @@ const defaultNBDListen = "tcp://127.0.0.1:10809"
 func init() {
 	register(&command{
 		name:    "nbd",
-		args:    "[--listen=unix:///PATH | tcp://127.0.0.1:10809] [--name=NAME]... [--max-connections=N] [--store=DIR] INDEX.caibx...",
+		args:    "[--listen=unix:///PATH | tcp://127.0.0.1:10809] [--name=NAME]... [--max-connections=N] [--store=DIR|URL] INDEX.caibx...",
 		summary: "serve .caibx images read-only over NBD (qemu, nbdinfo, nbdcopy, nbdfuse, nbd-client)",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
@@ -285,6 +285,16 @@ type nbdStream struct {
 
 func (s *nbdStream) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	return s.st.ReadAtContext(ctx, p, off)
+}
+
+// Slices serves cached chunks without a copy, except while the stream has
+// a readahead window open: then reads go through the stream, so that it
+// sees the sequential run continue and keeps its window ahead of it.
+func (s *nbdStream) Slices(ctx context.Context, dst [][]byte, off int64, n int) ([][]byte, bool, error) {
+	if s.st.Window() > 0 {
+		return dst, false, nil
+	}
+	return s.nbdBlob.Slices(ctx, dst, off, n)
 }
 
 func (s *nbdStream) Close() error { return s.st.Close() }
