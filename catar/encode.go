@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -30,8 +29,8 @@ type EncodeOptions struct {
 
 // Encode writes the catar serialization of the directory dir to w, exactly
 // as casync make would for the same feature flags, and returns the number of
-// bytes written. One goroutine walks the tree, reads metadata and small
-// files and lays out the stream; another writes it and copies large files.
+// bytes written. One goroutine walks the tree, reads metadata and lays out
+// the stream; another writes it and copies the files' contents.
 func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int64, error) {
 	f := o.Features
 	if f == 0 {
@@ -44,7 +43,7 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 	defer cancel()
 	e := &encoder{
 		ctx:   ctx,
-		out:   make(chan item, 64),
+		out:   make(chan []item, 8),
 		f:     f,
 		gran:  Granularity(f),
 		users: map[uint32]string{},
@@ -71,44 +70,39 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 			err = e.flush()
 		}
 		if err != nil {
-			e.send(item{err: err})
+			e.queue = append(e.queue, item{err: err})
 		}
+		e.sendBatch()
 		close(e.out)
 	}()
 	bw := bufio.NewWriterSize(w, 1<<20)
 	var n int64
 	var werr error
 	buf := make([]byte, 1<<20)
-	for it := range e.out {
-		if werr != nil {
-			if it.f != nil {
+	for batch := range e.out {
+		for _, it := range batch {
+			if werr != nil {
+				if it.f != nil {
+					it.f.Close()
+				}
+				continue
+			}
+			if it.err != nil {
+				werr = it.err
+				continue
+			}
+			m, err := bw.Write(it.data)
+			n += int64(m)
+			if err == nil && it.f != nil {
+				var c int64
+				c, err = it.f.copyTo(bw, it.size, buf)
+				n += c
 				it.f.Close()
 			}
-			continue
-		}
-		if it.err != nil {
-			werr = it.err
-			continue
-		}
-		m, err := bw.Write(it.data)
-		n += int64(m)
-		if it.data != nil {
-			putBuf(it.data)
-		}
-		if err == nil && it.f != nil {
-			var c int64
-			c, err = io.CopyBuffer(bw, io.LimitReader(it.f, it.size), buf)
-			n += c
-			it.f.Close()
-			if err == nil && c != it.size {
-				err = fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", it.f.Name(), c, it.size)
-			} else if err != nil {
-				err = fmt.Errorf("catar: reading %s: %w", it.f.Name(), err)
+			if err != nil {
+				werr = err
+				cancel()
 			}
-		}
-		if err != nil {
-			werr = err
-			cancel()
 		}
 	}
 	if werr == nil {
@@ -117,33 +111,80 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 	return n, werr
 }
 
+// rawFile is an open file descriptor without the runtime poller's
+// bookkeeping (os.File costs two more syscalls per file).
+type rawFile struct {
+	fd   int
+	name string
+}
+
+func (f *rawFile) Fd() uintptr  { return uintptr(f.fd) }
+func (f *rawFile) Name() string { return f.name }
+func (f *rawFile) Close() error { return syscall.Close(f.fd) }
+
+// copyTo copies exactly size bytes of the file to w.
+func (f *rawFile) copyTo(w io.Writer, size int64, buf []byte) (int64, error) {
+	var done int64
+	for done < size {
+		b := buf
+		if rem := size - done; int64(len(b)) > rem {
+			b = b[:rem]
+		}
+		m, err := syscall.Pread(f.fd, b, done)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, fmt.Errorf("catar: reading %s: %w", f.name, err)
+		}
+		if m == 0 {
+			return done, fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", f.name, done, size)
+		}
+		if _, err := w.Write(b[:m]); err != nil {
+			return done, err
+		}
+		done += int64(m)
+	}
+	return done, nil
+}
+
+// readDirNames returns the names in the directory, unsorted.
+func (f *rawFile) readDirNames() ([]string, error) {
+	buf := make([]byte, 32<<10)
+	var names []string
+	for {
+		n, err := syscall.ReadDirent(f.fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = syscall.ParseDirent(buf[:n], -1, names)
+	}
+}
+
 // item is a piece of the stream: bytes, then optionally size bytes of f.
 type item struct {
 	data []byte
-	f    *os.File
+	f    *rawFile
 	size int64
 	err  error
 }
 
-const (
-	pieceSize    = 256 << 10 // bytes per item
-	inlineFileSz = 256 << 10 // files up to this size are read by the walker
-)
+const pieceSize = 256 << 10 // bytes per item
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, pieceSize+64<<10); return &b }}
-
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
-
-func putBuf(b []byte) {
-	if cap(b) >= pieceSize {
-		b = b[:0]
-		bufPool.Put(&b)
-	}
-}
+// getBuf returns a buffer for the next piece of the stream; pieces are
+// usually the few hundred bytes of metadata before a file's contents.
+func getBuf() []byte { return make([]byte, 0, 1024) }
 
 type encoder struct {
 	ctx   context.Context
-	out   chan item
+	out   chan []item
+	queue []item
 	pend  []byte
 	off   int64
 	f     uint64
@@ -154,18 +195,35 @@ type encoder struct {
 	buf   []byte
 }
 
+// send queues an item for the writer; items travel in batches.
 func (e *encoder) send(it item) bool {
+	e.queue = append(e.queue, it)
+	if len(e.queue) >= 256 {
+		return e.sendBatch()
+	}
+	return true
+}
+
+func (e *encoder) sendBatch() bool {
+	if len(e.queue) == 0 {
+		return true
+	}
+	b := e.queue
+	e.queue = make([]item, 0, 256)
 	select {
-	case e.out <- it:
+	case e.out <- b:
 		return true
 	case <-e.ctx.Done():
-		if it.f != nil {
-			it.f.Close()
+		for _, it := range b {
+			if it.f != nil {
+				it.f.Close()
+			}
 		}
 		return false
 	}
 }
 
+// flush turns the pending bytes into an item.
 func (e *encoder) flush() error {
 	if len(e.pend) == 0 {
 		return nil
@@ -221,7 +279,7 @@ func fstatat(dirfd int, name string, st *syscall.Stat_t) error {
 }
 
 // openAt opens a child of the directory dirfd like openNode.
-func openAt(dirfd int, name, path string, st *syscall.Stat_t) (*os.File, error) {
+func openAt(dirfd int, name, path string, st *syscall.Stat_t) (*rawFile, error) {
 	t := st.Mode & syscall.S_IFMT
 	if t != syscall.S_IFREG && t != syscall.S_IFDIR {
 		return nil, nil
@@ -230,12 +288,12 @@ func openAt(dirfd int, name, path string, st *syscall.Stat_t) (*os.File, error) 
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return &rawFile{fd: fd, name: path}, nil
 }
 
 // openNode opens regular files and directories (O_NOFOLLOW); other types
 // return nil.
-func openNode(path string, st *syscall.Stat_t) (*os.File, error) {
+func openNode(path string, st *syscall.Stat_t) (*rawFile, error) {
 	t := st.Mode & syscall.S_IFMT
 	if t != syscall.S_IFREG && t != syscall.S_IFDIR {
 		return nil, nil
@@ -244,7 +302,7 @@ func openNode(path string, st *syscall.Stat_t) (*os.File, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return &rawFile{fd: fd, name: path}, nil
 }
 
 const (
@@ -252,13 +310,13 @@ const (
 	fsIocFsgetxattr = 0x801c581f
 )
 
-func ioctlPtr(f *os.File, req uintptr, p unsafe.Pointer) syscall.Errno {
+func ioctlPtr(f interface{ Fd() uintptr }, req uintptr, p unsafe.Pointer) syscall.Errno {
 	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), req, uintptr(p))
 	return errno
 }
 
 // chattr returns FS_IOC_GETFLAGS of an open file (0 where unsupported).
-func chattr(f *os.File) (uint64, error) {
+func chattr(f *rawFile) (uint64, error) {
 	var v [8]byte
 	if errno := ioctlPtr(f, fsIocGetflags, unsafe.Pointer(&v[0])); errno != 0 {
 		if errno == syscall.ENOTTY || errno == syscall.EOPNOTSUPP || errno == syscall.EINVAL || errno == syscall.ENOSYS {
@@ -269,7 +327,7 @@ func chattr(f *os.File) (uint64, error) {
 	return uint64(le.Uint32(v[:])), nil
 }
 
-func projID(f *os.File) uint64 {
+func projID(f *rawFile) uint64 {
 	var v [28]byte
 	if errno := ioctlPtr(f, fsIocFsgetxattr, unsafe.Pointer(&v[0])); errno != 0 {
 		return 0
@@ -292,7 +350,7 @@ type nodeMeta struct {
 // one (regular files and directories), else by path.
 type xattrSource struct {
 	path string
-	f    *os.File
+	f    *rawFile
 }
 
 func fxattrCall(trap uintptr, fd uintptr, name *byte, buf []byte) (int, error) {
@@ -378,7 +436,7 @@ func (x xattrSource) get(name string) ([]byte, bool, error) {
 	}
 }
 
-func (e *encoder) readMeta(path string, st *syscall.Stat_t, f *os.File, known uint64) (*nodeMeta, error) {
+func (e *encoder) readMeta(path string, st *syscall.Stat_t, f *rawFile, known uint64) (*nodeMeta, error) {
 	m := &nodeMeta{}
 	t := st.Mode & syscall.S_IFMT
 	if known != noChattr {
@@ -594,7 +652,7 @@ func (e *encoder) mode(st *syscall.Stat_t) uint64 {
 // node writes ENTRY, metadata and body of one node. f is the open file for
 // regular files and directories; node closes it.
 // chattr is the node's FS_IOC_GETFLAGS value if already read, else noChattr.
-func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*matchNode, depth int, chattr uint64) (err error) {
+func (e *encoder) node(path string, st *syscall.Stat_t, f *rawFile, rules []*matchNode, depth int, chattr uint64) (err error) {
 	handedOff := false
 	if f != nil {
 		defer func() {
@@ -729,41 +787,29 @@ func (e *encoder) node(path string, st *syscall.Stat_t, f *os.File, rules []*mat
 	return nil
 }
 
-// payload appends the contents of f (size bytes): small files are read
-// here, large ones are handed to the writer, which closes them.
-func (e *encoder) payload(path string, f *os.File, size int64) (handedOff bool, err error) {
-	if size > inlineFileSz {
-		if err := e.flush(); err != nil {
-			return false, err
-		}
-		e.off += size
-		if !e.send(item{f: f, size: size}) {
-			return true, e.ctx.Err()
-		}
-		return true, nil
+// payload hands f to the writer goroutine, which copies size bytes and
+// closes it. The kernel is asked to read the file ahead now, so that many
+// files are read from disk concurrently while the writer catches up.
+func (e *encoder) payload(path string, f *rawFile, size int64) (handedOff bool, err error) {
+	if size == 0 {
+		return false, nil
 	}
-	if e.pend == nil {
-		e.pend = getBuf()
-	}
-	n := len(e.pend)
-	e.pend = append(e.pend, make([]byte, size)...)
-	m, err := io.ReadFull(f, e.pend[n:])
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return false, fmt.Errorf("catar: reading %s: %w", path, err)
-	}
-	if int64(m) != size {
-		return false, fmt.Errorf("catar: %s shrank while being archived (%d of %d bytes)", path, m, size)
+	syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, uintptr(size), fadvWillneed, 0, 0)
+	if err := e.flush(); err != nil {
+		return false, err
 	}
 	e.off += size
-	if len(e.pend) >= pieceSize {
-		return false, e.flush()
+	if !e.send(item{f: f, size: size}) {
+		return true, e.ctx.Err()
 	}
-	return false, nil
+	return true, nil
 }
 
-func (e *encoder) dir(path string, f *os.File, entryOff int64, rules []*matchNode, depth int) error {
+const fadvWillneed = 3
+
+func (e *encoder) dir(path string, f *rawFile, entryOff int64, rules []*matchNode, depth int) error {
 	dirfd := int(f.Fd())
-	names, err := f.Readdirnames(-1)
+	names, err := f.readDirNames()
 	if err != nil {
 		return fmt.Errorf("catar: reading directory %s: %w", path, err)
 	}
