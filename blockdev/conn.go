@@ -329,6 +329,9 @@ func (c *conn) okVec(r request, v [][]byte) error {
 // structured replies are on.
 func (c *conn) fail(r request, err error) error {
 	code := ErrorCode(err)
+	if code == ESHUTDOWN && c.ctx.Err() == nil {
+		code = EIO // cancelled inside the source, not by us
+	}
 	switch code {
 	case EIO:
 		c.log.Warn("nbd: request failed", "cmd", commandName(r.typ), "offset", r.offset, "length", r.length, "err", err)

@@ -24,8 +24,12 @@ var (
 //	ErrInvalid                       → EINVAL
 //	ErrReadOnly                      → EPERM
 //	ErrTooLarge                      → EOVERFLOW
-//	context.Canceled / DeadlineExceeded (connection or server closing) → ESHUTDOWN
-//	anything else from the source (missing or corrupt chunk, I/O)      → EIO
+//	context.Canceled (the connection or the server is closing)     → ESHUTDOWN
+//	anything else from the source (missing or corrupt chunk, I/O,
+//	a timeout inside the source)                                   → EIO
+//
+// The server sends ESHUTDOWN only when its own context for the request
+// has ended; a cancellation from inside the source is an EIO.
 func ErrorCode(err error) uint32 {
 	switch {
 	case err == nil:
@@ -36,7 +40,7 @@ func ErrorCode(err error) uint32 {
 		return EPERM
 	case errors.Is(err, ErrTooLarge):
 		return EOVERFLOW
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return ESHUTDOWN
 	}
 	return EIO

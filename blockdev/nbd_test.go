@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -815,7 +816,8 @@ func TestErrorCode(t *testing.T) {
 		{invalidf("x"), EINVAL},
 		{ErrReadOnly, EPERM},
 		{context.Canceled, ESHUTDOWN},
-		{errors.Join(errors.New("fetching"), context.DeadlineExceeded), ESHUTDOWN},
+		{fmt.Errorf("fetching: %w", context.Canceled), ESHUTDOWN},
+		{errors.Join(errors.New("http timeout"), context.DeadlineExceeded), EIO},
 		{errors.New("chunk not found"), EIO},
 		{io.ErrUnexpectedEOF, EIO},
 	} {
@@ -967,5 +969,23 @@ func TestServeShutdown(t *testing.T) {
 	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := io.Copy(io.Discard, c.br); err != nil || n > 16 {
 		t.Errorf("after shutdown: %d bytes, %v; want at most a reply, then EOF", n, err)
+	}
+}
+
+type cancelledInside struct{ memSource }
+
+func (c *cancelledInside) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return 0, fmt.Errorf("fetch gave up: %w", context.Canceled)
+}
+
+// A cancellation from inside the source (not the server closing) is an EIO.
+func TestCancelInsideSourceIsEIO(t *testing.T) {
+	src := &cancelledInside{memSource{data: make([]byte, 4096)}}
+	_, path := startServer(t, []Export{{Name: "a", Source: src}}, Options{})
+	c := dial(t, path)
+	c.goExport("a", false, false)
+	c.request(0, cmdRead, 1, 0, 512, nil)
+	if e, _ := c.simpleReply(); e != EIO {
+		t.Errorf("error %d, want EIO", e)
 	}
 }
