@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,7 +82,23 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 	if err != nil {
 		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
 	}
+	setReadahead(dir, o.MaxRead, lg)
 	return srv, nil
+}
+
+// setReadahead raises the kernel's readahead for the mount to maxRead:
+// FUSE can only lower the default 128 KiB at init, but root can raise it
+// in sysfs. Best effort.
+func setReadahead(dir string, maxRead int, lg *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return
+	}
+	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	if err := os.WriteFile(p, []byte(strconv.Itoa(maxRead>>10)), 0); err != nil {
+		lg.Debug("cannot raise readahead", "file", p, "err", err)
+	}
 }
 
 // slogWriter turns go-fuse's log.Logger lines into debug records.

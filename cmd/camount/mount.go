@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -161,6 +162,11 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	}
 	defer closeFn()
 
+	// Keep the heap near the chunk cache: without a limit the garbage
+	// collector lets the heap grow to twice the live cache.
+	if os.Getenv("GOMEMLIMIT") == "" && a.blob.cacheSize > 0 && kind != kindArchive {
+		debug.SetMemoryLimit(int64(a.blob.cacheSize) + 56<<20)
+	}
 	abs, _ := filepath.Abs(a.index)
 	if fetch.IsURL(a.index) {
 		abs = a.index

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# FUSE mounts, cold (a fresh mount and dropped kernel caches for every
+# measure), on the reference corpus (../shared/bench/mkcorpus.sh):
+#   share.caidx (/usr/share): find MNT | wc -l and tar cf - MNT | wc -c,
+#     camount mount beside casync mount
+#   disk.caibx (1.5 GiB ext4 disk image): cat MNT/disk, camount mount
+#     beside desync mount-index (installed for the benchmark only)
+# and the peak RSS of each mount process.
+# Targets (issue 4): find >= 20x casync, tar >= 15x, cat >= 3x desync,
+# camount RSS <= cache size + 64 MiB.
+# MOUNT_RUNS (default 1) runs of each measure; the median is shown.
+. "$(dirname "$0")/lib.sh"
+command -v casync >/dev/null || { echo "bench/mount.sh: casync not installed" >&2; exit 1; }
+command -v fusermount3 >/dev/null || { echo "bench/mount.sh: fusermount3 (fuse3) not installed" >&2; exit 1; }
+[ -e /dev/fuse ] || { echo "bench/mount.sh: no /dev/fuse" >&2; exit 1; }
+ensure_corpus
+STORE=$CORPUS/store.castr
+CACHE=${CACHE:-256M}
+MOUNT_RUNS=${MOUNT_RUNS:-1}
+DESYNC=${DESYNC:-/tmp/desync-bin/desync}
+if [ ! -x "$DESYNC" ]; then
+	echo "bench/mount.sh: installing desync v0.9.3 into $(dirname "$DESYNC") (benchmark only)" >&2
+	GOBIN=$(dirname "$DESYNC") go install github.com/folbricht/desync/cmd/desync@v0.9.3 >&2
+fi
+
+W=$(mktemp -d /var/tmp/camount-bench-mount.XXXXXX)
+MNT=$W/mnt
+PID=
+cleanup() {
+	if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true; fi
+	[ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; } || true
+	rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$MNT"
+
+# up TOOL INDEX: mounts INDEX at $MNT with TOOL (camount, casync, desync) in
+# the background, sets PID and waits for the mount.
+up() {
+	case $1 in
+	camount) "$CAMOUNT" mount --store="$STORE" --cache-size="$CACHE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
+	casync) casync mount --store="$STORE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
+	desync) "$DESYNC" mount-index -s "$STORE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
+	esac
+	PID=$!
+	local i
+	for ((i = 0; i < 300; i++)); do
+		mountpoint -q "$MNT" && [ -n "$(ls -A "$MNT" 2>/dev/null)" ] && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "bench/mount.sh: $1 did not mount $2:" >&2
+	cat "$W/log" >&2
+	exit 1
+}
+
+# down: unmounts and records the mount process's peak RSS (KiB) in $RSS.
+down() {
+	RSS=$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status" 2>/dev/null || echo 0)
+	fusermount3 -u "$MNT" 2>/dev/null || { sleep 1; fusermount3 -uz "$MNT"; }
+	wait "$PID" 2>/dev/null || true
+	PID=
+}
+
+# cold TOOL INDEX CMD: one cold run of the shell command CMD (MNT set) on a
+# fresh mount; prints "seconds rss_kib output".
+cold() {
+	local tool=$1 index=$2 cmd=$3 s e out
+	up "$tool" "$index"
+	drop_caches
+	s=$(date +%s.%N)
+	out=$(MNT=$MNT bash -c "$cmd") || { echo "bench/mount.sh: $tool: $cmd failed" >&2; exit 1; }
+	e=$(date +%s.%N)
+	down
+	echo "$(echo "$e - $s" | bc -l) $RSS $out"
+}
+
+# measure TOOL INDEX CMD: MOUNT_RUNS cold runs; sets T (median seconds),
+# R (max peak RSS, MiB) and OUT (the command's output of the last run).
+measure() {
+	local ts=() rs=0 i line
+	for ((i = 0; i < MOUNT_RUNS; i++)); do
+		line=$(cold "$@")
+		ts+=("${line%% *}")
+		line=${line#* }
+		rs=$((${line%% *} > rs ? ${line%% *} : rs))
+		OUT=${line#* }
+	done
+	T=$(printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f\n", m}')
+	R=$((rs / 1024))
+}
+
+share=$CORPUS/share.caidx
+disk=$CORPUS/disk.caibx
+entries=$(find /usr/share | wc -l)
+
+measure camount "$share" 'find "$MNT" | wc -l'
+m_find=$T m_find_rss=$R m_find_n=$OUT
+measure casync "$share" 'find "$MNT" | wc -l'
+c_find=$T c_find_rss=$R c_find_n=$OUT
+[ "$m_find_n" = "$c_find_n" ] || { echo "bench/mount.sh: find counts differ: camount $m_find_n, casync $c_find_n" >&2; exit 1; }
+
+measure camount "$share" 'tar cf - "$MNT" 2>/dev/null | wc -c'
+m_tar=$T m_tar_rss=$R m_tar_n=$OUT
+measure casync "$share" 'tar cf - "$MNT" 2>/dev/null | wc -c'
+c_tar=$T c_tar_rss=$R c_tar_n=$OUT
+[ "$m_tar_n" = "$c_tar_n" ] || { echo "bench/mount.sh: tar sizes differ: camount $m_tar_n, casync $c_tar_n" >&2; exit 1; }
+
+measure camount "$disk" 'cat "$MNT"/* | wc -c'
+m_cat=$T m_cat_rss=$R m_cat_n=$OUT
+measure desync "$disk" 'cat "$MNT"/* | wc -c'
+d_cat=$T d_cat_rss=$R d_cat_n=$OUT
+[ "$m_cat_n" = "$d_cat_n" ] || { echo "bench/mount.sh: cat sizes differ: camount $m_cat_n, desync $d_cat_n" >&2; exit 1; }
+# The bytes are right: the mounted file equals the image.
+up camount "$disk"
+cmp "$MNT/disk" "$CORPUS/disk.img" || { echo "bench/mount.sh: mounted disk differs from disk.img" >&2; exit 1; }
+down
+
+cache_mib=$(numfmt --from=iec "$CACHE" | awk '{printf "%d", $1 / 1048576}')
+table_header "FUSE mounts, cold (fresh mount, dropped caches), median of $MOUNT_RUNS; share.caidx = /usr/share ($entries entries, $m_tar_n tar bytes), disk.caibx = $(numfmt --to=iec "$m_cat_n") ext4 disk image; camount --cache-size=$CACHE" peer
+table_row "find MNT | wc -l (casync mount)" "$c_find" "$m_find"
+table_row "tar cf - MNT | wc -c (casync mount)" "$c_tar" "$m_tar"
+table_row "cat MNT/disk, .caibx (desync mount-index)" "$d_cat" "$m_cat"
+table_row "peak RSS, find (casync mount)" "$c_find_rss" "$m_find_rss" MiB
+table_row "peak RSS, tar (casync mount)" "$c_tar_rss" "$m_tar_rss" MiB
+table_row "peak RSS, cat .caibx (desync mount-index)" "$d_cat_rss" "$m_cat_rss" MiB
+echo "targets: find >= 20x, tar >= 15x, cat >= 3x; camount RSS <= cache + 64 MiB = $((cache_mib + 64)) MiB"
