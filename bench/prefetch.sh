@@ -22,13 +22,18 @@ pids=()
 mnts=()
 cleanup() {
 	set +e
+	umount "$work/cam.ext" 2>/dev/null
+	losetup -j "$work/cam/disk" 2>/dev/null | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
 	for m in "${mnts[@]}"; do
-		umount "$m/ext" 2>/dev/null
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 	done
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	losetup -j "$work/cam/disk" 2>/dev/null | cut -d: -f1 | xargs -r -n1 losetup -d
-	rm -rf "$work"
+	# Never remove files through a mount that is still there.
+	if grep -q " $work/" /proc/mounts; then
+		echo "bench: leaving $work (still mounted)" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
 
@@ -160,14 +165,15 @@ table_row "p99: camount vs camount --prefetch=all" "$p99_ra" "$p99_all" ms
 # 3. Boot-like trace on the ext4 inside the image, cold, without and with a profile.
 part_off=$(( $(sfdisk -d "$CORPUS/disk.img" | sed -n 's/.*start= *\([0-9]*\).*/\1/p' | head -1) * 512 ))
 trace() { # runs the trace on the mounted image in $work/cam
-	local loop
-	loop=$(losetup -r -f --show -o "$part_off" "$work/cam/disk")
+	loopdev=$(losetup -r -f --show -o "$part_off" "$work/cam/disk")
 	mkdir -p "$work/cam.ext"
-	mount -t ext4 -o ro,noload "$loop" "$work/cam.ext"
+	mount -t ext4 -o ro,noload "$loopdev" "$work/cam.ext"
 	find "$work/cam.ext" -xdev -printf '%s %p\n' >/dev/null
-	find "$work/cam.ext" -xdev -type f | sort | awk 'NR % 5 == 0' | head -300 | xargs -d '\n' head -q -c 65536 >/dev/null
+	# (awk, not head, picks the files: head would end the pipe early, which pipefail reports)
+	find "$work/cam.ext" -xdev -type f | sort | awk 'NR % 5 == 0 && n++ < 300' | xargs -d '\n' head -q -c 65536 >/dev/null
 	umount "$work/cam.ext"
-	losetup -d "$loop"
+	losetup -d "$loopdev"
+	loopdev=
 }
 timed_trace() { # FLAGS... → seconds of the trace alone
 	mount_cam "$work/cam" "$@"

@@ -113,8 +113,13 @@ func (s *Stream) observe(off, n int64) {
 	if s.closed {
 		return
 	}
-	slack := min(readaheadSlack, max(2*n, s.window, 32<<10))
-	seq := off >= s.next-slack && off <= s.next+slack && (s.run > 0 || off == 0)
+	// Backwards a read may trail the end of the run (concurrent reads arrive
+	// out of order); forwards it may skip only into the window already
+	// requested, so scattered reads (file system metadata) do not look
+	// sequential.
+	back := min(readaheadSlack, max(2*n, s.window, 32<<10))
+	fwd := min(readaheadSlack, s.window)
+	seq := off >= s.next-back && off <= s.next+fwd && (s.run > 0 || off == 0)
 	if !seq {
 		s.randN++
 		if s.window > 0 || len(s.tickets) > 0 {
