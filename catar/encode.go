@@ -814,7 +814,10 @@ func (e *encoder) dir(path string, f *rawFile, entryOff int64, rules []*matchNod
 		return fmt.Errorf("catar: reading directory %s: %w", path, err)
 	}
 	sort.Strings(names)
-	if e.f&ExcludeFile != 0 {
+	// .caexclude files are honoured even without the EXCLUDE_FILE bit, as
+	// the Debian casync 2 build does (it records --exclude-file=no in the
+	// flags but applies the patterns anyway).
+	{
 		i := sort.SearchStrings(names, ".caexclude")
 		if i < len(names) && names[i] == ".caexclude" {
 			more, err := parseExcludeFile(filepath.Join(path, ".caexclude"))

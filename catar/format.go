@@ -208,11 +208,17 @@ func IsNormalized(flags uint64) bool {
 // (with, or all when with is 0) &^ without, plus the exclude and digest bits,
 // normalized. sha256 selects SHA-256 instead of SHA-512/256.
 func TreeFeatures(with, without uint64, sha256 bool) (uint64, error) {
+	return ComposeFeatures(with, without, DefaultExcludeSHA&^SHA512_256, sha256)
+}
+
+// ComposeFeatures is TreeFeatures with the EXCLUDE_* bits given explicitly
+// (any of ExcludeNodump, ExcludeSubmounts, ExcludeFile).
+func ComposeFeatures(with, without, exclude uint64, sha256 bool) (uint64, error) {
 	if with == 0 {
 		with = WithMask
 	}
 	f := with &^ without
-	f |= ExcludeNodump | ExcludeFile
+	f |= exclude & (ExcludeNodump | ExcludeSubmounts | ExcludeFile)
 	if !sha256 {
 		f |= SHA512_256
 	}

@@ -270,6 +270,7 @@ var flagSets = []struct {
 	{"unix", []string{"--with=unix"}},
 	{"none", []string{"--without=all"}},
 	{"fuse", []string{"--with=fuse"}},
+	{"nodump-kept", []string{"--exclude-nodump=no", "--with=unix", "--with=chattr"}},
 }
 
 // TestTreeMakeMatchesCasync: camount make writes the same .catar bytes and
@@ -312,7 +313,7 @@ func TestTreeMakeMatchesCasync(t *testing.T) {
 func TestTreeDigest(t *testing.T) {
 	src := fixtureTree(t, treeOpts{namedACLs: true, pre1970: true})
 	dir := t.TempDir()
-	for _, fs := range flagSets[:3] {
+	for _, fs := range flagSets[:3] { // default, unix, none
 		want := runCmd(t, "casync", append(append([]string{"digest"}, fs.args...), src)...)
 		if got := camount(t, append(append([]string{"digest"}, fs.args...), src)...); got != want {
 			t.Errorf("%s: digest of the directory: camount %q, casync %q", fs.name, got, want)
@@ -459,5 +460,60 @@ func TestTreeBadInput(t *testing.T) {
 	}
 	if _, err := tryCamount("make", filepath.Join(dir, "x.catar"), filepath.Join(src, "sub", "f")); err == nil {
 		t.Error("a file accepted as a tree")
+	}
+}
+
+// TestTreeExtractAsUser: a normal user extracts what it can (contents,
+// modes, times, symlinks, fifos, user xattrs) and skips what needs
+// privileges (ownership, devices, trusted xattrs) instead of failing.
+func TestTreeExtractAsUser(t *testing.T) {
+	needRoot(t)
+	needCmd(t, "setpriv", "casync")
+	shared, err := os.MkdirTemp("", "camount-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	os.Chmod(shared, 0o777)
+	bin := filepath.Join(shared, "camount")
+	b, err := os.ReadFile(camountBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, b, 0o755)
+	src := filepath.Join(shared, "src")
+	os.MkdirAll(filepath.Join(src, "d/e"), 0o750)
+	os.WriteFile(filepath.Join(src, "d/e/f"), []byte("content"), 0o640)
+	os.WriteFile(filepath.Join(src, "x"), []byte("x"), 0o600)
+	os.Symlink("d/e/f", filepath.Join(src, "link"))
+	syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644)
+	syscall.Mknod(filepath.Join(src, "null"), syscall.S_IFCHR|0o666, 1<<8|3)
+	syscall.Setxattr(filepath.Join(src, "x"), "user.u", []byte("1"), 0)
+	syscall.Setxattr(filepath.Join(src, "x"), "trusted.t", []byte("1"), 0)
+	os.Lchown(filepath.Join(src, "x"), 1000, 1000)
+	cat := filepath.Join(shared, "t.catar")
+	camount(t, "make", cat, src)
+	os.Chmod(cat, 0o644)
+	out := filepath.Join(shared, "out")
+	if o, err := tryCmd("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "extract", cat, out); err != nil {
+		t.Fatalf("extract as nobody: %v %s", err, o)
+	}
+	var before syscall.Stat_t
+	syscall.Lstat(src, &before)
+	os.Remove(filepath.Join(src, "null")) // a normal user cannot create it
+	utimensatNoFollow(src, []syscall.Timespec{before.Mtim, before.Mtim})
+	args := []string{"mtree", "--with=permissions", "--with=nsec-time", "--with=symlinks", "--with=fifos", "--with=xattrs"}
+	want := runCmd(t, "casync", append(args, src)...)
+	got := runCmd(t, "casync", append(args, out)...)
+	if got != want {
+		t.Errorf("extracted as nobody differs: %s", diffLines(want, got))
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(out, "x"), &st); err != nil || st.Uid != 65534 {
+		t.Errorf("x: uid %d, %v (want the extracting user's)", st.Uid, err)
+	}
+	v := make([]byte, 16)
+	if n, err := syscall.Getxattr(filepath.Join(out, "x"), "user.u", v); err != nil || string(v[:n]) != "1" {
+		t.Errorf("user xattr not restored: %v", err)
 	}
 }

@@ -22,15 +22,21 @@ import (
 
 // treeFlags are the tree-specific flags (feature selection).
 type treeFlags struct {
-	with, without stringList
-	fs            *flag.FlagSet
-	bf            *blobFlags // the verb's store flags, when it owns them
+	with, without    stringList
+	excludeNodump    string
+	excludeSubmounts string
+	excludeFile      string
+	fs               *flag.FlagSet
+	bf               *blobFlags // the verb's store flags, when it owns them
 }
 
 func addTreeFlags(fs *flag.FlagSet) *treeFlags {
 	t := &treeFlags{fs: fs}
 	fs.Var(&t.with, "with", "store/use only these `FEATURES` (casync names or sets: best, unix, fat, chattr, fat-attrs, privileged, fuse, all; repeatable, comma-separated)")
 	fs.Var(&t.without, "without", "do not store/use these `FEATURES`")
+	fs.StringVar(&t.excludeNodump, "exclude-nodump", "yes", "leave out files with the nodump attribute (chattr +d): yes or no")
+	fs.StringVar(&t.excludeSubmounts, "exclude-submounts", "no", "leave out directories on other file systems: yes or no")
+	fs.StringVar(&t.excludeFile, "exclude-file", "yes", "record that .caexclude patterns apply: yes or no (they are applied either way, as casync 2 does)")
 	return t
 }
 
@@ -59,7 +65,20 @@ func (t *treeFlags) features() (uint64, error) {
 	if err != nil {
 		return 0, usagef("--without: %v", err)
 	}
-	return catar.TreeFeatures(w, wo, t.sha256())
+	var ex uint64
+	for _, o := range []struct {
+		name, v string
+		bit     uint64
+	}{{"exclude-nodump", t.excludeNodump, catar.ExcludeNodump}, {"exclude-submounts", t.excludeSubmounts, catar.ExcludeSubmounts}, {"exclude-file", t.excludeFile, catar.ExcludeFile}} {
+		switch strings.ToLower(o.v) {
+		case "yes", "true", "1", "on", "y":
+			ex |= o.bit
+		case "no", "false", "0", "off", "n":
+		default:
+			return 0, usagef("--%s=%s: want yes or no", o.name, o.v)
+		}
+	}
+	return catar.ComposeFeatures(w, wo, ex, t.sha256())
 }
 
 // mask is the set of features a reader should use (--with/--without).
