@@ -59,6 +59,9 @@ func (a *Archive) Root() *Entry { return a.root }
 // Features returns the archive's feature flags.
 func (a *Archive) Features() uint64 { return a.features }
 
+// ReaderAt returns the reader the archive reads from.
+func (a *Archive) ReaderAt() io.ReaderAt { return a.r }
+
 // Size returns the archive size.
 func (a *Archive) Size() int64 { return a.size }
 

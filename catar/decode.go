@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -328,7 +327,7 @@ func Validate(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("catar: %w", err)
+			return err
 		}
 	}
 }

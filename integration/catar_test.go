@@ -331,6 +331,13 @@ func TestTreeDigest(t *testing.T) {
 				t.Errorf("%s: digest of %s: camount %q, casync %q", fs.name, filepath.Base(in), got, want)
 			}
 		}
+		// A file's payload digest and a subtree's digest.
+		for _, sub := range []string{"hello.txt", "deep/l00", "names/é"} {
+			w := runCmd(t, "casync", "digest", cat, sub)
+			if got := camount(t, "digest", idx, sub); got != w {
+				t.Errorf("%s: digest of %s in the archive: camount %q, casync %q", fs.name, sub, got, w)
+			}
+		}
 	}
 }
 

@@ -364,8 +364,8 @@ func init() {
 	})
 	register(&command{
 		name:    "digest",
-		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx",
-		summary: "print the digest of a tree's archive stream, as casync digest",
+		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
+		summary: "print the digest of a tree's archive stream (or of a file or subtree in it), as casync digest",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
 			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
@@ -379,23 +379,50 @@ func init() {
 }
 
 func runDigest(ctx context.Context, e *env, tf *treeFlags, args []string) error {
-	if len(args) != 1 {
-		return usagef("want one directory, .catar or .caidx")
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("want a directory, .catar or .caidx, and optionally a path inside it")
 	}
 	in := args[0]
 	if kindOf(in) == kindBlobIndex {
 		return usagef("%s: use camount info or a blob verb for .caibx images", in)
+	}
+	d := chunker.SHA512_256
+	if tf.sha256() {
+		d = chunker.SHA256
+	}
+	h := d.New()
+	if len(args) == 2 {
+		// As casync: a file's payload digest, or a directory subtree's
+		// bytes from its ENTRY to the end of its GOODBYE.
+		a, closer, err := openArchive(ctx, e, tf, in)
+		if err != nil {
+			return err
+		}
+		defer closer()
+		en, err := a.LookupPath(args[1])
+		if err != nil {
+			return err
+		}
+		var r io.Reader
+		switch {
+		case en.IsRegular():
+			r = a.Payload(en)
+		case en.IsDir():
+			r = io.NewSectionReader(a.ReaderAt(), en.Offset, en.End-en.Offset)
+		default:
+			return fmt.Errorf("%s: %s is neither a regular file nor a directory", in, args[1])
+		}
+		if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, hex.EncodeToString(h.Sum(nil)))
+		return nil
 	}
 	r, closer, err := treeStream(ctx, e, tf, in)
 	if err != nil {
 		return err
 	}
 	defer closer()
-	d := chunker.SHA512_256
-	if tf.sha256() {
-		d = chunker.SHA256
-	}
-	h := d.New()
 	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
 		return err
 	}
