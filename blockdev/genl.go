@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -161,7 +162,9 @@ func (c *genlConn) request(family uint16, cmd, version uint8, attrs []nlattr) ([
 				if len(body) < unix.GENL_HDRLEN {
 					return nil, errors.New("netlink: truncated generic netlink header")
 				}
-				m, err := parseAttrs(body[unix.GENL_HDRLEN:])
+				// The attributes must outlive buf, which the next
+				// receive overwrites.
+				m, err := parseAttrs(bytes.Clone(body[unix.GENL_HDRLEN:]))
 				if err != nil {
 					return nil, err
 				}

@@ -299,7 +299,7 @@ func (d *NBDDevice) attachNetlink(ctx context.Context, size, bs int64, conns int
 	d.startServing(ctx, ours, serve)
 	if d.index < 0 {
 		d.Detach()
-		return errors.New("nbd attach: netlink CONNECT reply has no device index")
+		return fmt.Errorf("nbd attach: netlink CONNECT reply has no device index (%d replies: %v)", len(replies), replies)
 	}
 	return nil
 }
@@ -344,7 +344,16 @@ func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, serve Serve
 	go func() {
 		runtime.LockOSThread()
 		// The thread is not unlocked: it exits with the goroutine, so no
-		// other goroutine runs on a thread the kernel associated with nbd.
+		// other goroutine runs on a thread the kernel associated with nbd,
+		// and the signal mask set here dies with it. DO_IT waits
+		// interruptibly: a signal landing on this thread (SIGTERM, SIGCHLD,
+		// the runtime's own) would make the kernel shut the sockets down,
+		// so every signal is blocked here.
+		var all unix.Sigset_t
+		for i := range all.Val {
+			all.Val[i] = ^uint64(0)
+		}
+		unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil)
 		defer unix.Close(kfd)
 		idx, fd, err := ioctlSetup(kfd, size, bs)
 		ready <- result{idx, fd, err}
@@ -369,9 +378,10 @@ func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, serve Serve
 	}
 	d.index, d.method = r.index, "ioctl"
 	d.startServing(ctx, []net.Conn{nc}, serve)
-	// DO_IT has started once the kernel reports a pid for the device.
+	// DO_IT has started once the kernel reports a pid for the device, and
+	// the device is usable once it has its size (set after the pid).
 	deadline := time.Now().Add(10 * time.Second)
-	for !nbdConnected(d.index) {
+	for !nbdConnected(d.index) || nbdSectors(d.index) != size/512 {
 		if time.Now().After(deadline) {
 			d.Detach()
 			return fmt.Errorf("nbd attach: %s did not come up", d.Path())
@@ -432,6 +442,20 @@ func ioctlSetup(kfd int, size, bs int64) (int, int, error) {
 func nbdConnected(index int) bool {
 	_, err := os.Stat(fmt.Sprintf("/sys/block/nbd%d/pid", index))
 	return err == nil
+}
+
+// nbdSectors returns the size of /dev/nbdN in 512-byte sectors (-1 if
+// unknown).
+func nbdSectors(index int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/sys/block/nbd%d/size", index))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // Detach disconnects the device: the kernel sends NBD_CMD_DISC and shuts

@@ -91,11 +91,11 @@ func TestAttachNBDBadArgs(t *testing.T) {
 }
 
 // kbytesSource is an in-memory Source.
-type kbytesSource []byte
+type kbytesSource struct{ b []byte }
 
-func (m kbytesSource) Size() int64 { return int64(len(m)) }
-func (m kbytesSource) ReadAtContext(_ context.Context, p []byte, off int64) (int, error) {
-	return copy(p, m[off:]), nil
+func (m *kbytesSource) Size() int64 { return int64(len(m.b)) }
+func (m *kbytesSource) ReadAtContext(_ context.Context, p []byte, off int64) (int, error) {
+	return copy(p, m.b[off:]), nil
 }
 
 // TestAttachNBDKernel attaches a real /dev/nbdN where the kernel has NBD
@@ -113,7 +113,7 @@ func TestAttachNBDKernel(t *testing.T) {
 	}
 	data := make([]byte, 4<<20)
 	rand.Read(data)
-	srv, err := NewServer([]Export{{Name: "x", Source: kbytesSource(data)}}, Options{})
+	srv, err := NewServer([]Export{{Name: "x", Source: &kbytesSource{data}}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
