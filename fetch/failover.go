@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/camount/camount/chunker"
@@ -35,6 +36,8 @@ type Failover struct {
 	failBack time.Duration
 	log      *slog.Logger
 	now      func() time.Time
+
+	failovers atomic.Int64 // requests served by another mirror after one failed
 
 	mu       sync.Mutex
 	active   int       // guarded by mu
@@ -103,6 +106,9 @@ func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 		i := (start + k) % len(f.mirrors)
 		b, err := f.mirrors[i].Get(ctx, id)
 		if err == nil || errors.Is(err, ErrNotFound) {
+			if k > 0 {
+				f.failovers.Add(1)
+			}
 			return b, err
 		}
 		if ctx.Err() != nil {
@@ -121,6 +127,21 @@ func (f *Failover) RefetchCorrupt() int {
 	for _, m := range f.mirrors {
 		if r, ok := m.(Refetcher); ok {
 			n = max(n, r.RefetchCorrupt())
+		}
+	}
+	return n
+}
+
+// Failovers implements FailoverCounter: requests a mirror served after
+// another one failed them.
+func (f *Failover) Failovers() int64 { return f.failovers.Load() }
+
+// Retries implements RetryCounter: the retries of the mirrors.
+func (f *Failover) Retries() int64 {
+	var n int64
+	for _, m := range f.mirrors {
+		if r, ok := m.(RetryCounter); ok {
+			n += r.Retries()
 		}
 	}
 	return n

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/camount/camount/chunker"
@@ -121,9 +122,10 @@ func NewHTTPClient(o HTTPOptions) (*http.Client, error) {
 // httpGetter runs GET requests with the per-attempt timeout and retries of
 // HTTPOptions. HTTPStore and FetchURL share it.
 type httpGetter struct {
-	client *http.Client
-	o      HTTPOptions
-	log    *slog.Logger
+	client  *http.Client
+	o       HTTPOptions
+	log     *slog.Logger
+	retries atomic.Int64 // requests sent again after a transient failure
 }
 
 func newHTTPGetter(o HTTPOptions) (*httpGetter, error) {
@@ -201,6 +203,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		if attempt >= retries || !retryable(err) {
 			break
 		}
+		g.retries.Add(1)
 		wait := time.Duration(rand.Int64N(int64(delay)) + int64(delay)/2) // jitter in [d/2, 3d/2)
 		g.log.Debug("retrying HTTP request", "url", u, "attempt", attempt+1, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
@@ -342,6 +345,9 @@ func (s *HTTPStore) URL(id chunker.ID) string {
 func (s *HTTPStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	return s.g.get(ctx, s.URL(id), MaxChunkSize)
 }
+
+// Retries implements RetryCounter: requests sent again after a transient failure.
+func (s *HTTPStore) Retries() int64 { return s.g.retries.Load() }
 
 // RefetchCorrupt implements Refetcher: a chunk that does not verify is
 // asked for once more before it counts as corrupt in this store.

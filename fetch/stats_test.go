@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
@@ -108,5 +109,50 @@ func TestStatsMatchServerAccessLog(t *testing.T) {
 	if ss.PrefetchUsed+ss.PrefetchUnused != ss.Priorities["readahead"].Chunks+ss.Priorities["background"].Chunks {
 		t.Fatalf("prefetch used %d + unused %d != prefetched %d", ss.PrefetchUsed, ss.PrefetchUnused,
 			ss.Priorities["readahead"].Chunks+ss.Priorities["background"].Chunks)
+	}
+}
+
+// TestStatsCountRetriesAndFailovers: an HTTP store's retries and a mirror
+// group's failovers appear in the snapshot.
+func TestStatsCountRetriesAndFailovers(t *testing.T) {
+	st := newGateStore()
+	cs := st.add(3, 1000, 31)
+	good := &accessLog{st: st}
+	var mu sync.Mutex
+	failed := map[string]bool{}
+	flaky := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := !failed[r.URL.Path]
+		failed[r.URL.Path] = true
+		mu.Unlock()
+		if first {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		good.ServeHTTP(w, r)
+	})
+	fs := httptest.NewServer(flaky)
+	defer fs.Close()
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusBadGateway)
+	}))
+	defer dead.Close()
+	o := HTTPOptions{Retries: 2, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	hf, _ := NewHTTPStore(fs.URL+"/s", o)
+	o.Retries = -1
+	hd, _ := NewHTTPStore(dead.URL+"/s", o)
+	grp, err := NewFailover([]Store{hd, hf}, FailoverOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustSched(t, SchedulerOptions{Stores: []Store{grp}})
+	for _, c := range cs {
+		if _, err := s.Fetch(context.Background(), c, chunker.SHA512_256, Foreground); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss := s.Snapshot()
+	if ss.Retries != 3 || ss.Failovers < 1 || ss.FetchedChunks != 3 {
+		t.Fatalf("retries %d (want 3), failovers %d (want >= 1), fetched %d", ss.Retries, ss.Failovers, ss.FetchedChunks)
 	}
 }
