@@ -24,7 +24,10 @@ need fio fio
 need qemu-system-x86_64 qemu-system-x86
 need busybox busybox-static
 need cpio cpio
-if [ -z "$(ls /boot/vmlinuz-* 2>/dev/null)" ]; then pkgs="$pkgs linux-image-amd64"; fi
+need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs module tree
+need cmp diffutils
+# The VM tests boot this kernel under qemu and load its nbd, virtio and ext4 modules.
+if [ -z "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || [ -z "$(ls /lib/modules/*/kernel/drivers/block/nbd.ko* 2>/dev/null)" ]; then pkgs="$pkgs linux-image-amd64"; fi
 if [ -n "$pkgs" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: missing packages:$pkgs (run as root, or install them)" >&2
