@@ -29,8 +29,9 @@ type diskImage struct {
 }
 
 // makeDiskImage builds a GPT+ext4 disk image of sizeMiB with sfdisk and
-// mkfs.ext4 -d (no mount needed), and indexes it with casync make.
-func makeDiskImage(t testing.TB, dir string, sizeMiB int) *diskImage {
+// mkfs.ext4 -d (no mount needed), and indexes it with casync make. extra
+// maps paths in the file system to host files copied there.
+func makeDiskImage(t testing.TB, dir string, sizeMiB int, extra map[string]string) *diskImage {
 	t.Helper()
 	needCmd(t, "sfdisk", "mkfs.ext4", "casync")
 	src := filepath.Join(dir, "fs-src")
@@ -54,6 +55,17 @@ func makeDiskImage(t testing.TB, dir string, sizeMiB int) *diskImage {
 		}
 		sum := sha256.Sum256(data)
 		d.files[name] = hex.EncodeToString(sum[:])
+	}
+	for name, from := range extra {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f, err := os.Create(d.img)
 	if err != nil {
@@ -182,7 +194,7 @@ func TestMkdevLoop(t *testing.T) {
 		t.Skip("no /dev/loop-control (loop module not loaded)")
 	}
 	dir := t.TempDir()
-	d := makeDiskImage(t, dir, 24)
+	d := makeDiskImage(t, dir, 24, nil)
 	p := startMkdev(t, "--via=auto", "--store="+d.store, d.caibx)
 	hasNBD := false
 	if _, err := os.Stat("/sys/module/nbd"); err == nil {
@@ -279,7 +291,7 @@ func TestMkdevRmdev(t *testing.T) {
 		t.Skip("no /dev/loop-control (loop module not loaded)")
 	}
 	dir := t.TempDir()
-	d := makeDiskImage(t, dir, 8)
+	d := makeDiskImage(t, dir, 8, nil)
 	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
 	if !strings.HasPrefix(p.dev, "/dev/loop") {
 		t.Fatalf("mkdev --via=loop printed %q", p.dev)

@@ -38,6 +38,9 @@ func init() {
 	if os.Getpid() == 1 && os.Args[0] == "/init" {
 		vmGuest()
 	}
+	if os.Getpid() == 1 && os.Args[0] == "/sbin/init" {
+		vmStage2()
+	}
 }
 
 // vmExpect is what the host tells the guest to check (/vm/expect.json).
@@ -53,10 +56,19 @@ type vmExpect struct {
 // device is /dev/nbdN, read-only, its bytes equal the image, the kernel
 // sees the partition, the ext4 partition mounts read-only with the right
 // files, writes fail, and rmdev and SIGTERM detach it (netlink and ioctl).
+// Then the guest boots from the same image served lazily by 'camount nbd'
+// on the host as a read-only virtio disk: it mounts the disk's ext4
+// partition as its root and runs its /sbin/init from there.
+// With CAMOUNT_TEST_LONG (make test-long) the guest also runs mkdev with
+// four connections.
 func TestVMNBD(t *testing.T) {
 	vm := newVMEnv(t)
 	dir := t.TempDir()
-	d := makeDiskImage(t, dir, 16)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o644)
+	d := makeDiskImage(t, dir, 48, map[string]string{
+		"sbin/init": vm.initBin, "proc/.keep": empty, "sys/.keep": empty, "dev/.keep": empty,
+	})
 	exp := vmExpect{Size: d.size, SHA256: d.sha256(t), PartOffset: d.partOffset, Files: d.files,
 		Long: os.Getenv("CAMOUNT_TEST_LONG") != ""}
 	root := filepath.Join(dir, "root")
@@ -69,12 +81,64 @@ func TestVMNBD(t *testing.T) {
 	if err := writeCpio(initrd, root); err != nil {
 		t.Fatal(err)
 	}
-	out := vm.boot(t, initrd, vmGuestTimeout+90*time.Second)
-	checkVMReport(t, out, []string{
+	sock := startNBDServer(t, dir, d)
+	out := vm.boot(t, initrd, vmGuestTimeout+90*time.Second,
+		"-drive", "file=nbd+unix:///disk?socket="+sock+",format=raw,if=virtio,readonly=on")
+	want := []string{
 		"blockdev-kernel-tests", "mkdev-device", "mkdev-ro", "mkdev-size", "mkdev-bytes",
 		"mkdev-partition", "mkdev-write-refused", "mkdev-ext4", "rmdev", "mkdev-exit-after-rmdev",
-		"mkdev-ioctl-device", "mkdev-ioctl-bytes", "mkdev-sigterm",
+		"mkdev-ioctl-device", "mkdev-ioctl-bytes", "mkdev-ioctl-sigterm",
+		"nbd-drive-ro", "boot-from-nbd", "boot-from-nbd-files",
+	}
+	if exp.Long {
+		want = append(want, "mkdev-multiconn-device", "mkdev-multiconn-bytes", "mkdev-multiconn-sigterm")
+	}
+	checkVMReport(t, out, want)
+}
+
+// startNBDServer runs 'camount nbd' on a unix socket for the disk image
+// (export "disk") until the test ends, and returns the socket path.
+func startNBDServer(t *testing.T, dir string, d *diskImage) string {
+	t.Helper()
+	sock := filepath.Join(dir, "nbd.sock")
+	cmd := exec.Command(camountBin, "nbd", "--listen=unix://"+sock, "--name=disk", "--store="+d.store, d.caibx)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	uri := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			uri <- sc.Text()
+		}
+		io.Copy(io.Discard, stdout)
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
 	})
+	select {
+	case u := <-uri:
+		t.Logf("camount nbd serves %s", u)
+	case err := <-done:
+		t.Fatalf("camount nbd exited: %v\n%s", err, stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("camount nbd printed no URI within 30 s\n%s", stderr)
+	}
+	return sock
 }
 
 // vmEnv is what a VM test needs from the host.
@@ -125,7 +189,7 @@ func newVMEnv(t *testing.T) *vmEnv {
 }
 
 // guestModules are the modules the guest loads (with their dependencies).
-var guestModules = []string{"nbd", "ext4", "crc32c_generic"}
+var guestModules = []string{"nbd", "ext4", "crc32c_generic", "virtio_pci", "virtio_blk"}
 
 // populate fills root with the initramfs contents: the binaries, the
 // modules and what depmod makes of them.
@@ -173,16 +237,16 @@ func (vm *vmEnv) populate(t *testing.T, root string) {
 }
 
 // boot runs the VM and returns its serial console output.
-func (vm *vmEnv) boot(t *testing.T, initrd string, timeout time.Duration) string {
+func (vm *vmEnv) boot(t *testing.T, initrd string, timeout time.Duration, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append([]string{
 		"-accel", "tcg", "-smp", "2", "-m", "768",
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 		"-kernel", vm.kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=5 loglevel=4 rdinit=/init",
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"}, extra...)...)
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -423,21 +487,24 @@ func vmGuest() {
 	r.check("blockdev-kernel-tests", err, "passed")
 
 	// camount mkdev over netlink, detached by camount rmdev.
-	vmMkdevChecks(r, &exp, "", true)
+	vmMkdevChecks(r, &exp, "", nil, true)
 	// and over the ioctls, detached by SIGTERM.
-	vmMkdevChecks(r, &exp, "ioctl", false)
+	vmMkdevChecks(r, &exp, "ioctl", []string{"--nbd-method=ioctl"}, false)
+	if exp.Long {
+		vmMkdevChecks(r, &exp, "multiconn", []string{"--connections=4"}, false)
+	}
+	// Last: boot from the disk camount nbd serves on the host. On success
+	// this does not return: /sbin/init of that disk takes over as pid 1.
+	vmBootFromNBD(r, b)
 }
 
 // vmMkdevChecks runs camount mkdev in the guest and checks the device.
-func vmMkdevChecks(r *vmReport, exp *vmExpect, method string, full bool) {
+func vmMkdevChecks(r *vmReport, exp *vmExpect, label string, extra []string, full bool) {
 	pre := "mkdev-"
-	if method != "" {
-		pre = "mkdev-" + method + "-"
+	if label != "" {
+		pre = "mkdev-" + label + "-"
 	}
-	args := []string{"mkdev", "--via=nbd", "--store=/vm/disk.castr", "/vm/disk.caibx"}
-	if method != "" {
-		args = append(args, "--nbd-method="+method)
-	}
+	args := append([]string{"mkdev", "--via=nbd", "--store=/vm/disk.castr", "/vm/disk.caibx"}, extra...)
 	cmd := exec.Command("/bin/camount", args...)
 	cmd.Stderr = os.Stdout
 	stdout, _ := cmd.StdoutPipe()
@@ -547,10 +614,113 @@ func vmMkdevChecks(r *vmReport, exp *vmExpect, method string, full bool) {
 		if err == nil && vmConnected(name) {
 			err = fmt.Errorf("%s still connected", dev)
 		}
-		r.check("mkdev-sigterm", err, "exit 0, %s released", dev)
+		r.check(pre+"sigterm", err, "exit 0, %s released", dev)
 	case <-time.After(30 * time.Second):
-		r.fail("mkdev-sigterm", "camount mkdev still running 30 s after SIGTERM")
+		r.fail(pre+"sigterm", "camount mkdev still running 30 s after SIGTERM")
 	}
+}
+
+// vmBootFromNBD mounts the ext4 partition of the virtio disk (the NBD
+// export of the host's camount nbd) as the new root and executes its
+// /sbin/init (this test binary again, which runs vmStage2). It returns
+// only on failure.
+func vmBootFromNBD(r *vmReport, expect []byte) {
+	k, err := kmod.New()
+	if err == nil {
+		for _, m := range []string{"virtio_pci", "virtio_blk"} {
+			if err = k.Load(m, "", 0); err != nil {
+				err = fmt.Errorf("loading %s: %w", m, err)
+				break
+			}
+		}
+	}
+	if err != nil {
+		r.fail("nbd-drive-ro", "%v", err)
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat("/dev/vda1"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.fail("nbd-drive-ro", "no /dev/vda1 30 s after loading virtio_blk; /proc/partitions:\n%s", vmRead("/proc/partitions"))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ro := strings.TrimSpace(vmRead("/sys/block/vda/ro")); ro != "1" {
+		r.fail("nbd-drive-ro", "/sys/block/vda/ro = %q", ro)
+	} else {
+		r.ok("nbd-drive-ro", "/dev/vda (camount nbd on the host) is read-only")
+	}
+	os.Mkdir("/newroot", 0o755)
+	if err := syscall.Mount("/dev/vda1", "/newroot", "ext4", syscall.MS_RDONLY, ""); err != nil {
+		r.fail("boot-from-nbd", "mount /dev/vda1: %v", err)
+		return
+	}
+	for _, m := range []string{"/proc", "/sys", "/dev"} {
+		if err := syscall.Mount(m, "/newroot"+m, "", syscall.MS_MOVE, ""); err != nil {
+			r.fail("boot-from-nbd", "moving %s: %v", m, err)
+			return
+		}
+	}
+	if err := syscall.Chroot("/newroot"); err != nil {
+		r.fail("boot-from-nbd", "chroot: %v", err)
+		return
+	}
+	os.Chdir("/")
+	env := []string{"CAMOUNT_VM_EXPECT=" + string(expect)}
+	if r.failed {
+		env = append(env, "CAMOUNT_VM_FAILED=1")
+	}
+	fmt.Println("VMTEST info: executing /sbin/init of the NBD disk")
+	err = syscall.Exec("/sbin/init", []string{"/sbin/init"}, env)
+	r.fail("boot-from-nbd", "exec /sbin/init: %v", err)
+}
+
+// vmStage2 is /sbin/init of the disk image, started by vmBootFromNBD.
+func vmStage2() {
+	r := &vmReport{failed: os.Getenv("CAMOUNT_VM_FAILED") != ""}
+	time.AfterFunc(time.Minute, func() {
+		r.fail("guest-watchdog", "stage 2 did not finish within a minute")
+		vmPowerOff(true)
+	})
+	defer func() {
+		if p := recover(); p != nil {
+			r.fail("guest-panic", "%v", p)
+		}
+		vmPowerOff(r.failed)
+	}()
+	var exp vmExpect
+	if err := json.Unmarshal([]byte(os.Getenv("CAMOUNT_VM_EXPECT")), &exp); err != nil {
+		r.fail("boot-from-nbd", "expectations: %v", err)
+		return
+	}
+	root := ""
+	for _, l := range strings.Split(vmRead("/proc/self/mounts"), "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && f[1] == "/" {
+			root = l
+		}
+	}
+	f := strings.Fields(root)
+	if len(f) < 4 || f[0] != "/dev/vda1" || f[2] != "ext4" || !strings.HasPrefix(f[3], "ro") {
+		r.fail("boot-from-nbd", "root is %q, want /dev/vda1 ext4 ro", root)
+	} else {
+		r.ok("boot-from-nbd", "pid %d runs /sbin/init from %s", os.Getpid(), root)
+	}
+	var err error
+	for name, want := range exp.Files {
+		sum, _, herr := vmHashFile("/" + name)
+		if herr == nil && sum != want {
+			herr = fmt.Errorf("/%s: sha256 %s, want %s", name, sum, want)
+		}
+		if herr != nil {
+			err = herr
+			break
+		}
+	}
+	r.check("boot-from-nbd-files", err, "%d files match", len(exp.Files))
 }
 
 func vmConnected(name string) bool {
