@@ -819,3 +819,52 @@ func TestNBDRemoteStore(t *testing.T) {
 	}
 	s.alive(t)
 }
+
+// TestNBDNotifyReady: with $NOTIFY_SOCKET set, camount nbd sends READY=1
+// once it is listening, and the export is then served.
+func TestNBDNotifyReady(t *testing.T) {
+	needCmd(t, "nbdinfo")
+	f := nbdFixtureFor(t)
+	dir := t.TempDir()
+	notify := filepath.Join(dir, "notify")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	sock := filepath.Join(dir, "nbd.sock")
+	cmd := exec.Command(camountBin, "nbd", "--listen=unix://"+sock, "--store="+f.store, f.smallIdx)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	var stderr nbdLog
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("exit: %v\n%s", err, stderr.String())
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Error("no exit after SIGTERM")
+		}
+	}()
+	pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 4096)
+	n, _, err := pc.ReadFromUnix(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(string(buf[:n]), "READY=1") {
+		t.Errorf("notification %q", buf[:n])
+	}
+	out := runCmd(t, "nbdinfo", "--size", "nbd+unix:///small?socket="+sock)
+	if strings.TrimSpace(out) != strconv.Itoa(nbdSmallPadded) {
+		t.Errorf("size %s", out)
+	}
+}
