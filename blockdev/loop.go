@@ -48,7 +48,10 @@ func AttachLoop(file string, opt LoopOptions) (*LoopDevice, error) {
 	defer backing.Close()
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("loop attach: %w (is the loop module loaded?)", err)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("loop attach: %w (is the loop module loaded?)", err)
+		}
+		return nil, fmt.Errorf("loop attach: %w", err)
 	}
 	defer ctl.Close()
 	abs, _ := filepath.Abs(file)

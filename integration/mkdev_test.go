@@ -334,3 +334,82 @@ func TestMkdevBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestMkdevOddSize: an image whose size is not a multiple of 512 shows as
+// a device padded with zeros to whole sectors (as the NBD export is).
+func TestMkdevOddSize(t *testing.T) {
+	needRoot(t)
+	needCmd(t, "casync")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (loop module not loaded)")
+	}
+	dir := t.TempDir()
+	data := randomBytes(1000000, 7)
+	img := filepath.Join(dir, "odd.img")
+	os.WriteFile(img, data, 0o644)
+	store := filepath.Join(dir, "odd.castr")
+	caibx := filepath.Join(dir, "odd.caibx")
+	runCmd(t, "casync", "make", "--store="+store, caibx, img)
+	p := startMkdev(t, "--via=loop", "--store="+store, caibx)
+	got, err := os.ReadFile(p.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1000448 {
+		t.Fatalf("%s is %d bytes, want 1000448 (1000000 padded to 512)", p.dev, len(got))
+	}
+	if !bytes.Equal(got[:len(data)], data) {
+		t.Fatalf("%s differs from the image", p.dev)
+	}
+	if !bytes.Equal(got[len(data):], make([]byte, 448)) {
+		t.Fatalf("%s padding is not zeros", p.dev)
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatalf("camount mkdev after SIGTERM: %v\nstderr: %s", err, p.stderr)
+	}
+	checkDetached(t, p.dev)
+}
+
+// TestMkdevBusy: SIGTERM while another program holds the loop device open
+// keeps it served until that program closes it; then mkdev exits cleanly.
+func TestMkdevBusy(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (loop module not loaded)")
+	}
+	dir := t.TempDir()
+	d := makeDiskImage(t, dir, 8, nil)
+	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
+	f, err := os.Open(p.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("camount mkdev exited (%v) while %s was open\nstderr: %s", err, p.dev, p.stderr)
+	case <-time.After(3 * time.Second):
+	}
+	// Still served: the open descriptor reads the image.
+	want, _ := os.ReadFile(d.img)
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("reading the busy %s after SIGTERM: %v (equal %v)", p.dev, err, bytes.Equal(got, want))
+	}
+	if !strings.Contains(p.stderr.String(), "still in use") {
+		t.Errorf("no 'still in use' warning; stderr: %s", p.stderr)
+	}
+	f.Close()
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("camount mkdev after the last close: %v\nstderr: %s", err, p.stderr)
+	}
+	checkDetached(t, p.dev)
+}

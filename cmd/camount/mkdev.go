@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -117,6 +118,7 @@ func mkdevNBD(ctx, serveCtx context.Context, e *env, index string, src *nbdBlob,
 	case <-ctx.Done():
 		sdNotify("STOPPING=1\n")
 		e.log.Debug("mkdev: detaching", "device", d.Path())
+		warnInUse(e, d.Path())
 	case <-d.Done():
 		e.log.Info("mkdev: device disconnected", "device", d.Path())
 	}
@@ -197,10 +199,35 @@ func mkdevLoop(ctx context.Context, e *env, index string, blob *fetch.Blob) erro
 	select {
 	case <-ctx.Done():
 		sdNotify("STOPPING=1\n")
+		warnInUse(e, d.Path())
 	case <-served:
 		e.log.Warn("mkdev: the FUSE mount behind the loop device went away", "dir", dir)
 	}
-	derr := d.Detach(10 * time.Second)
+	derr := d.Detach(2 * time.Second)
+	if derr != nil && ctx.Err() != nil {
+		// Still open elsewhere (a mount, a reader, a loop device on top):
+		// the kernel releases it at the last close. Keep serving until
+		// then, unless asked again.
+		e.log.Warn("mkdev: the device is still in use; serving until it is released (signal again to stop now, making its reads fail)", "device", d.Path())
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(again)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case <-again:
+				break wait
+			case <-served:
+				break wait
+			case <-tick.C:
+				if derr = d.Detach(0); derr == nil {
+					break wait
+				}
+			}
+		}
+	}
 	unmount()
 	if derr != nil {
 		return fmt.Errorf("%w; reads from it now fail", derr)
@@ -273,4 +300,31 @@ func mkdevOwners(dev string) []int {
 		}
 	}
 	return pids
+}
+
+// warnInUse warns when the device or one of its partitions is mounted:
+// detaching it makes reads there fail.
+func warnInUse(e *env, dev string) {
+	name := filepath.Base(dev)
+	devs := map[string]string{} // major:minor → node
+	if b, err := os.ReadFile("/sys/block/" + name + "/dev"); err == nil {
+		devs[strings.TrimSpace(string(b))] = dev
+	}
+	parts, _ := filepath.Glob("/sys/block/" + name + "/" + name + "p*/dev")
+	for _, p := range parts {
+		if b, err := os.ReadFile(p); err == nil {
+			devs[strings.TrimSpace(string(b))] = "/dev/" + filepath.Base(filepath.Dir(p))
+		}
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		// id parent major:minor root mountpoint ...
+		f := strings.Fields(l)
+		if len(f) > 4 && devs[f[2]] != "" {
+			e.log.Warn("mkdev: detaching a device that is still mounted; reads there now fail", "device", devs[f[2]], "mountpoint", unescapeMount(f[4]))
+		}
+	}
 }
