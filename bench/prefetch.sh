@@ -9,12 +9,12 @@
 #      read the heads of 300 files), cold, without and with a --prefetch-profile recorded on an
 #      earlier run (target: half the wall time)
 # Prints "measure | peer | camount | ratio" tables (ratio > 1: camount is better).
-# Env: DELAY (default 20ms), FULL_RUNS (default 1: the peers take minutes), RAND_N (400 reads).
+# Env: DELAY (default 20ms), FULL_RUNS (default 1: the peers take minutes), RAND_N (300 reads) x RAND_ROUNDS (2).
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/prefetch.sh: needs root (FUSE mounts, loop devices)" >&2; exit 1; }
 DELAY=${DELAY:-20ms}
 FULL_RUNS=${FULL_RUNS:-1}
-RAND_N=${RAND_N:-400}
+RAND_N=${RAND_N:-300}
 ensure_corpus
 
 work=$(mktemp -d /tmp/camount-bench-prefetch.XXXXXX)
@@ -136,27 +136,34 @@ table_header "cold full read of disk.caibx (1.5 GiB) over HTTP with $DELAY per r
 table_row "full read: casync extract vs camount mount+dd" "$t_cas" "$t_cam"
 table_row "full read: desync mount-index+dd vs camount" "$t_des" "$t_cam"
 
-# 2. Foreground random-read latency with and without the background fill.
-rand_lat() { # FLAGS... → "p50 p99"
+# 2. Foreground random-read latency with and without the background fill, and desync's, in
+# alternating rounds (the machine's load varies); percentiles of the pooled reads.
+rand_cam() { # OUT FLAGS...
+	local out=$1; shift
+	drop_caches
 	mount_cam "$work/cam" "$@"
-	"$work/prefetchtool" randread -file "$work/cam/disk" -index "$INDEX" -n "$RAND_N" -seed 7
+	"$work/prefetchtool" randread -file "$work/cam/disk" -index "$INDEX" -n "$RAND_N" -seed "$round" -out "$out" >/dev/null
 	umount_cam "$work/cam"
 }
-drop_caches
-read -r p50_ra p99_ra < <(rand_lat --prefetch=readahead)
-drop_caches
-read -r p50_all p99_all < <(rand_lat --prefetch=all)
-drop_caches
-read -r des50 des99 < <(
+rand_desync() { # OUT
+	drop_caches
 	mkdir -p "$work/des"
 	"$DESYNC" mount-index -s "$STORE" "$INDEX" "$work/des" 2>>"$work/des.err" &
-	dpid=$!
+	local dpid=$!
 	for _ in $(seq 200); do [ -n "$(ls "$work/des" 2>/dev/null)" ] && break; sleep 0.05; done
-	"$work/prefetchtool" randread -file "$work/des/$(ls "$work/des" | head -1)" -index "$INDEX" -n "$RAND_N" -seed 7
+	"$work/prefetchtool" randread -file "$work/des/$(ls "$work/des" | head -1)" -index "$INDEX" -n "$RAND_N" -seed "$round" -out "$1" >/dev/null
 	fusermount3 -u "$work/des" 2>/dev/null || umount "$work/des"
 	wait $dpid 2>/dev/null || true
-)
-table_header "foreground 4 KiB random reads ($RAND_N, cold, data chunks only), ms" "peer"
+}
+for round in $(seq "${RAND_ROUNDS:-2}"); do
+	rand_cam "$work/lat.ra" --prefetch=readahead
+	rand_cam "$work/lat.all" --prefetch=all
+	rand_desync "$work/lat.des"
+done
+read -r p50_ra p99_ra < <("$work/prefetchtool" pct "$work/lat.ra")
+read -r p50_all p99_all < <("$work/prefetchtool" pct "$work/lat.all")
+read -r des50 des99 < <("$work/prefetchtool" pct "$work/lat.des")
+table_header "foreground 4 KiB random reads (${RAND_ROUNDS:-2} rounds x $RAND_N, cold, data chunks only), ms" "peer"
 table_row "p50: desync mount-index vs camount" "$des50" "$p50_ra" ms
 table_row "p99: desync mount-index vs camount" "$des99" "$p99_ra" ms
 table_row "p50: camount vs camount --prefetch=all" "$p50_ra" "$p50_all" ms
@@ -186,10 +193,16 @@ timed_trace() { # FLAGS... → seconds of the trace alone
 }
 drop_caches
 timed_trace --record-profile="$work/boot.profile" >/dev/null # the recording run
-drop_caches
-t_plain=$(timed_trace)
-drop_caches
-t_prof=$(timed_trace --prefetch-profile="$work/boot.profile")
-table_header "boot-like trace (list ext4 tree, read heads of 300 files), cold" "no profile"
+tp=() tq=()
+for round in $(seq "${TRACE_ROUNDS:-2}"); do
+	drop_caches
+	tp+=("$(timed_trace)")
+	drop_caches
+	tq+=("$(timed_trace --prefetch-profile="$work/boot.profile")")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
+t_plain=$(median "${tp[@]}")
+t_prof=$(median "${tq[@]}")
+table_header "boot-like trace (list ext4 tree, read heads of 300 files), cold, median of ${TRACE_ROUNDS:-2}" "no profile"
 table_row "trace wall time: without vs with --prefetch-profile" "$(printf %.3f "$t_plain")" "$(printf %.3f "$t_prof")"
 echo "profile: $(sed -n 3p "$work/boot.profile"); last camount stats: $(grep 'stats:' "$work/cam.err" | tail -1)"

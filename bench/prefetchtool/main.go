@@ -5,7 +5,9 @@
 //	    network in front of nginx); it prints the request count on SIGTERM.
 //	prefetchtool randread -file IMAGE -index X.caibx -n 400 -seed 1
 //	    4 KiB preads at random offsets inside data (non-zero) chunks of the
-//	    image; prints "p50_ms p99_ms".
+//	    image; prints "p50_ms p99_ms" (and appends each latency in ms to -out).
+//	prefetchtool pct FILE...
+//	    prints "p50_ms p99_ms" of the latencies in the files (pooled).
 package main
 
 import (
@@ -18,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +41,8 @@ func main() {
 		err = proxy(os.Args[2:])
 	case "randread":
 		err = randread(os.Args[2:])
+	case "pct":
+		err = pct(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -80,6 +86,7 @@ func randread(args []string) error {
 	index := fs.String("index", "", "its .caibx")
 	n := fs.Int("n", 400, "reads")
 	seed := fs.Uint64("seed", 1, "random seed")
+	out := fs.String("out", "", "append each latency (ms) to this file")
 	fs.Parse(args)
 	xf, err := os.Open(*index)
 	if err != nil {
@@ -115,11 +122,53 @@ func randread(args []string) error {
 		}
 		lat = append(lat, time.Since(s))
 	}
-	slices.Sort(lat)
+	ms := make([]float64, len(lat))
+	for i, d := range lat {
+		ms[i] = float64(d) / 1e6
+	}
+	if *out != "" {
+		o, err := os.OpenFile(*out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		for _, v := range ms {
+			fmt.Fprintf(o, "%.3f\n", v)
+		}
+		if err := o.Close(); err != nil {
+			return err
+		}
+	}
+	printPct(ms)
+	return nil
+}
+
+func printPct(ms []float64) {
+	slices.Sort(ms)
 	q := func(p float64) float64 {
-		i := int(p*float64(len(lat))+0.5) - 1
-		return float64(lat[min(max(i, 0), len(lat)-1)]) / 1e6
+		i := int(p*float64(len(ms))+0.5) - 1
+		return ms[min(max(i, 0), len(ms)-1)]
 	}
 	fmt.Printf("%.2f %.2f\n", q(0.5), q(0.99))
+}
+
+func pct(files []string) error {
+	var ms []float64
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Fields(string(b)) {
+			v, err := strconv.ParseFloat(l, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %q", f, l)
+			}
+			ms = append(ms, v)
+		}
+	}
+	if len(ms) == 0 {
+		return fmt.Errorf("no latencies")
+	}
+	printPct(ms)
 	return nil
 }
