@@ -66,8 +66,13 @@ func TestVMNBD(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, nil, 0o644)
+	// unread.bin is never read by the guest's boot: the NBD server must not
+	// fetch it.
+	unread := filepath.Join(dir, "unread")
+	os.WriteFile(unread, randomBytes(16<<20, 99), 0o644)
 	d := makeDiskImage(t, dir, 48, map[string]string{
 		"sbin/init": vm.initBin, "proc/.keep": empty, "sys/.keep": empty, "dev/.keep": empty,
+		"unread.bin": unread,
 	})
 	exp := vmExpect{Size: d.size, SHA256: d.sha256(t), PartOffset: d.partOffset, Files: d.files,
 		Long: os.Getenv("CAMOUNT_TEST_LONG") != ""}
@@ -81,9 +86,16 @@ func TestVMNBD(t *testing.T) {
 	if err := writeCpio(initrd, root); err != nil {
 		t.Fatal(err)
 	}
-	sock := startNBDServer(t, dir, d)
+	sock, stopNBD := startNBDServer(t, dir, d)
 	out := vm.boot(t, initrd, vmGuestTimeout+90*time.Second,
 		"-drive", "file=nbd+unix:///disk?socket="+sock+",format=raw,if=virtio,readonly=on")
+	// The boot fetched only what it read: not unread.bin.
+	fetched := stopNBD()
+	total := int64(len(storeChunks(t, d.store)))
+	t.Logf("booting from camount nbd fetched %d of the image's %d stored chunks", fetched, total)
+	if fetched <= 0 || fetched > total*3/5 {
+		t.Errorf("booting from camount nbd fetched %d of %d chunks; want some, and not the 16 MiB file it never read", fetched, total)
+	}
 	want := []string{
 		"blockdev-kernel-tests", "mkdev-device", "mkdev-ro", "mkdev-size", "mkdev-bytes",
 		"mkdev-partition", "mkdev-write-refused", "mkdev-ext4", "rmdev", "mkdev-exit-after-rmdev",
@@ -96,12 +108,15 @@ func TestVMNBD(t *testing.T) {
 	checkVMReport(t, out, want)
 }
 
-// startNBDServer runs 'camount nbd' on a unix socket for the disk image
-// (export "disk") until the test ends, and returns the socket path.
-func startNBDServer(t *testing.T, dir string, d *diskImage) string {
+// startNBDServer runs 'camount nbd' (no prefetching) on a unix socket for
+// the disk image (export "disk") and returns the socket path and a stop
+// function returning how many chunks the server fetched.
+func startNBDServer(t *testing.T, dir string, d *diskImage) (string, func() int64) {
 	t.Helper()
 	sock := filepath.Join(dir, "nbd.sock")
-	cmd := exec.Command(camountBin, "nbd", "--listen=unix://"+sock, "--name=disk", "--store="+d.store, d.caibx)
+	stats := filepath.Join(dir, "nbd-stats.json")
+	cmd := exec.Command(camountBin, "nbd", "--listen=unix://"+sock, "--name=disk", "--prefetch=none",
+		"--stats-json="+stats, "--store="+d.store, d.caibx)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -121,15 +136,22 @@ func startNBDServer(t *testing.T, dir string, d *diskImage) string {
 		io.Copy(io.Discard, stdout)
 		done <- cmd.Wait()
 	}()
-	t.Cleanup(func() {
+	var waitErr error
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case waitErr = <-done:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			waitErr = fmt.Errorf("did not exit 10 s after SIGTERM (%v)", <-done)
 		}
-	})
+	}
+	t.Cleanup(stop)
 	select {
 	case u := <-uri:
 		t.Logf("camount nbd serves %s", u)
@@ -138,7 +160,24 @@ func startNBDServer(t *testing.T, dir string, d *diskImage) string {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("camount nbd printed no URI within 30 s\n%s", stderr)
 	}
-	return sock
+	return sock, func() int64 {
+		stop()
+		if waitErr != nil {
+			t.Errorf("camount nbd: %v\n%s", waitErr, stderr)
+		}
+		var st struct {
+			Fetched int64 `json:"fetched_chunks"`
+		}
+		b, err := os.ReadFile(stats)
+		if err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+		if err != nil {
+			t.Errorf("camount nbd --stats-json: %v", err)
+			return -1
+		}
+		return st.Fetched
+	}
 }
 
 // vmEnv is what a VM test needs from the host.

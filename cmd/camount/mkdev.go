@@ -22,10 +22,11 @@ import (
 func init() {
 	register(&command{
 		name:    "mkdev",
-		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR]... INDEX.caibx",
+		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx",
 		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device over FUSE) of a .caibx image; stays serving it",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
+			pf := addPrefetchFlags(fl)
 			via := fl.String("via", "auto", "`HOW`: nbd (/dev/nbdN, loading the nbd module), loop (a loop device over a private FUSE mount), or auto (nbd where the kernel has it, else loop)")
 			conns := fl.Int("connections", 1, "NBD connections (sockets) the kernel uses, `N` ≥ 1")
 			method := fl.String("nbd-method", "", "NBD attach interface: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
@@ -47,7 +48,10 @@ func init() {
 				if *method != "" && *method != "netlink" && *method != "ioctl" {
 					return usagef("--nbd-method must be netlink or ioctl, not %q", *method)
 				}
-				return runMkdev(ctx, e, bf, args[0], *via, *method, *conns)
+				if err := pf.check(); err != nil {
+					return err
+				}
+				return runMkdev(ctx, e, bf, pf, args[0], *via, *method, *conns)
 			}
 		},
 	})
@@ -66,7 +70,7 @@ func init() {
 	})
 }
 
-func runMkdev(ctx context.Context, e *env, bf *blobFlags, index, via, method string, conns int) error {
+func runMkdev(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, index, via, method string, conns int) error {
 	if os.Geteuid() != 0 {
 		e.log.Warn("mkdev: not root; attaching a block device needs CAP_SYS_ADMIN")
 	}
@@ -75,6 +79,11 @@ func runMkdev(ctx context.Context, e *env, bf *blobFlags, index, via, method str
 		return err
 	}
 	defer blob.Scheduler().Close()
+	stopServices, err := startBlobServices(ctx, e, blob, bf, pf)
+	if err != nil {
+		return err
+	}
+	defer stopServices()
 	// Serving outlives the signal that ends the verb: detaching needs the
 	// server to answer the kernel until it lets go.
 	serveCtx := context.WithoutCancel(ctx)
