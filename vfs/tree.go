@@ -25,10 +25,14 @@ type TreeOptions struct {
 
 // tree is what all nodes of one catar mount share.
 type tree struct {
-	arc     *catar.Archive
-	src     Source
-	pre     Prefetcher // nil: the source does not prefetch
-	log     *slog.Logger
+	arc *catar.Archive
+	src Source
+	pre Prefetcher // nil: the source does not prefetch
+	log *slog.Logger
+	// noOpen: the source takes no per-open hints, so OPEN is answered with
+	// ENOSYS and the kernel stops sending OPEN and RELEASE (two round
+	// trips per file) and keeps the page cache, as with FOPEN_KEEP_CACHE.
+	noOpen  bool
 	handles atomic.Uint64 // last file handle number given out
 
 	// Directory listings read ahead in the background, by ENTRY offset,
@@ -67,7 +71,8 @@ type listing struct {
 // NewTree returns the root of a file system showing the archive arc, whose
 // payload bytes are read from src (the same stream arc reads).
 func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
-	t := &tree{arc: arc, src: src, log: logger(o.Log)}
+	_, hinted := src.(HintedSource)
+	t := &tree{arc: arc, src: src, log: logger(o.Log), noOpen: !hinted}
 	if p, ok := src.(Prefetcher); ok {
 		t.pre = p
 		t.prelist = map[int64]*listing{}
@@ -307,6 +312,9 @@ func (n *TreeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	if !n.e.IsRegular() {
 		return nil, 0, 0
+	}
+	if n.t.noOpen {
+		return nil, 0, syscall.ENOSYS
 	}
 	return &fileHandle{id: n.t.handles.Add(1), src: n.t.src}, fuse.FOPEN_KEEP_CACHE, 0
 }

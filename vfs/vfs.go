@@ -45,7 +45,8 @@ type Source interface {
 // reads per file and read ahead. vfs gives every open a handle number,
 // unique for the life of the mount, calls ReadAtHint instead of
 // ReadAtContext for the reads of that open, and CloseHint when the kernel
-// releases it.
+// releases it. A tree mount over a source without hints answers OPEN with
+// ENOSYS, which saves the kernel's OPEN and RELEASE round trips per file.
 type HintedSource interface {
 	Source
 	ReadAtHint(ctx context.Context, p []byte, off int64, handle uint64) (int, error)

@@ -313,4 +313,18 @@ func TestTreeMount(t *testing.T) {
 		t.Error("listing a directory sent no prefetch hints")
 	}
 	src.mu.Unlock()
+
+	// Over a source without hints, OPEN is answered with ENOSYS (the
+	// kernel then opens files without asking); reads still work.
+	plain := newMemSource(buf.Bytes())
+	dir2 := mountT(t, NewTree(arc, plain, TreeOptions{}))
+	for i := 0; i < 2; i++ {
+		b, err := os.ReadFile(filepath.Join(dir2, "a", "b", "file"))
+		if err != nil || !bytes.Equal(b, pattern(300000)) {
+			t.Fatalf("read a/b/file without open handles: %d bytes, %v", len(b), err)
+		}
+	}
+	if _, err := os.OpenFile(filepath.Join(dir2, "top"), os.O_WRONLY, 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("open for writing without open handles: %v", err)
+	}
 }

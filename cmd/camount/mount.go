@@ -139,7 +139,7 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 				return err
 			}
 			closeFn = func() { stopServices(); blob.Scheduler().Close() }
-			src = treeSource{blob}
+			src = treeSource{b: blob}
 		} else {
 			f, err := os.Open(a.index)
 			if err != nil {
@@ -220,10 +220,20 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 }
 
 // treeSource is the blob of a .caidx as a vfs.Source that prefetches the
-// records a directory listing is about to read, at Readahead priority.
-type treeSource struct{ *fetch.Blob }
+// records a directory listing is about to read, at Readahead priority. It
+// deliberately takes no per-open hints (vfs.HintedSource): a fetch.Stream
+// starts a sequential run only at blob offset 0, which a file inside the
+// archive never reads, so hints would buy nothing, while without them vfs
+// saves the OPEN and RELEASE round trips of every file. Files still get
+// the kernel's readahead (max_read sized requests, each fetching its
+// chunks in parallel).
+type treeSource struct{ b *fetch.Blob }
 
-func (s treeSource) PrefetchRange(off, n int64) { s.Blob.Prefetch(off, n, fetch.Readahead) }
+func (s treeSource) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return s.b.ReadAtContext(ctx, p, off)
+}
+func (s treeSource) Size() int64                { return s.b.Size() }
+func (s treeSource) PrefetchRange(off, n int64) { s.b.Prefetch(off, n, fetch.Readahead) }
 
 // fileSource reads a local .catar file.
 type fileSource struct {
