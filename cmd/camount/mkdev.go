@@ -29,7 +29,7 @@ func init() {
 			pf := addPrefetchFlags(fl)
 			via := fl.String("via", "auto", "`HOW`: nbd (/dev/nbdN, loading the nbd module), loop (a loop device over a private FUSE mount), or auto (nbd where the kernel has it, else loop)")
 			conns := fl.Int("connections", 1, "NBD connections (sockets) the kernel uses, `N` ≥ 1")
-			method := fl.String("nbd-method", "", "NBD attach interface: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
+			method := fl.String("nbd-method", "", "NBD attach interface `HOW`: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usagef("want one .caibx INDEX")
