@@ -59,11 +59,16 @@ type Disk struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	stopped sync.WaitGroup
+	// evictMu is held (write) while victims are chosen and removed, and
+	// (read) while a chunk file is written, so a write never lands before
+	// the room made for it.
+	evictMu sync.RWMutex
 
 	mu       sync.Mutex
 	lru      *list.List                   // of *diskEntry, front = most recent; guarded by mu
 	entries  map[chunker.ID]*list.Element // guarded by mu
 	bytes    int64                        // guarded by mu
+	pending  map[chunker.ID]int64         // reserved, file being written: size; guarded by mu
 	written  int64                        // bytes written since the last scan; guarded by mu
 	lastScan time.Time                    // guarded by mu
 
@@ -93,6 +98,7 @@ func OpenDisk(o DiskOptions) (*Disk, error) {
 		stop:    make(chan struct{}),
 		lru:     list.New(),
 		entries: map[chunker.ID]*list.Element{},
+		pending: map[chunker.ID]int64{},
 	}
 	if d.max <= 0 {
 		d.max = DefaultDiskBytes
@@ -210,32 +216,44 @@ func readExact(p string, size int64) ([]byte, error) {
 }
 
 // Put stores a verified chunk. Errors are logged and the chunk dropped: a
-// cache that cannot write is only a slower cache.
+// cache that cannot write is only a slower cache. Room is made before the
+// file is written, so the directory never holds more than the bound
+// (as far as this process knows).
 func (d *Disk) Put(id chunker.ID, data []byte) {
-	if int64(len(data)) > d.max {
+	size := int64(len(data))
+	if size > d.max {
 		return
 	}
 	d.mu.Lock()
-	_, have := d.entries[id]
-	d.mu.Unlock()
-	if have {
+	if _, have := d.entries[id]; have {
+		d.mu.Unlock()
 		return
 	}
-	p := d.path(id)
-	if err := writeAtomic(p, data); err != nil {
-		d.log.Warn("disk cache: cannot store chunk", "file", p, "err", err)
-		return
-	}
-	d.Writes.Add(1)
-	d.mu.Lock()
-	d.add(id, int64(len(data)), time.Now())
-	d.written += int64(len(data))
+	d.add(id, size, time.Now()) // reserve: the newest entry is never a victim
+	d.pending[id] = size
+	d.written += size
 	over := d.bytes > d.max
 	rescan := d.written > d.max/16
 	d.mu.Unlock()
 	if over {
-		d.evict() // at once: the process may exit any time
+		d.evict()
 	}
+	p := d.path(id)
+	d.evictMu.RLock()
+	err := writeAtomic(p, data)
+	d.evictMu.RUnlock()
+	d.mu.Lock()
+	delete(d.pending, id)
+	if e, ok := d.entries[id]; ok {
+		e.Value.(*diskEntry).used = time.Now() // a scan listing from before sees it as new
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Warn("disk cache: cannot store chunk", "file", p, "err", err)
+		d.forget(id) // no longer pending
+		return
+	}
+	d.Writes.Add(1)
 	if rescan {
 		select {
 		case d.kick <- struct{}{}:
@@ -276,10 +294,14 @@ func (d *Disk) add(id chunker.ID, size int64, used time.Time) {
 	d.bytes += size
 }
 
-// forget drops a chunk from the accounting (its file is gone).
+// forget drops a chunk from the accounting (its file is gone), unless it
+// is being written (its room is reserved).
 func (d *Disk) forget(id chunker.ID) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if _, writing := d.pending[id]; writing {
+		return
+	}
 	if e, ok := d.entries[id]; ok {
 		d.bytes -= e.Value.(*diskEntry).size
 		d.lru.Remove(e)
@@ -318,6 +340,8 @@ func (d *Disk) maintain() {
 // evict removes least recently used chunks until the total is within the
 // bound (down to 90% of it, so eviction runs in batches).
 func (d *Disk) evict() {
+	d.evictMu.Lock()
+	defer d.evictMu.Unlock()
 	d.mu.Lock()
 	if d.bytes <= d.max {
 		d.mu.Unlock()
@@ -348,6 +372,7 @@ func (d *Disk) evict() {
 // by access time, and removes temporary files older than an hour (left by a
 // crashed writer).
 func (d *Disk) scan() error {
+	start := time.Now()
 	files, err := ScanDir(d.dir)
 	if err != nil {
 		return fmt.Errorf("disk cache %s: %w", d.dir, err)
@@ -358,17 +383,27 @@ func (d *Disk) scan() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Keep this process's recency where it knows better than the atime.
-	known := map[chunker.ID]time.Time{}
+	known := map[chunker.ID]*diskEntry{}
 	for id, e := range d.entries {
-		known[id] = e.Value.(*diskEntry).used
+		known[id] = e.Value.(*diskEntry)
 	}
 	d.lru.Init()
 	d.entries = map[chunker.ID]*list.Element{}
 	d.bytes = 0
 	for i := range files.Chunks {
 		f := &files.Chunks[i]
-		if t, ok := known[f.ID]; ok && t.After(f.Used) {
-			f.Used = t
+		if e, ok := known[f.ID]; ok {
+			if e.used.After(f.Used) {
+				f.Used = e.used
+			}
+			delete(known, f.ID)
+		}
+	}
+	// Chunks this process reserved or wrote while the directory was being
+	// listed are not in the listing but are (or will be) on disk.
+	for _, e := range known {
+		if _, writing := d.pending[e.id]; writing || !e.used.Before(start) {
+			files.Chunks = append(files.Chunks, ChunkFile{ID: e.id, Size: e.size, Used: e.used})
 		}
 	}
 	sort.Slice(files.Chunks, func(i, j int) bool { return files.Chunks[i].Used.Before(files.Chunks[j].Used) })
@@ -472,4 +507,17 @@ func Prune(dir string, maxBytes int64) (files int, bytes int64, err error) {
 		bytes += f.Size
 	}
 	return files, bytes, nil
+}
+
+// Has reports whether the cache holds a chunk, as far as this process
+// knows or the directory shows (fetch.OnDisk: whole-image fills skip it).
+func (d *Disk) Has(id chunker.ID) bool {
+	d.mu.Lock()
+	_, ok := d.entries[id]
+	d.mu.Unlock()
+	if ok {
+		return true
+	}
+	_, err := os.Stat(d.path(id))
+	return err == nil
 }

@@ -534,12 +534,22 @@ func TestRemoteStoreChain(t *testing.T) {
 	}
 }
 
+// dirSize counts the regular files under dir and their bytes, each inode
+// once (a chunk being linked into place has two names for a moment).
 func dirSize(t testing.TB, dir string) (files int, bytes int64) {
+	seen := map[uint64]bool{}
 	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.Mode().IsRegular() {
-			files++
-			bytes += info.Size()
+		if err != nil || !info.Mode().IsRegular() {
+			return nil
 		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			if seen[st.Ino] {
+				return nil
+			}
+			seen[st.Ino] = true
+		}
+		files++
+		bytes += info.Size()
 		return nil
 	})
 	return
@@ -763,4 +773,102 @@ func TestRemoteTreeIndex(t *testing.T) {
 		t.Fatalf("mount %s: %q %v", index, line, err)
 	}
 	runCmd(t, "diff", "-r", "--no-dereference", src, mnt)
+}
+
+// remoteMount runs `camount mount ARGS... MOUNTPOINT` in the background, waits
+// until it is mounted and unmounts it at cleanup.
+func remoteMount(t *testing.T, args ...string) string {
+	t.Helper()
+	needRoot(t)
+	needCmd(t, "fusermount3")
+	mnt := t.TempDir()
+	cmd := exec.Command(camountBin, append(append([]string{"mount"}, args...), mnt)...)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command(camountBin, "umount", mnt).Run()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && !strings.Contains(line, "mounted") {
+			err = fmt.Errorf("unexpected output %q", line)
+		}
+		ready <- err
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("mount: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("mount not ready:\n%s", stderr.String())
+	}
+	return mnt
+}
+
+// TestRemoteMountDiskCache reads more than the disk cache's bound through a
+// FUSE mount: the cache stays within its bound all along, and a second mount
+// is served what it kept without asking the server.
+func TestRemoteMountDiskCache(t *testing.T) {
+	im := makeRemoteImage(t, 8<<20, nil)
+	cdir := filepath.Join(t.TempDir(), "cache")
+	const bound = 2 << 20
+	mnt := remoteMount(t, "--cache", cdir, "--cache-max-size", strconv.Itoa(bound), "--cache-size", "0", im.ngx.URL+"/img.caibx")
+	f, err := os.Open(filepath.Join(mnt, "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	maxSeen := int64(0)
+	for off := 0; off < len(im.src); off += len(buf) {
+		n, err := f.ReadAt(buf, int64(off))
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], im.src[off:off+n]) {
+			t.Fatalf("WRONG DATA at %d", off)
+		}
+		_, sz := dirSize(t, cdir)
+		maxSeen = max(maxSeen, sz)
+	}
+	// Sampling a directory tree while files come and go is not atomic (a
+	// file removed after its directory was listed and one added to a
+	// directory listed later are both counted): live samples get slack,
+	// the quiet directory none.
+	if maxSeen > bound+bound/8 || maxSeen < bound/2 {
+		t.Fatalf("cache reached %d bytes while reading %d, bound %d", maxSeen, len(im.src), bound)
+	}
+	// The tail of the image is in the cache: a new mount reads it without the server.
+	f.Close()
+	exec.Command(camountBin, "umount", mnt).Run()
+	if _, n := dirSize(t, cdir); n > bound {
+		t.Fatalf("cache holds %d bytes, bound %d", n, bound)
+	}
+	mnt2 := remoteMount(t, "--cache", cdir, "--cache-max-size", strconv.Itoa(bound), "--cache-size", "0", im.ngx.URL+"/img.caibx")
+	before := im.ngx.chunkRequests(t)
+	tail := make([]byte, 256<<10)
+	g, err := os.Open(filepath.Join(mnt2, "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	off := len(im.src) - len(tail)
+	if _, err := g.ReadAt(tail, int64(off)); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tail, im.src[off:]) {
+		t.Fatal("WRONG DATA from the cache")
+	}
+	if n := im.ngx.chunkRequests(t) - before; n != 0 {
+		t.Errorf("reading the cached tail fetched %d chunks", n)
+	}
 }
