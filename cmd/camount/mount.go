@@ -37,6 +37,7 @@ func init() {
 			allowOther := fl.Bool("allow-other", false, "let other users access the mount (FUSE allow_other; permissions are still checked)")
 			fuseDebug := fl.Bool("fuse-debug", false, "log every FUSE request (with --verbose)")
 			cpuProfile := fl.String("cpuprofile", "", "write a Go CPU profile of the mount's life to `FILE` (diagnostics)")
+			memProfile := fl.String("memprofile", "", "write a Go heap profile to `FILE` when unmounting (diagnostics)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want INDEX and MOUNTPOINT")
@@ -50,7 +51,7 @@ func init() {
 				return runMount(ctx, e, mountArgs{
 					index: args[0], mnt: args[1], blob: bf, prefetch: pf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
-					cpuProfile: *cpuProfile,
+					cpuProfile: *cpuProfile, memProfile: *memProfile,
 				})
 			}
 		},
@@ -78,6 +79,7 @@ type mountArgs struct {
 	mkdir, allowOther bool
 	debug             bool
 	cpuProfile        string
+	memProfile        string
 }
 
 func runMount(ctx context.Context, e *env, a mountArgs) error {
@@ -129,7 +131,15 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	case kindTreeIndex, kindArchive:
 		var src vfs.Source
 		if kind == kindTreeIndex {
-			blob, _, err := openBlob(ctx, e, a.index, a.blob)
+			// --cache-size is the memory budget of the mount: a tree mount
+			// gives 3/4 of it to verified chunks and leaves the rest for
+			// the parsed entries of the directories the kernel holds
+			// (about 1 KiB each, with go-fuse's inodes).
+			bf := *a.blob
+			if bf.cacheSize > 0 {
+				bf.cacheSize = bf.cacheSize * 3 / 4
+			}
+			blob, _, err := openBlob(ctx, e, a.index, &bf)
 			if err != nil {
 				return err
 			}
@@ -187,6 +197,14 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if a.memProfile != "" {
+		defer func() {
+			if f, err := os.Create(a.memProfile); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
