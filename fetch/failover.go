@@ -42,14 +42,26 @@ type Failover struct {
 	mu       sync.Mutex
 	active   int       // guarded by mu
 	switched time.Time // guarded by mu; when active last left mirror 0
+	// served remembers which mirror served recent chunks: the scheduler asks
+	// again for a chunk only when its bytes failed verification (it merges
+	// concurrent requests), so a repeat soon after goes to another mirror.
+	served map[chunker.ID]servedBy // guarded by mu
 }
+
+type servedBy struct {
+	mirror int
+	at     time.Time
+}
+
+// maxServed bounds the served map; it is cleared when full.
+const maxServed = 4096
 
 // NewFailover groups mirrors, the preferred one first.
 func NewFailover(mirrors []Store, o FailoverOptions) (*Failover, error) {
 	if len(mirrors) == 0 {
 		return nil, errors.New("failover group without mirrors")
 	}
-	f := &Failover{mirrors: mirrors, failBack: o.FailBack, log: o.Log, now: time.Now}
+	f := &Failover{mirrors: mirrors, failBack: o.FailBack, log: o.Log, now: time.Now, served: map[chunker.ID]servedBy{}}
 	if f.failBack <= 0 {
 		f.failBack = time.Minute
 	}
@@ -100,6 +112,15 @@ func (f *Failover) fail(i int, err error) {
 func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	f.mu.Lock()
 	start := f.current()
+	if s, ok := f.served[id]; ok && len(f.mirrors) > 1 && f.now().Sub(s.at) < 10*time.Second {
+		// Asked again at once: the bytes from that mirror did not verify.
+		delete(f.served, id)
+		start = (s.mirror + 1) % len(f.mirrors)
+		if f.active == s.mirror {
+			f.active, f.switched = start, f.now()
+			f.log.Warn("mirror sent a corrupt chunk, switching", "from", f.mirrors[s.mirror], "to", f.mirrors[start], "chunk", id)
+		}
+	}
 	f.mu.Unlock()
 	var errs []error
 	for k := 0; k < len(f.mirrors); k++ {
@@ -108,6 +129,14 @@ func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 		if err == nil || errors.Is(err, ErrNotFound) {
 			if k > 0 {
 				f.failovers.Add(1)
+			}
+			if err == nil {
+				f.mu.Lock()
+				if len(f.served) >= maxServed {
+					clear(f.served)
+				}
+				f.served[id] = servedBy{mirror: i, at: f.now()}
+				f.mu.Unlock()
 			}
 			return b, err
 		}
@@ -120,10 +149,10 @@ func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	return nil, errors.Join(errs...)
 }
 
-// RefetchCorrupt implements Refetcher when a mirror does: damaged bytes are
-// asked for again (from the active mirror).
+// RefetchCorrupt implements Refetcher: a chunk whose bytes did not verify
+// is asked for again, from the next mirror, so every mirror gets a chance.
 func (f *Failover) RefetchCorrupt() int {
-	n := 0
+	n := len(f.mirrors) - 1
 	for _, m := range f.mirrors {
 		if r, ok := m.(Refetcher); ok {
 			n = max(n, r.RefetchCorrupt())

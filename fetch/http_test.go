@@ -295,7 +295,7 @@ func TestFailover(t *testing.T) {
 	}
 	a.hits.Store(0)
 	for i := 0; i < 5; i++ {
-		f.Get(context.Background(), chunker.ID{})
+		f.Get(context.Background(), chunker.ID{byte(i + 1)})
 	}
 	if a.hits.Load() != 0 {
 		t.Fatalf("the failed mirror was asked %d times before failback", a.hits.Load())
@@ -303,18 +303,46 @@ func TestFailover(t *testing.T) {
 	// After the failback time the first mirror is tried again.
 	a.err, a.data = nil, []byte("A")
 	now = now.Add(2 * time.Hour)
-	if got, _ := f.Get(context.Background(), chunker.ID{}); string(got) != "A" || f.Active() != 0 {
+	if got, _ := f.Get(context.Background(), chunker.ID{9}); string(got) != "A" || f.Active() != 0 {
 		t.Fatalf("after failback: %q from mirror %d", got, f.Active())
 	}
 	// Not found is final: mirrors have the same chunks.
 	a.err = ErrNotFound
 	b.hits.Store(0)
-	if _, err := f.Get(context.Background(), chunker.ID{}); !errors.Is(err, ErrNotFound) || b.hits.Load() != 0 || f.Active() != 0 {
+	if _, err := f.Get(context.Background(), chunker.ID{10}); !errors.Is(err, ErrNotFound) || b.hits.Load() != 0 || f.Active() != 0 {
 		t.Fatalf("not found: %v, b asked %d times", err, b.hits.Load())
 	}
 	// All down: an error naming each mirror.
 	a.err, b.err = errors.New("down a"), errors.New("down b")
-	if _, err := f.Get(context.Background(), chunker.ID{}); err == nil || !strings.Contains(err.Error(), "down a") || !strings.Contains(err.Error(), "down b") {
+	if _, err := f.Get(context.Background(), chunker.ID{11}); err == nil || !strings.Contains(err.Error(), "down a") || !strings.Contains(err.Error(), "down b") {
 		t.Fatalf("all down: %v", err)
+	}
+}
+
+// TestFailoverCorruptMirror: a mirror that serves damaged bytes is left for
+// the next one when the scheduler asks again.
+func TestFailoverCorruptMirror(t *testing.T) {
+	_, good, chunks := newChunkServer(t, bytes.Repeat([]byte("mirror "), 3000))
+	bad, badSrv, _ := newChunkServer(t, bytes.Repeat([]byte("mirror "), 3000))
+	bad.setFault(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		b := bytes.Clone(body)
+		b[len(b)/2] ^= 1
+		w.Write(b)
+		return true
+	})
+	sa, _ := NewHTTPStore(badSrv.URL+"/store", fastOpts())
+	sb, _ := NewHTTPStore(good.URL+"/store", fastOpts())
+	f, _ := NewFailover([]Store{sa, sb}, FailoverOptions{})
+	s, err := NewScheduler(SchedulerOptions{Stores: []Store{f}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	data, err := s.Fetch(context.Background(), chunks[0], chunker.SHA512_256, Foreground)
+	if err != nil || chunker.SHA512_256.Sum(data) != chunks[0].ID {
+		t.Fatalf("corrupt first mirror: %v", err)
+	}
+	if f.Active() != 1 {
+		t.Fatal("the group stayed on the corrupt mirror")
 	}
 }
