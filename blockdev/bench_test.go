@@ -13,38 +13,47 @@ import (
 // unix socket from an in-memory source, and its allocations.
 func BenchmarkRead(b *testing.B) {
 	for _, size := range []int{4096, 1 << 20} {
-		b.Run(byteName(size), func(b *testing.B) {
-			src := &memSource{data: randomData(8 << 20)}
-			srv, err := NewServer([]Export{{Name: "a", Source: src}}, Options{})
-			if err != nil {
-				b.Fatal(err)
+		for _, slices := range []bool{false, true} {
+			name := byteName(size)
+			if slices {
+				name += "-slices"
 			}
-			_, path := startServerB(b, srv)
-			c := dialB(b, path)
-			hdr := make([]byte, 20)
-			buf := make([]byte, size+8)
-			req := make([]byte, requestSize)
-			binary.BigEndian.PutUint32(req, requestMagic)
-			binary.BigEndian.PutUint32(req[24:], uint32(size))
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				off := uint64(i*size) % (8<<20 - uint64(size))
-				off &^= 511
-				binary.BigEndian.PutUint64(req[8:], uint64(i))
-				binary.BigEndian.PutUint64(req[16:], off)
-				if _, err := c.Write(req); err != nil {
+			b.Run(name, func(b *testing.B) {
+				var src Source = &memSource{data: randomData(8 << 20)}
+				if slices {
+					src = &sliceSource{memSource: src.(*memSource), cold: -1}
+				}
+				srv, err := NewServer([]Export{{Name: "a", Source: src}}, Options{})
+				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := io.ReadFull(c, hdr); err != nil {
-					b.Fatal(err)
+				_, path := startServerB(b, srv)
+				c := dialB(b, path)
+				hdr := make([]byte, 20)
+				buf := make([]byte, size+8)
+				req := make([]byte, requestSize)
+				binary.BigEndian.PutUint32(req, requestMagic)
+				binary.BigEndian.PutUint32(req[24:], uint32(size))
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					off := uint64(i*size) % (8<<20 - uint64(size))
+					off &^= 511
+					binary.BigEndian.PutUint64(req[8:], uint64(i))
+					binary.BigEndian.PutUint64(req[16:], off)
+					if _, err := c.Write(req); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(c, hdr); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(c, buf); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if _, err := io.ReadFull(c, buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
