@@ -555,3 +555,19 @@ func TestHistogramQuantiles(t *testing.T) {
 		t.Fatal(h.Count())
 	}
 }
+
+// TestBlobLargeReadFetchesInParallel: one read spanning 8 chunks has all 8
+// store fetches in flight at once (the store holds them all until then).
+func TestBlobLargeReadFetchesInParallel(t *testing.T) {
+	st := newGateStore()
+	b, data := fakeBlob(t, st, 8, 4096, 40)
+	st.gateAll = make(chan struct{})
+	done := make(chan error, 1)
+	p := make([]byte, len(data))
+	go func() { _, err := b.ReadAt(p, 0); done <- err }()
+	waitFor(t, "8 fetches in flight", func() bool { return st.total() == 8 })
+	close(st.gateAll)
+	if err := <-done; err != nil || string(p) != string(data) {
+		t.Fatalf("read: %v", err)
+	}
+}

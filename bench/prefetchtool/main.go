@@ -6,6 +6,8 @@
 //	prefetchtool randread -file IMAGE -index X.caibx -n 400 -seed 1
 //	    4 KiB preads at random offsets inside data (non-zero) chunks of the
 //	    image; prints "p50_ms p99_ms" (and appends each latency in ms to -out).
+//	prefetchtool port
+//	    prints a free TCP port on 127.0.0.1.
 //	prefetchtool pct FILE...
 //	    prints "p50_ms p99_ms" of the latencies in the files (pooled).
 package main
@@ -14,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -43,6 +46,8 @@ func main() {
 		err = randread(os.Args[2:])
 	case "pct":
 		err = pct(os.Args[2:])
+	case "port":
+		err = port()
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -170,5 +175,15 @@ func pct(files []string) error {
 		return fmt.Errorf("no latencies")
 	}
 	printPct(ms)
+	return nil
+}
+
+func port() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println(l.Addr().(*net.TCPAddr).Port)
 	return nil
 }
