@@ -508,16 +508,3 @@ func Prune(dir string, maxBytes int64) (files int, bytes int64, err error) {
 	}
 	return files, bytes, nil
 }
-
-// Has reports whether the cache holds a chunk, as far as this process
-// knows or the directory shows (fetch.OnDisk: whole-image fills skip it).
-func (d *Disk) Has(id chunker.ID) bool {
-	d.mu.Lock()
-	_, ok := d.entries[id]
-	d.mu.Unlock()
-	if ok {
-		return true
-	}
-	_, err := os.Stat(d.path(id))
-	return err == nil
-}
