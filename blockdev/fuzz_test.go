@@ -31,7 +31,9 @@ func fuzzServer(t testing.TB) *Server {
 		data[i] = byte(i * 7)
 	}
 	src := &memSource{data: data, zeros: []Extent{{Offset: 5000, Length: 70000, Zero: true}}, failOff: 2 << 20, failLen: 10}
-	s, err := NewServer([]Export{{Name: "a", Description: "d", Source: src}, {Name: "b", Source: plainSource{src}}}, Options{MaxInFlightBytes: MaxPayload})
+	// "a" also hands out slices (declining around 1 MiB) and per-connection views.
+	sliced := &sliceSource{memSource: src, cold: 1 << 20, coldLen: 4096}
+	s, err := NewServer([]Export{{Name: "a", Description: "d", Source: sliced}, {Name: "b", Source: plainSource{src}}}, Options{MaxInFlightBytes: MaxPayload})
 	if err != nil {
 		t.Fatal(err)
 	}
