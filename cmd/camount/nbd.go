@@ -181,7 +181,16 @@ func nbdURI(network string, a net.Addr, name string) string {
 		q := url.Values{"socket": {a.String()}}
 		return "nbd+unix:///" + url.PathEscape(name) + "?" + strings.ReplaceAll(q.Encode(), "%2F", "/")
 	}
-	return "nbd://" + a.String() + "/" + url.PathEscape(name)
+	host := a.String()
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		// listening everywhere: name this machine rather than [::]
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		host = net.JoinHostPort(h, strconv.Itoa(ta.Port))
+	}
+	return "nbd://" + host + "/" + url.PathEscape(name)
 }
 
 // notifyReady tells systemd (Type=notify) that the exports are served.
