@@ -989,3 +989,23 @@ func TestCancelInsideSourceIsEIO(t *testing.T) {
 		t.Errorf("error %d, want EIO", e)
 	}
 }
+
+// A client that did not ask for block sizes in GO (nbd-client does not)
+// is not held to them: an unaligned read is served.
+func TestUnalignedWithoutBlockSizeRequest(t *testing.T) {
+	data := randomData(8192)
+	_, path := startServer(t, []Export{{Name: "a", Source: &memSource{data: data}}}, Options{})
+	c := dial(t, path)
+	c.greet(flagFixedNewstyle | flagNoZeroes)
+	c.option(optGo, infoData("a")) // no information requests
+	if rs := c.replies(); rs[len(rs)-1].typ != repAck {
+		t.Fatalf("GO: %+v", rs)
+	}
+	c.request(0, cmdRead, 1, 100, 1000, nil)
+	if e, _ := c.simpleReply(); e != 0 {
+		t.Fatalf("unaligned read: error %d", e)
+	}
+	if !bytes.Equal(c.read(1000), data[100:1100]) {
+		t.Error("data differs")
+	}
+}
