@@ -880,3 +880,20 @@ func TestRemoteMountDiskCache(t *testing.T) {
 		t.Errorf("reading the cached tail fetched %d chunks", n)
 	}
 }
+
+// TestRemoteProxyEnv reaches a store through the proxy named by $HTTP_PROXY
+// (the host name is only ever resolved by the proxy, which is on 127.0.0.1).
+func TestRemoteProxyEnv(t *testing.T) {
+	im := makeRemoteImage(t, 1<<20, nil)
+	px := startFaultProxy(t, im.ngx.URL)
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := exec.Command(camountBin, "extract", "--http-retries", "0", "http://camount-test.invalid/img.caibx", out)
+	cmd.Env = append(os.Environ(), "HTTP_PROXY="+px.URL, "http_proxy="+px.URL, "NO_PROXY=", "no_proxy=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	checkFile(t, out, im.src)
+	if px.requests.Load() < 2 {
+		t.Fatalf("%d requests went through the proxy", px.requests.Load())
+	}
+}
