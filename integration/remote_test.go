@@ -670,6 +670,10 @@ func TestRemoteTLS(t *testing.T) {
 	tlsArgs := []string{"--ca-file", filepath.Join(pki, "ca.pem"), "--client-cert", cliCert, "--client-key", cliKey, "--http-retries", "0"}
 	camount(t, append([]string{"extract", "--http-auth", "Bearer s3cret", im.ngx.URL + "/img.caibx", out}, tlsArgs...)...)
 	checkFile(t, out, im.src)
+	info := camount(t, append([]string{"info", "--http-auth", "Bearer s3cret", im.ngx.URL + "/img.caibx"}, tlsArgs...)...)
+	if !strings.Contains(info, fmt.Sprintf("Size:            %d", len(im.src))) {
+		t.Errorf("info over HTTPS:\n%s", info)
+	}
 	log, _ := os.ReadFile(im.ngx.AccessLog)
 	if !strings.Contains(string(log), ".cacnk 200 HTTP/2.0") {
 		t.Errorf("chunks not fetched over HTTP/2:\n%.500s", log)

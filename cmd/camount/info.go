@@ -16,11 +16,12 @@ func init() {
 		summary: "show an index's size, chunks, chunk sizes, digest and flags",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			asJSON := fs.Bool("json", false, "print JSON")
+			rf := addHTTPFlags(fs) // an index URL (remote.go)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usagef("want one index")
 				}
-				x, err := loadIndex(ctx, args[0])
+				x, err := rf.loadIndex(ctx, e, args[0])
 				if err != nil {
 					return err
 				}
@@ -71,11 +72,12 @@ func init() {
 		summary: "print the chunk IDs of an index, one per line, in stream order",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			verbose := fs.Bool("offsets", false, "also print each chunk's offset and size")
+			rf := addHTTPFlags(fs) // an index URL (remote.go)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usagef("want one index")
 				}
-				x, err := loadIndex(ctx, args[0])
+				x, err := rf.loadIndex(ctx, e, args[0])
 				if err != nil {
 					return err
 				}

@@ -33,16 +33,23 @@ type remoteFlags struct {
 }
 
 func addRemoteFlags(fs *flag.FlagSet) *remoteFlags {
-	r := &remoteFlags{cacheMax: cache.DefaultDiskBytes}
+	r := addHTTPFlags(fs)
+	fs.DurationVar(&r.failBack, "failback", time.Minute, "after switching to another mirror of a 'URL1|URL2' group, go back to the first after this `DURATION`")
+	fs.StringVar(&r.cacheDir, "cache", "", "persistent disk cache `DIR` of verified chunks (a .castr-layout store, shareable between processes)")
+	fs.Var(&r.cacheMax, "cache-max-size", "bound of the disk cache in `BYTES` (K/M/G/T suffixes); least recently used chunks are evicted")
+	return r
+}
+
+// addHTTPFlags registers only the HTTP(S) flags, for verbs that read an
+// index but no chunks (info, list-chunks).
+func addHTTPFlags(fs *flag.FlagSet) *remoteFlags {
+	r := &remoteFlags{cacheMax: cache.DefaultDiskBytes, failBack: time.Minute}
 	fs.StringVar(&r.caFile, "ca-file", "", "PEM `FILE` of CA certificates for HTTPS (default: the system's)")
 	fs.StringVar(&r.certFile, "client-cert", "", "PEM `FILE` with a TLS client certificate for HTTPS")
 	fs.StringVar(&r.keyFile, "client-key", "", "PEM `FILE` with the TLS client certificate's key")
 	fs.StringVar(&r.auth, "http-auth", "", "Authorization header `VALUE` sent with HTTP requests, e.g. 'Bearer TOKEN' (default: $CAMOUNT_HTTP_AUTH)")
 	fs.DurationVar(&r.timeout, "http-timeout", 30*time.Second, "give up on an HTTP request after this `DURATION` (then retry)")
 	fs.IntVar(&r.retries, "http-retries", 4, "retries of a failed HTTP request (network errors, 5xx, truncated bodies), with exponential backoff")
-	fs.DurationVar(&r.failBack, "failback", time.Minute, "after switching to another mirror of a 'URL1|URL2' group, go back to the first after this `DURATION`")
-	fs.StringVar(&r.cacheDir, "cache", "", "persistent disk cache `DIR` of verified chunks (a .castr-layout store, shareable between processes)")
-	fs.Var(&r.cacheMax, "cache-max-size", "bound of the disk cache in `BYTES` (K/M/G/T suffixes); least recently used chunks are evicted")
 	return r
 }
 
