@@ -19,6 +19,14 @@ type Archive struct {
 	root     *Entry
 }
 
+// Prefetcher is an optional interface of the io.ReaderAt given to Open:
+// PrefetchRange asks for [off, off+n) to be fetched in the background.
+// ReadDir uses it to fetch the records of all children at once instead of
+// one after the other (fetch.Blob implements it).
+type Prefetcher interface {
+	PrefetchRange(off, n int64)
+}
+
 // ErrNotExist is returned (wrapped) by Lookup when a name is absent; it
 // is fs.ErrNotExist.
 var ErrNotExist = fs.ErrNotExist
@@ -76,10 +84,11 @@ func (a *Archive) Payload(e *Entry) *io.SectionReader {
 // window is a cached read window over the archive, so reading consecutive
 // small records costs one ReadAt.
 type window struct {
-	a    *Archive
-	off  int64
-	buf  []byte
-	size int // bytes read ahead per ReadAt
+	a     *Archive
+	off   int64
+	buf   []byte
+	size  int   // bytes read ahead per ReadAt
+	limit int64 // if > 0, read no further ahead than this offset
 }
 
 // window returns a large read window, for reading many consecutive records.
@@ -103,6 +112,9 @@ func (w *window) get(off int64, n int) ([]byte, error) {
 	}
 	if rem := w.a.size - off; int64(size) > rem {
 		size = int(rem)
+	}
+	if w.limit > 0 && off+int64(size) > w.limit && off+int64(n) <= w.limit {
+		size = int(w.limit - off)
 	}
 	if cap(w.buf) < size {
 		w.buf = make([]byte, size)
@@ -407,9 +419,31 @@ func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
 		return nil, err
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].start < items[j].start })
+	pf, _ := a.r.(Prefetcher)
+	if pf != nil {
+		for _, it := range items {
+			pf.PrefetchRange(it.start, min(it.size, 512))
+		}
+	}
 	out := make([]*Entry, 0, n)
 	pos := dir.metaEnd
-	for _, it := range items {
+	// Read ahead over runs of small children, but never into a large
+	// file's payload (through a Blob that would fetch chunks for nothing).
+	const small = 16 << 10
+	runEnd := make([]int64, len(items))
+	for i := len(items) - 1; i >= 0; i-- {
+		it := items[i]
+		runEnd[i] = it.start + min(it.size, 4096)
+		if it.size <= small {
+			runEnd[i] = it.start + it.size
+			if i+1 < len(items) && runEnd[i+1] > runEnd[i] {
+				runEnd[i] = runEnd[i+1]
+			}
+		}
+		runEnd[i] = min(runEnd[i], it.start+(64<<10))
+	}
+	for i, it := range items {
+		w.limit = runEnd[i]
 		if it.start != pos {
 			return nil, formatErr(g, "goodbye table of %q does not match its entries (item at %d, expected %d)", "/"+dir.Path, it.start, pos)
 		}
@@ -419,6 +453,12 @@ func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
 		}
 		if len(out) > 0 && c.Name <= out[len(out)-1].Name {
 			return nil, formatErr(it.start, "entry %q out of order after %q", c.Name, out[len(out)-1].Name)
+		}
+		w.limit = 0
+		if pf != nil && c.IsDir() {
+			// Its goodbye table, which listing it reads first.
+			n := min(c.End-c.metaEnd, 64<<10)
+			pf.PrefetchRange(c.End-n, n)
 		}
 		out = append(out, c)
 		pos = it.start + it.size

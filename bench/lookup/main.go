@@ -130,6 +130,19 @@ func run(idx, store string, n int) error {
 		return err
 	}
 	tc.reset()
+	// A full walk (what camount list does) on a fresh blob.
+	{
+		_, wa, wtc, err := open()
+		if err != nil {
+			return err
+		}
+		wtc.reset()
+		st := time.Now()
+		if err := wa.Walk(wa.Root(), func(*catar.Entry) error { return nil }); err != nil {
+			return err
+		}
+		fmt.Printf("full walk: %d of %d chunks touched, %v\n", wtc.reset(), len(x.Chunks), time.Since(st).Round(time.Millisecond))
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	var perPath, perCall []int
 	depth := 0

@@ -264,6 +264,9 @@ func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return c.b.ReadAtContext(c.ctx, p, off)
 }
 
+// PrefetchRange implements catar.Prefetcher.
+func (c ctxReaderAt) PrefetchRange(off, n int64) { c.b.PrefetchRange(off, n) }
+
 // seqReader reads a blob front to back in large blocks, prefetching the
 // next block while the current one is consumed.
 type seqReader struct {
