@@ -274,7 +274,9 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 	if n < 0 {
 		n = 64 << 10
 	}
-	buf := make([]byte, 0, n)
+	// One byte of room beyond the announced length, so that reading up to
+	// EOF never grows (copies) the buffer.
+	buf := make([]byte, 0, n+1)
 	b, err := readAllLimit(resp.Body, buf, limit)
 	if err != nil {
 		// A body shorter than its Content-Length is io.ErrUnexpectedEOF:
