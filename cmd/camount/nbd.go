@@ -178,8 +178,9 @@ func listenNBD(network, addr string) (net.Listener, error) {
 // nbdURI is the NBD URI (the libnbd/qemu syntax) of an export.
 func nbdURI(network string, a net.Addr, name string) string {
 	if network == "unix" {
-		q := url.Values{"socket": {a.String()}}
-		return "nbd+unix:///" + url.PathEscape(name) + "?" + strings.ReplaceAll(q.Encode(), "%2F", "/")
+		// %20, not "+", for spaces: NBD URI parsers do not decode "+"
+		sock := strings.NewReplacer("+", "%20", "%2F", "/").Replace(url.QueryEscape(a.String()))
+		return "nbd+unix:///" + url.PathEscape(name) + "?socket=" + sock
 	}
 	host := a.String()
 	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
