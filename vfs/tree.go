@@ -37,16 +37,18 @@ type tree struct {
 
 	// Directory listings read ahead in the background, by ENTRY offset,
 	// until a node adopts them. Bounded by maxPrelisted.
-	preMu    sync.Mutex
-	prelist  map[int64]*listing
-	queued   map[int64]bool
-	preQueue chan *catar.Entry // directories to list in the background
+	preMu   sync.Mutex
+	preCond *sync.Cond         // on preMu: stack pushed, a listing done
+	prelist map[int64]*listing // guarded by preMu
+	queued  map[int64]bool     // guarded by preMu: on the stack, to list
+	running map[int64]bool     // guarded by preMu: being listed now
+	stack   []*catar.Entry     // guarded by preMu: directories to list, top last
 }
 
 const (
-	maxPrelisted  = 4096     // listings kept ahead of use
-	prelistWorker = 4        // background listers
-	prefetchHead  = 64 << 10 // bytes prefetched at the start of each child
+	maxPrelisted  = 4096             // listings kept ahead of use
+	prelistWorker = 4                // background listers
+	prefetchHead  = catar.ListWindow // bytes prefetched at the start of each child: what listing reads
 )
 
 // TreeNode is a node of a catar tree mount. Its inode number is its ENTRY
@@ -77,7 +79,8 @@ func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 		t.pre = p
 		t.prelist = map[int64]*listing{}
 		t.queued = map[int64]bool{}
-		t.preQueue = make(chan *catar.Entry, maxPrelisted)
+		t.running = map[int64]bool{}
+		t.preCond = sync.NewCond(&t.preMu)
 		for i := 0; i < prelistWorker; i++ {
 			go t.prelister()
 		}
@@ -161,7 +164,7 @@ func (t *tree) list(dir *catar.Entry) (*listing, error) {
 			}
 		}
 	}
-	list, err := t.arc.ReadDir(dir)
+	list, err := t.arc.ListDir(dir, catar.ListWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -172,66 +175,85 @@ func (t *tree) list(dir *catar.Entry) (*listing, error) {
 	return l, nil
 }
 
-// takePrelisted returns and forgets the background listing of dir, if any.
+// takePrelisted returns and forgets the background listing of dir, if
+// any; when a background lister is reading dir right now, it waits for it
+// rather than reading the same records twice.
 func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 	if t.pre == nil {
 		return nil
 	}
 	t.preMu.Lock()
 	defer t.preMu.Unlock()
+	for t.running[dir.Offset] {
+		t.preCond.Wait()
+	}
 	l := t.prelist[dir.Offset]
 	delete(t.prelist, dir.Offset)
+	delete(t.queued, dir.Offset) // still on the stack: the lister skips it
 	return l
 }
 
-// prelistChildren queues the subdirectories of a just-listed directory for
-// background listing (one level ahead of the reader), dropping them when
-// the queue is full.
+// prelistChildren pushes the subdirectories of a just-listed directory
+// onto the background listing stack (one level ahead of the reader). The
+// stack is last in, first out, and the children go on in reverse order, so
+// a depth-first walk (find, tar, du) finds the next directory it enters
+// listed first. When the stack is full the oldest entries are dropped.
 func (t *tree) prelistChildren(l *listing) {
 	if t.pre == nil {
 		return
 	}
-	for _, c := range l.list {
-		if !c.IsDir() {
+	t.preMu.Lock()
+	defer t.preMu.Unlock()
+	pushed := false
+	for i := len(l.list) - 1; i >= 0; i-- {
+		c := l.list[i]
+		if !c.IsDir() || t.queued[c.Offset] || t.running[c.Offset] || t.prelist[c.Offset] != nil {
 			continue
 		}
-		t.preMu.Lock()
-		skip := t.queued[c.Offset] || len(t.queued) >= maxPrelisted
-		if !skip {
-			t.queued[c.Offset] = true
+		if len(t.stack) >= maxPrelisted {
+			old := t.stack[0]
+			t.stack = t.stack[1:]
+			delete(t.queued, old.Offset)
 		}
-		t.preMu.Unlock()
-		if skip {
-			continue
-		}
-		select {
-		case t.preQueue <- c:
-		default:
-			t.preMu.Lock()
-			delete(t.queued, c.Offset)
-			t.preMu.Unlock()
-		}
+		t.stack = append(t.stack, c)
+		t.queued[c.Offset] = true
+		pushed = true
+	}
+	if pushed {
+		t.preCond.Broadcast()
 	}
 }
 
 func (t *tree) prelister() {
-	for dir := range t.preQueue {
+	t.preMu.Lock()
+	defer t.preMu.Unlock()
+	for {
+		for len(t.stack) == 0 {
+			t.preCond.Wait()
+		}
+		dir := t.stack[len(t.stack)-1]
+		t.stack = t.stack[:len(t.stack)-1]
+		if !t.queued[dir.Offset] { // taken or dropped meanwhile
+			continue
+		}
+		delete(t.queued, dir.Offset)
+		t.running[dir.Offset] = true
+		t.preMu.Unlock()
 		l, err := t.list(dir)
 		t.preMu.Lock()
-		delete(t.queued, dir.Offset)
-		if err == nil {
-			if len(t.prelist) >= maxPrelisted {
-				for off := range t.prelist { // evict one (map order is random)
-					delete(t.prelist, off)
-					break
-				}
-			}
-			t.prelist[dir.Offset] = l
-		}
-		t.preMu.Unlock()
+		delete(t.running, dir.Offset)
+		t.preCond.Broadcast()
 		if err != nil {
 			t.log.Debug("background listing failed", "path", "/"+dir.Path, "err", err)
+			continue
 		}
+		if len(t.prelist) >= maxPrelisted {
+			for off := range t.prelist { // evict one (map order is random)
+				delete(t.prelist, off)
+				break
+			}
+		}
+		t.prelist[dir.Offset] = l
 	}
 }
 
