@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -13,7 +14,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
@@ -491,6 +494,9 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	if tf.sha256() {
 		dg = chunker.SHA256
 	}
+	if mtree {
+		return mtreeStream(ctx, w, d, dg, mask, sub, in)
+	}
 	for {
 		en, err := d.Next()
 		if err == io.EOF {
@@ -502,23 +508,127 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 		if sub != "" && en.Path != sub && !strings.HasPrefix(en.Path, sub+"/") {
 			continue
 		}
-		if !mtree {
-			fmt.Fprintf(w, "%s %s\n", lsMode(en.Mode), listPath(en.Path, sub))
-			continue
+		fmt.Fprintf(w, "%s %s\n", lsMode(en.Mode), listPath(en.Path, sub))
+	}
+}
+
+// mtreeJob is one mtree line; for a regular file, a hasher goroutine
+// digests the payload blocks the reader sends, and the printer waits for
+// the digest: reading the stream and hashing files run in parallel, and
+// the output stays in archive order.
+type mtreeJob struct {
+	line   []byte
+	reg    bool
+	blocks chan []byte
+	digest []byte
+	failed bool // payload could not be read: print no digest
+	done   chan struct{}
+}
+
+const mtreeBlock = 1 << 20
+
+var mtreeBufs = sync.Pool{New: func() any { b := make([]byte, mtreeBlock); return &b }}
+
+func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.Digest, mask uint64, sub, in string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan *mtreeJob, 64)
+	ordered := make(chan *mtreeJob, 1024)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				h := dg.New()
+				for b := range j.blocks {
+					h.Write(b)
+					if cap(b) == mtreeBlock {
+						b = b[:mtreeBlock]
+						mtreeBufs.Put(&b)
+					}
+				}
+				j.digest = h.Sum(nil)
+				close(j.done)
+			}
+		}()
+	}
+	name := "sha512256digest"
+	if dg == chunker.SHA256 {
+		name = "sha256digest"
+	}
+	printed := make(chan struct{})
+	go func() {
+		defer close(printed)
+		for j := range ordered {
+			w.Write(j.line)
+			if j.reg {
+				select {
+				case <-j.done:
+				case <-ctx.Done():
+					continue
+				}
+				if j.failed {
+					continue
+				}
+				fmt.Fprintf(w, " %s=%s\n", name, hex.EncodeToString(j.digest))
+			}
 		}
-		writeMtree(w, en, d.Features()&mask|d.Features()&^catar.WithMask, listPath(en.Path, sub))
-		if en.IsRegular() {
-			h := dg.New()
-			if _, err := d.WriteTo(h); err != nil {
+	}()
+	err := func() error {
+		defer func() {
+			close(jobs)
+			close(ordered)
+		}()
+		for {
+			en, err := d.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
-			name := "sha512256digest"
-			if dg == chunker.SHA256 {
-				name = "sha256digest"
+			if sub != "" && en.Path != sub && !strings.HasPrefix(en.Path, sub+"/") {
+				continue
 			}
-			fmt.Fprintf(w, " %s=%s\n", name, hex.EncodeToString(h.Sum(nil)))
+			var line bytes.Buffer
+			writeMtree(&line, en, d.Features()&mask|d.Features()&^catar.WithMask, listPath(en.Path, sub))
+			j := &mtreeJob{line: line.Bytes(), reg: en.IsRegular()}
+			if j.reg {
+				j.blocks = make(chan []byte, 8)
+				j.done = make(chan struct{})
+				jobs <- j
+			}
+			ordered <- j
+			if !j.reg {
+				continue
+			}
+			left := en.Size
+			for left > 0 {
+				var b []byte
+				if left < mtreeBlock {
+					b = make([]byte, left)
+				} else {
+					b = (*mtreeBufs.Get().(*[]byte))[:mtreeBlock]
+				}
+				if _, err := io.ReadFull(d, b); err != nil {
+					j.failed = true
+					close(j.blocks)
+					return fmt.Errorf("%s: %w", in, err)
+				}
+				j.blocks <- b
+				left -= int64(len(b))
+			}
+			close(j.blocks)
 		}
+	}()
+	if err != nil {
+		cancel()
 	}
+	wg.Wait()
+	<-printed
+	return err
 }
 
 // listPath is the path casync prints: from the archive root (also when a
