@@ -50,6 +50,7 @@ type memSource struct {
 	delay      time.Duration
 
 	active, maxActive atomic.Int32
+	reads             atomic.Int64
 	cancelled         chan struct{}
 	cancelOnce        sync.Once
 
@@ -68,6 +69,7 @@ func overlaps(off, n int64, r [2]int64) bool { return off < r[1] && off+n > r[0]
 func (s *memSource) Size() int64 { return int64(len(s.data)) }
 
 func (s *memSource) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	s.reads.Add(1)
 	a := s.active.Add(1)
 	defer s.active.Add(-1)
 	for {
@@ -313,6 +315,27 @@ func TestTreeMount(t *testing.T) {
 		t.Error("listing a directory sent no prefetch hints")
 	}
 	src.mu.Unlock()
+
+	// A stat of a deep path on a fresh mount reads only the records on its
+	// way: no directory is listed and a few goodbye items per level are read.
+	fresh := newMemSource(buf.Bytes())
+	arc2, err := catar.Open(ReaderAt(context.Background(), fresh), fresh.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir3 := mountT(t, NewTree(arc2, hintedSource{fresh}, TreeOptions{}))
+	fresh.reads.Store(0)
+	if _, err := os.Stat(filepath.Join(dir3, "a", "b", "file")); err != nil {
+		t.Fatal(err)
+	}
+	if n := fresh.reads.Load(); n > 3*(3+8+2) || n == 0 {
+		t.Errorf("stat of a/b/file read the source %d times", n)
+	}
+	fresh.mu.Lock()
+	if fresh.prefetch != 0 {
+		t.Errorf("stat of a/b/file listed directories (%d prefetch hints)", fresh.prefetch)
+	}
+	fresh.mu.Unlock()
 
 	// Over a source without hints, OPEN is answered with ENOSYS (the
 	// kernel then opens files without asking); reads still work.
