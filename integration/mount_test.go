@@ -226,7 +226,13 @@ func mntFixture(t *testing.T, root string) {
 	must(unix.Setxattr(filepath.Join(root, "hello"), "user.binary", []byte{0, 1, 2, 255}, 0))
 	must(unix.Setxattr(filepath.Join(root, "dir"), "user.dir", []byte("a directory"), 0))
 	must(unix.Setxattr(filepath.Join(root, "dir/sub"), "user.empty", nil, 0))
-	// mtimes last, deepest first, so creating children does not change them.
+	// POSIX ACLs: a file with named entries (mask in the group bits), a
+	// directory with an access and a default ACL.
+	w("acl-file", []byte("acl"), 0o640)
+	must(os.MkdirAll(filepath.Join(root, "acl-dir"), 0o750))
+	runCmd(t, "setfacl", "-m", "u:1000:rw,g:1001:r", filepath.Join(root, "acl-file"))
+	runCmd(t, "setfacl", "-m", "u:1002:rx", "-d", "-m", "u:1000:rwx,g::rx,o::-", filepath.Join(root, "acl-dir"))
+		// mtimes last, deepest first, so creating children does not change them.
 	var paths []string
 	filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
 		if err == nil {
@@ -335,7 +341,7 @@ func mntPackDigest(t *testing.T, bin, dir, out string) string {
 func TestMountTreeExact(t *testing.T) {
 	needFUSE(t)
 	needRoot(t)
-	needCmd(t, "casync", "diff", "getfattr")
+	needCmd(t, "casync", "diff", "getfattr", "getfacl", "setfacl")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	mntFixture(t, src)
@@ -366,6 +372,25 @@ func TestMountTreeExact(t *testing.T) {
 			d3 := mntPackDigest(t, camountBin, mnt, filepath.Join(dir, "camount-"+index+".catar"))
 			if d3 != d1 {
 				t.Errorf("camount make --with=fuse of the mount: %q, casync of the source %q", d3, d1)
+			}
+			// With casync's default features (ACLs, xattrs, chattr flags,
+			// file capabilities...) too.
+			d4 := strings.TrimSpace(runCmd(t, "casync", "make", filepath.Join(dir, "srcbest-"+index+".catar"), src))
+			d5 := strings.TrimSpace(runCmd(t, "casync", "make", filepath.Join(dir, "mntbest-"+index+".catar"), mnt))
+			if d4 != d5 {
+				t.Errorf("casync make (default features): source %q, mount %q", d4, d5)
+			}
+			// getfacl shows the same ACLs.
+			acl := func(d string) string {
+				cmd := exec.Command("getfacl", "-R", "-P", "-n", "-p", "--skip-base", ".")
+				cmd.Dir = d
+				out, _ := cmd.Output()
+				blocks := strings.Split(strings.TrimSpace(string(out)), "\n\n")
+				sort.Strings(blocks) // walk order differs
+				return strings.Join(blocks, "\n\n")
+			}
+			if a, b := acl(src), acl(mnt); a != b || !strings.Contains(a, "user:1000:rw-") || !strings.Contains(a, "default:user:1000:rwx") {
+				t.Errorf("getfacl: source\n%s\nmount\n%s", a, b)
 			}
 			mntCheckReadOnly(t, mnt)
 			mntCheckInodes(t, mnt)
