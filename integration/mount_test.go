@@ -232,7 +232,7 @@ func mntFixture(t *testing.T, root string) {
 	must(os.MkdirAll(filepath.Join(root, "acl-dir"), 0o750))
 	runCmd(t, "setfacl", "-m", "u:1000:rw,g:1001:r", filepath.Join(root, "acl-file"))
 	runCmd(t, "setfacl", "-m", "u:1002:rx", "-d", "-m", "u:1000:rwx,g::rx,o::-", filepath.Join(root, "acl-dir"))
-		// mtimes last, deepest first, so creating children does not change them.
+	// mtimes last, deepest first, so creating children does not change them.
 	var paths []string
 	filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
 		if err == nil {
