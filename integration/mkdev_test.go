@@ -413,3 +413,25 @@ func TestMkdevBusy(t *testing.T) {
 	}
 	checkDetached(t, p.dev)
 }
+
+// TestMkdevNoNBD: where the kernel has no NBD, --via=nbd fails with the
+// reason instead of falling back.
+func TestMkdevNoNBD(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/sys/module/nbd"); err == nil {
+		t.Skip("this kernel has NBD (the VM test covers the other case)")
+	}
+	dir := t.TempDir()
+	d := makeDiskImage(t, dir, 8, nil)
+	start := time.Now()
+	out, err := tryCamount("mkdev", "--via=nbd", "--store="+d.store, d.caibx)
+	if err == nil || !strings.Contains(err.Error(), "the kernel has no NBD support") {
+		t.Fatalf("mkdev --via=nbd without NBD: out %q, err %v", out, err)
+	}
+	if out != "" {
+		t.Errorf("mkdev printed a device without making one: %q", out)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("failing took %v", time.Since(start))
+	}
+}
