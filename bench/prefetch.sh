@@ -51,7 +51,7 @@ if [ ! -x "$DESYNC" ]; then
 	fi
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$work/prefetchtool" port; }
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not listening" >&2; return 1; }
 
 ngport=$(free_port)
@@ -93,6 +93,7 @@ mount_cam() {
 	mkdir -p "$dir"
 	"$CAMOUNT" mount --store="$STORE" "$@" "$INDEX" "$dir" >"$dir.out" 2>"$dir.err" &
 	local pid=$!
+	campid=$pid
 	pids+=($pid)
 	mnts+=("$dir")
 	for _ in $(seq 200); do
@@ -104,8 +105,7 @@ mount_cam() {
 }
 umount_cam() {
 	fusermount3 -u "$1" 2>/dev/null || umount "$1"
-	for _ in $(seq 200); do grep -q " $1 " /proc/mounts || break; sleep 0.05; done
-	sleep 0.2 # the process writes its profile and stats on the way out
+	wait "$campid" 2>/dev/null || true # it writes its profile and stats on the way out
 }
 
 # 1. Cold full read.
