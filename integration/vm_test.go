@@ -103,6 +103,7 @@ func TestVMNBD(t *testing.T) {
 		"blockdev-kernel-tests", "mkdev-device", "mkdev-ro", "mkdev-size", "mkdev-bytes",
 		"mkdev-partition", "mkdev-write-refused", "mkdev-ext4", "rmdev", "mkdev-exit-after-rmdev",
 		"mkdev-ioctl-device", "mkdev-ioctl-bytes", "mkdev-ioctl-sigterm",
+		"mkdev-loop-device", "mkdev-loop-bytes", "mkdev-loop-sigterm",
 		"nbd-drive-ro", "boot-from-nbd", "boot-from-nbd-files",
 	}
 	if exp.Long {
@@ -231,7 +232,7 @@ func newVMEnv(t *testing.T) *vmEnv {
 }
 
 // guestModules are the modules the guest loads (with their dependencies).
-var guestModules = []string{"nbd", "ext4", "crc32c_generic", "virtio_pci", "virtio_blk"}
+var guestModules = []string{"nbd", "ext4", "crc32c_generic", "virtio_pci", "virtio_blk", "loop", "fuse"}
 
 // populate fills root with the initramfs contents: the binaries, the
 // modules and what depmod makes of them.
@@ -276,6 +277,19 @@ func (vm *vmEnv) populate(t *testing.T, root string) {
 		}
 	}
 	runCmd(t, "depmod", "-b", root, vm.kver)
+	// go-fuse mounts through fusermount3 (with the libraries it links).
+	if fm, err := exec.LookPath("fusermount3"); err == nil {
+		copyFile(t, fm, filepath.Join(root, "bin", "fusermount3"))
+		out, _ := exec.Command("ldd", fm).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if strings.HasPrefix(f, "/") {
+				if real, err := filepath.EvalSymlinks(f); err == nil {
+					copyFile(t, real, filepath.Join(root, f))
+				}
+			}
+		}
+		os.Symlink("/proc/self/mounts", filepath.Join(root, "etc", "mtab"))
+	}
 }
 
 // boot runs the VM and returns its serial console output.
@@ -523,7 +537,7 @@ func vmGuest() {
 		r.fail("guest-setup", "kmod: %v", err)
 		return
 	}
-	for _, m := range []string{"crc32c_generic", "ext4"} {
+	for _, m := range []string{"crc32c_generic", "ext4", "loop", "fuse"} {
 		if err := k.Load(m, "", 0); err != nil {
 			fmt.Printf("VMTEST info: loading %s: %v\n", m, err)
 		}
@@ -544,6 +558,8 @@ func vmGuest() {
 	if exp.Long {
 		vmMkdevChecks(r, &exp, "multiconn", []string{"--connections=4"}, false)
 	}
+	// The fallback on this kernel: a loop device over FUSE.
+	vmMkdevChecks(r, &exp, "loop", nil, false)
 	// Last: boot from the disk camount nbd serves on the host. On success
 	// this does not return: /sbin/init of that disk takes over as pid 1.
 	vmBootFromNBD(r, b)
@@ -555,7 +571,11 @@ func vmMkdevChecks(r *vmReport, exp *vmExpect, label string, extra []string, ful
 	if label != "" {
 		pre = "mkdev-" + label + "-"
 	}
-	args := append([]string{"mkdev", "--via=nbd", "--store=/vm/disk.castr", "/vm/disk.caibx"}, extra...)
+	via := "--via=nbd"
+	if label == "loop" {
+		via = "--via=loop"
+	}
+	args := append([]string{"mkdev", via, "--store=/vm/disk.castr", "/vm/disk.caibx"}, extra...)
 	cmd := exec.Command("/bin/camount", args...)
 	cmd.Stderr = os.Stdout
 	stdout, _ := cmd.StdoutPipe()
@@ -592,8 +612,12 @@ func vmMkdevChecks(r *vmReport, exp *vmExpect, label string, extra []string, ful
 		}
 	}()
 	name := filepath.Base(dev)
-	if !regexp.MustCompile(`^/dev/nbd[0-9]+$`).MatchString(dev) {
-		r.fail(pre+"device", "camount mkdev printed %q, want /dev/nbdN", dev)
+	wantDev := `^/dev/nbd[0-9]+$`
+	if label == "loop" {
+		wantDev = `^/dev/loop[0-9]+$`
+	}
+	if !regexp.MustCompile(wantDev).MatchString(dev) {
+		r.fail(pre+"device", "camount mkdev printed %q, want %s", dev, wantDev)
 		return
 	}
 	r.ok(pre+"device", "%s", dev)
@@ -775,6 +799,9 @@ func vmStage2() {
 }
 
 func vmConnected(name string) bool {
+	if strings.HasPrefix(name, "loop") {
+		return strings.TrimSpace(vmRead("/sys/block/"+name+"/loop/backing_file")) != ""
+	}
 	_, err := os.Stat("/sys/block/" + name + "/pid")
 	return err == nil
 }
