@@ -116,7 +116,7 @@ func (c *conn) dispatch(r request) (done bool, err error) {
 		// else runs in its own goroutine. The reply fits in the socket
 		// buffer, so this goroutine does not wait on a client that
 		// reads replies only after sending requests.
-		if c.slicer != nil && r.length <= inlineMax && c.br.Buffered() == 0 && c.readSlices(r) {
+		if c.slicer != nil && r.length <= inlineMax && c.br.Buffered() == 0 && c.readSlices(r, nil) {
 			return false, c.writeErr()
 		}
 		n := int(r.length)
@@ -233,7 +233,16 @@ func (c *conn) read(r request) {
 	defer c.wg.Done()
 	n := int(r.length)
 	defer c.bud.release(n)
-	if c.slicer != nil && c.readSlices(r) {
+	holes := c.zeroRuns(r)
+	if len(holes) == 1 && holes[0] == [2]int64{0, int64(n)} {
+		// all zeros: one hole chunk, nothing to fetch
+		var pre [12]byte
+		binary.BigEndian.PutUint64(pre[:], r.offset)
+		binary.BigEndian.PutUint32(pre[8:], r.length)
+		c.structured(r.cookie, replyTypeOffsetHole, pre[:], nil)
+		return
+	}
+	if c.slicer != nil && c.readSlices(r, holes) {
 		return
 	}
 	bp := getBuf(n)
@@ -243,7 +252,52 @@ func (c *conn) read(r request) {
 		c.fail(r, err)
 		return
 	}
+	if holes != nil {
+		c.okHoles(r, [][]byte{buf}, holes)
+		return
+	}
 	c.ok(r, buf)
+}
+
+// Structured READ replies of at least holeReadMin bytes send the zero
+// runs (zero chunks) of at least holeMin bytes as OFFSET_HOLE chunks.
+const (
+	holeReadMin = 128 << 10
+	holeMin     = 4096
+)
+
+// zeroRuns returns the zero runs of a READ worth sending as holes, as
+// [start, end) relative to the request's offset, or nil.
+func (c *conn) zeroRuns(r request) [][2]int64 {
+	if !c.st.structured || r.flags&cmdFlagDF != 0 || c.x.extenter == nil || r.length < holeReadMin {
+		return nil
+	}
+	off := int64(r.offset)
+	end := off + int64(r.length)
+	qend := min(end, c.x.srcSize)
+	if off >= qend {
+		return nil
+	}
+	exts, err := c.x.extenter.Extents(off, qend-off)
+	if err != nil {
+		return nil
+	}
+	var runs [][2]int64
+	pos := off
+	for _, e := range exts {
+		if !e.Zero || e.Length <= 0 {
+			continue
+		}
+		s, t := max(e.Offset, pos), min(e.Offset+e.Length, end)
+		if e.Offset+e.Length >= c.x.srcSize {
+			t = end // the padding past the source is zeros too
+		}
+		if t-s >= holeMin {
+			runs = append(runs, [2]int64{s - off, t - off})
+			pos = t
+		}
+	}
+	return runs
 }
 
 // zeroPad backs the padding past the source's end (less than 512 bytes).
@@ -251,9 +305,10 @@ var zeroPad [MinBlockSize]byte
 
 var vecPool = sync.Pool{New: func() any { v := make([][]byte, 0, 16); return &v }}
 
-// readSlices answers a READ from the source's own buffers (Slicer); it
-// returns false, having sent nothing, when the source declines.
-func (c *conn) readSlices(r request) bool {
+// readSlices answers a READ from the source's own buffers (Slicer), with
+// holes for the zero runs given; it returns false, having sent nothing,
+// when the source declines.
+func (c *conn) readSlices(r request, holes [][2]int64) bool {
 	vp := vecPool.Get().(*[][]byte)
 	defer func() { clear(*vp); *vp = (*vp)[:0]; vecPool.Put(vp) }()
 	off, n := int64(r.offset), int64(r.length)
@@ -284,8 +339,91 @@ func (c *conn) readSlices(r request) bool {
 		v = append(v, zeroPad[:n-m])
 		*vp = v
 	}
+	if holes != nil {
+		c.okHoles(r, v, holes)
+		return true
+	}
 	c.okVec(r, v)
 	return true
+}
+
+// okHoles sends a structured READ reply as OFFSET_DATA chunks for the data
+// in v (the whole range) and OFFSET_HOLE chunks for the zero runs, in
+// order, the last one flagged DONE.
+func (c *conn) okHoles(r request, v [][]byte, holes [][2]int64) error {
+	n := int64(r.length)
+	type seg struct {
+		hole bool
+		s, e int64
+	}
+	segs := make([]seg, 0, 2*len(holes)+1)
+	pos := int64(0)
+	for _, h := range holes {
+		if h[0] > pos {
+			segs = append(segs, seg{false, pos, h[0]})
+		}
+		segs = append(segs, seg{true, h[0], h[1]})
+		pos = h[1]
+	}
+	if pos < n {
+		segs = append(segs, seg{false, pos, n})
+	}
+	hdrs := make([]byte, 0, 32*len(segs)) // never reallocated: vec points into it
+	vec := make([][]byte, 0, len(v)+2*len(segs))
+	for i, sg := range segs {
+		flags := uint16(0)
+		if i == len(segs)-1 {
+			flags = replyFlagDone
+		}
+		start := len(hdrs)
+		hdrs = binary.BigEndian.AppendUint32(hdrs, structReplyMagic)
+		hdrs = binary.BigEndian.AppendUint16(hdrs, flags)
+		if sg.hole {
+			hdrs = binary.BigEndian.AppendUint16(hdrs, replyTypeOffsetHole)
+			hdrs = binary.BigEndian.AppendUint64(hdrs, r.cookie)
+			hdrs = binary.BigEndian.AppendUint32(hdrs, 12)
+			hdrs = binary.BigEndian.AppendUint64(hdrs, r.offset+uint64(sg.s))
+			hdrs = binary.BigEndian.AppendUint32(hdrs, uint32(sg.e-sg.s))
+			vec = append(vec, hdrs[start:])
+			continue
+		}
+		hdrs = binary.BigEndian.AppendUint16(hdrs, replyTypeOffsetData)
+		hdrs = binary.BigEndian.AppendUint64(hdrs, r.cookie)
+		hdrs = binary.BigEndian.AppendUint32(hdrs, uint32(8+sg.e-sg.s))
+		hdrs = binary.BigEndian.AppendUint64(hdrs, r.offset+uint64(sg.s))
+		vec = append(vec, hdrs[start:])
+		vec = appendRange(vec, v, sg.s, sg.e)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	bufs := net.Buffers(vec)
+	if _, err := bufs.WriteTo(c.nc); err != nil {
+		c.werr = fmt.Errorf("nbd: writing reply: %w", err)
+		c.cancel()
+		return c.werr
+	}
+	return nil
+}
+
+// appendRange appends to dst the parts of v (buffers laid end to end)
+// that cover [s, e).
+func appendRange(dst, v [][]byte, s, e int64) [][]byte {
+	pos := int64(0)
+	for _, b := range v {
+		bs, be := pos, pos+int64(len(b))
+		pos = be
+		if be <= s {
+			continue
+		}
+		if bs >= e {
+			break
+		}
+		dst = append(dst, b[max(s, bs)-bs:min(e, be)-bs])
+	}
+	return dst
 }
 
 const cacheChunk = 1 << 20

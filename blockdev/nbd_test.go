@@ -1009,3 +1009,97 @@ func TestUnalignedWithoutBlockSizeRequest(t *testing.T) {
 		t.Error("data differs")
 	}
 }
+
+// readStructured reads the chunks of one structured READ reply (until
+// DONE) and reassembles them; it returns the data and the chunk types.
+func (c *client) readStructured(t *testing.T, cookie, off uint64, n int) ([]byte, []uint16) {
+	t.Helper()
+	out := make([]byte, n)
+	covered := make([]bool, n)
+	var types []uint16
+	for {
+		ch := c.chunk()
+		if ch.cookie != cookie {
+			t.Fatalf("chunk for cookie %d, want %d", ch.cookie, cookie)
+		}
+		types = append(types, ch.typ)
+		var s, l uint64
+		switch ch.typ {
+		case replyTypeOffsetData:
+			s, l = binary.BigEndian.Uint64(ch.payload)-off, uint64(len(ch.payload)-8)
+			copy(out[s:], ch.payload[8:])
+		case replyTypeOffsetHole:
+			if len(ch.payload) != 12 {
+				t.Fatalf("hole chunk of %d bytes", len(ch.payload))
+			}
+			s, l = binary.BigEndian.Uint64(ch.payload)-off, uint64(binary.BigEndian.Uint32(ch.payload[8:]))
+		default:
+			t.Fatalf("chunk type %#x", ch.typ)
+		}
+		if s+l > uint64(n) {
+			t.Fatalf("chunk [%d, %d) outside the request of %d", s, s+l, n)
+		}
+		for i := s; i < s+l; i++ {
+			if covered[i] {
+				t.Fatalf("byte %d sent twice", i)
+			}
+			covered[i] = true
+		}
+		if ch.flags&replyFlagDone != 0 {
+			break
+		}
+	}
+	for i, ok := range covered {
+		if !ok {
+			t.Fatalf("byte %d not covered", i)
+		}
+	}
+	return out, types
+}
+
+// Structured reads of at least 128 KiB send zero chunks as holes.
+func TestReadHoles(t *testing.T) {
+	data := randomData(3<<20 + 100)
+	zeros := []Extent{{Offset: 1000, Length: 300000, Zero: true}, {Offset: 400000, Length: 2000, Zero: true}, {Offset: 1 << 20, Length: 1 << 20, Zero: true}, {Offset: 3 << 20, Length: 100, Zero: true}}
+	for _, z := range zeros {
+		clear(data[z.Offset : z.Offset+z.Length])
+	}
+	padded := append(append([]byte{}, data...), make([]byte, 412)...)
+	mem := &memSource{data: data, zeros: zeros}
+	for _, src := range []Source{mem, &sliceSource{memSource: mem, cold: -1}} {
+		_, path := startServer(t, []Export{{Name: "a", Source: src}}, Options{})
+		c := dial(t, path)
+		c.goExport("a", true, false)
+		count := func(types []uint16, typ uint16) int {
+			k := 0
+			for _, x := range types {
+				if x == typ {
+					k++
+				}
+			}
+			return k
+		}
+		// data, hole (1000..301000), data incl. a 2000-byte zero run (too short), ...
+		c.request(0, cmdRead, 1, 0, 1<<20, nil)
+		got, types := c.readStructured(t, 1, 0, 1<<20)
+		if !bytes.Equal(got, padded[:1<<20]) || count(types, replyTypeOffsetHole) != 1 || count(types, replyTypeOffsetData) != 2 {
+			t.Errorf("%T: read with a hole: chunk types %v, data equal %v", src, types, bytes.Equal(got, padded[:1<<20]))
+		}
+		// entirely inside a zero run: one hole chunk
+		c.request(0, cmdRead, 2, 1<<20, 512<<10, nil)
+		if _, types := c.readStructured(t, 2, 1<<20, 512<<10); len(types) != 1 || types[0] != replyTypeOffsetHole {
+			t.Errorf("%T: all-zero read: chunk types %v", src, types)
+		}
+		// the end: a zero run reaching the source's end covers the padding
+		c.request(0, cmdRead, 3, 3<<20-(256<<10), 256<<10+512, nil)
+		got, _ = c.readStructured(t, 3, 3<<20-(256<<10), 256<<10+512)
+		if !bytes.Equal(got, padded[3<<20-(256<<10):]) {
+			t.Errorf("%T: tail read differs", src)
+		}
+		// DF: one data chunk with the zeros in it
+		c.request(cmdFlagDF, cmdRead, 4, 0, 1<<20, nil)
+		if got, types := c.readStructured(t, 4, 0, 1<<20); len(types) != 1 || types[0] != replyTypeOffsetData || !bytes.Equal(got, padded[:1<<20]) {
+			t.Errorf("%T: DF read: chunk types %v", src, types)
+		}
+	}
+}

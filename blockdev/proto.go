@@ -81,6 +81,7 @@ const (
 
 	replyTypeNone        = 0
 	replyTypeOffsetData  = 1
+	replyTypeOffsetHole  = 2
 	replyTypeBlockStatus = 5
 	replyTypeError       = 0x8001
 

@@ -330,7 +330,7 @@ func TestNBDClients(t *testing.T) {
 
 			t.Run("nbdcopy", func(t *testing.T) {
 				dir := t.TempDir()
-				for i, args := range [][]string{{disk}, {"-C", "4", disk}, {"--request-size=1048576", "-R", "1", disk}} {
+				for i, args := range [][]string{{disk}, {"-C", "4", disk}, {"--request-size=1048576", "-R", "1", disk}, {"--no-extents", "--request-size=2097152", disk}} {
 					out := filepath.Join(dir, fmt.Sprintf("copy%d.img", i))
 					runCmd(t, "nbdcopy", append(args, out)...)
 					runCmd(t, "cmp", f.disk, out)
