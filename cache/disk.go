@@ -285,6 +285,16 @@ func writeAtomic(p string, data []byte) error {
 	return nil
 }
 
+// Has reports whether the cache lists a chunk (as of its last scan or
+// write), without reading it; Get still verifies what it returns. It lets
+// a background fill resume without re-reading what is cached (fetch.OnDisk).
+func (d *Disk) Has(id chunker.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.entries[id]
+	return ok
+}
+
 // add records a chunk file. d.mu held.
 func (d *Disk) add(id chunker.ID, size int64, used time.Time) {
 	if _, ok := d.entries[id]; ok {
