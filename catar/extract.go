@@ -67,9 +67,12 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 				if failed() {
 					continue
 				}
-				err := x.create(j.path, j.e, j.data, nil)
-				if err == nil {
-					err = x.meta(j.path, j.e)
+				fd, skipped, err := x.create(j.path, j.e, j.data, nil)
+				if err == nil && !skipped {
+					err = x.meta(j.path, j.e, fd)
+				}
+				if fd >= 0 {
+					syscall.Close(fd)
 				}
 				if err != nil {
 					setErr(err)
@@ -100,16 +103,19 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 			path := filepath.Join(dir, filepath.FromSlash(e.Path))
 			switch {
 			case e.IsDir():
-				if err := x.create(path, e, nil, nil); err != nil {
+				if _, _, err := x.create(path, e, nil, nil); err != nil {
 					return err
 				}
 				dirs = append(dirs, pending{e, path})
 			case e.IsRegular() && e.Size > inlineExtractSize:
 				// Large files stream straight from the archive.
-				if err := x.create(path, e, nil, d); err != nil {
+				fd, _, err := x.create(path, e, nil, d)
+				if err != nil {
 					return err
 				}
-				if err := x.meta(path, e); err != nil {
+				err = x.meta(path, e, fd)
+				syscall.Close(fd)
+				if err != nil {
 					return err
 				}
 			case e.IsRegular():
@@ -132,7 +138,7 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 		return firstErr
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := x.meta(dirs[i].path, dirs[i].e); err != nil {
+		if err := x.meta(dirs[i].path, dirs[i].e, -1); err != nil {
 			return err
 		}
 	}
@@ -152,28 +158,36 @@ type extractor struct {
 }
 
 // create makes the node at path; a regular file's contents come from data,
-// or from d when data is nil.
-func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) error {
-	if e.Path != "" {
-		var st syscall.Stat_t
-		if err := syscall.Lstat(path, &st); err == nil {
-			if !(st.Mode&syscall.S_IFMT == syscall.S_IFDIR && e.IsDir()) {
-				if err := os.RemoveAll(path); err != nil {
-					return err
-				}
+// or from d when data is nil. A regular file is returned open (fd ≥ 0) so
+// its metadata can be set through the descriptor. skipped reports a node
+// that could not be created without privileges.
+func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd int, skipped bool, err error) {
+	fd = -1
+	for try := 0; ; try++ {
+		err = x.mknode(path, e, &fd)
+		if err == syscall.EEXIST && e.IsDir() {
+			var st syscall.Stat_t
+			if syscall.Lstat(path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+				err = nil
 			}
 		}
+		if err != syscall.EEXIST || try > 0 || e.Path == "" {
+			break
+		}
+		// Something else is in the way (extracting over an older tree).
+		clearImmutable(path)
+		if rerr := os.RemoveAll(path); rerr != nil {
+			return -1, false, rerr
+		}
 	}
-	switch e.Type() {
-	case ModeDir:
-		if err := syscall.Mkdir(path, 0o700); err != nil && err != syscall.EEXIST {
-			return &os.PathError{Op: "mkdir", Path: path, Err: err}
+	if err != nil {
+		if (err == syscall.EPERM || err == syscall.EACCES) && !x.root && (e.Type() == ModeBlock || e.Type() == ModeChar) {
+			x.log.Warn("cannot create device node without privileges", "path", path)
+			return -1, true, nil
 		}
-	case ModeReg:
-		fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
-			return &os.PathError{Op: "open", Path: path, Err: err}
-		}
+		return -1, false, &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	if e.IsRegular() {
 		w := &sparseWriter{fd: fd}
 		if data != nil {
 			_, err = w.Write(data)
@@ -186,28 +200,31 @@ func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) error
 		if err == nil && w.holeAtEnd {
 			err = syscall.Ftruncate(fd, e.Size)
 		}
-		if cerr := syscall.Close(fd); err == nil && cerr != nil {
-			err = cerr
-		}
 		if err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
+			syscall.Close(fd)
+			return -1, false, fmt.Errorf("writing %s: %w", path, err)
 		}
+	}
+	return fd, false, nil
+}
+
+func (x *extractor) mknode(path string, e *Entry, fd *int) error {
+	switch e.Type() {
+	case ModeDir:
+		return syscall.Mkdir(path, 0o700)
+	case ModeReg:
+		f, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return err
+		}
+		*fd = f
+		return nil
 	case ModeLink:
-		if err := syscall.Symlink(e.Target, path); err != nil {
-			return &os.PathError{Op: "symlink", Path: path, Err: err}
-		}
+		return syscall.Symlink(e.Target, path)
 	case ModeFIFO:
-		if err := syscall.Mkfifo(path, 0o600); err != nil {
-			return &os.PathError{Op: "mkfifo", Path: path, Err: err}
-		}
+		return syscall.Mkfifo(path, 0o600)
 	case ModeSock, ModeBlock, ModeChar:
-		if err := syscall.Mknod(path, e.Type()|0o600, int(e.Rdev())); err != nil {
-			if !x.root && e.Type() != ModeSock {
-				x.log.Warn("cannot create device node without privileges", "path", path)
-				return nil
-			}
-			return &os.PathError{Op: "mknod", Path: path, Err: err}
-		}
+		return syscall.Mknod(path, e.Type()|0o600, int(e.Rdev()))
 	}
 	return nil
 }
@@ -275,10 +292,9 @@ const fsIocSetflags = 0x40086602
 
 // meta restores metadata in an order that keeps it: ownership before modes
 // and capabilities (chown clears them), chattr and times last.
-func (x *extractor) meta(path string, e *Entry) error {
-	if _, err := os.Lstat(path); err != nil {
-		return nil // e.g. a device node we could not create
-	}
+//
+// fd, if ≥ 0, is the open regular file at path.
+func (x *extractor) meta(path string, e *Entry, fd int) error {
 	t := e.Type()
 	if e.HasUID() || e.User != "" || e.Group != "" {
 		uid, gid := int(e.UID), int(e.GID)
@@ -291,7 +307,13 @@ func (x *extractor) meta(path string, e *Entry) error {
 				gid = x.lookup(e.Group, true)
 			}
 		}
-		if err := os.Lchown(path, uid, gid); err != nil {
+		var err error
+		if fd >= 0 {
+			err = syscall.Fchown(fd, uid, gid)
+		} else {
+			err = os.Lchown(path, uid, gid)
+		}
+		if err != nil {
 			if x.root {
 				return err
 			}
@@ -308,7 +330,13 @@ func (x *extractor) meta(path string, e *Entry) error {
 			}
 		}
 		if e.Features&(WithPermissions|WithACL|WithReadOnly) != 0 {
-			if err := syscall.Chmod(path, e.Mode&ModePerm); err != nil {
+			var err error
+			if fd >= 0 {
+				err = syscall.Fchmod(fd, e.Mode&ModePerm)
+			} else {
+				err = syscall.Chmod(path, e.Mode&ModePerm)
+			}
+			if err != nil {
 				return &os.PathError{Op: "chmod", Path: path, Err: err}
 			}
 		}
@@ -333,12 +361,18 @@ func (x *extractor) meta(path string, e *Entry) error {
 			ts[0] = syscall.Timespec{Sec: ns/1e9 - 1, Nsec: ns%1e9 + 1e9}
 			ts[1] = ts[0]
 		}
-		if err := utimensat(path, ts); err != nil {
+		var err error
+		if fd >= 0 {
+			err = futimens(fd, ts)
+		} else {
+			err = utimensat(path, ts)
+		}
+		if err != nil {
 			return &os.PathError{Op: "utimensat", Path: path, Err: err}
 		}
 	}
 	if e.Flags&WithChattr != 0 && (t == ModeReg || t == ModeDir) {
-		if err := setChattr(path, ChattrFromFlags(e.Flags)); err != nil {
+		if err := setChattr(path, fd, ChattrFromFlags(e.Flags)); err != nil {
 			if x.root {
 				return err
 			}
@@ -364,12 +398,45 @@ func utimensat(path string, ts []syscall.Timespec) error {
 	return nil
 }
 
-func setChattr(path string, flags uint64) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// clearImmutable drops the immutable and append-only attributes of a file
+// or directory in the way, so that it can be replaced.
+func clearImmutable(path string) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return
 	}
-	defer f.Close()
+	defer syscall.Close(fd)
+	f := &rawFile{fd: fd, name: path}
+	var v [8]byte
+	if ioctlPtr(f, fsIocGetflags, unsafe.Pointer(&v[0])) != 0 {
+		return
+	}
+	cur := le.Uint32(v[:])
+	if cur&0x30 == 0 {
+		return
+	}
+	le.PutUint32(v[:], cur&^0x30)
+	ioctlPtr(f, fsIocSetflags, unsafe.Pointer(&v[0]))
+}
+
+func futimens(fd int, ts []syscall.Timespec) error {
+	_, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func setChattr(path string, fd int, flags uint64) error {
+	if fd < 0 {
+		var err error
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		defer syscall.Close(fd)
+	}
+	f := &rawFile{fd: fd, name: path}
 	var v [8]byte
 	if errno := ioctlPtr(f, fsIocGetflags, unsafe.Pointer(&v[0])); errno != 0 {
 		return &os.PathError{Op: "FS_IOC_GETFLAGS", Path: path, Err: errno}
