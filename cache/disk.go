@@ -73,6 +73,7 @@ type Disk struct {
 	lastScan time.Time                    // guarded by mu
 
 	Hits, Misses, Corrupt, Writes, Evicted atomic.Int64
+	writeFailed                            atomic.Int64
 }
 
 type diskEntry struct {
@@ -249,7 +250,11 @@ func (d *Disk) Put(id chunker.ID, data []byte) {
 	}
 	d.mu.Unlock()
 	if err != nil {
-		d.log.Warn("disk cache: cannot store chunk", "file", p, "err", err)
+		if d.writeFailed.Add(1) == 1 { // once: a full or read-only disk would flood the log
+			d.log.Warn("disk cache: cannot store chunks (reads continue without it)", "file", p, "err", err)
+		} else {
+			d.log.Debug("disk cache: cannot store chunk", "file", p, "err", err)
+		}
 		d.forget(id) // no longer pending
 		return
 	}

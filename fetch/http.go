@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -150,6 +151,9 @@ type HTTPStatusError struct {
 	URL    string
 	Status string
 	Code   int
+	// RetryAfter is the server's Retry-After (seconds form), capped at 30s;
+	// the next attempt waits at least this long.
+	RetryAfter time.Duration
 }
 
 func (e *HTTPStatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.URL, e.Status) }
@@ -207,6 +211,9 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		}
 		g.retries.Add(1)
 		wait := time.Duration(rand.Int64N(int64(delay)) + int64(delay)/2) // jitter in [d/2, 3d/2)
+		if se := (*HTTPStatusError)(nil); errors.As(err, &se) && se.RetryAfter > wait {
+			wait = se.RetryAfter
+		}
 		g.log.Debug("retrying HTTP request", "url", u, "attempt", attempt+1, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
@@ -265,7 +272,11 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 		return nil, fmt.Errorf("GET %s: %s: %w", u, resp.Status, ErrNotFound)
 	case resp.StatusCode != http.StatusOK:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, &HTTPStatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
+		se := &HTTPStatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			se.RetryAfter = min(time.Duration(secs)*time.Second, 30*time.Second)
+		}
+		return nil, se
 	}
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("GET %s: %d bytes is more than %d", u, resp.ContentLength, limit)

@@ -346,3 +346,27 @@ func TestFailoverCorruptMirror(t *testing.T) {
 		t.Fatal("the group stayed on the corrupt mirror")
 	}
 }
+
+func TestHTTPRetryAfter(t *testing.T) {
+	cs, srv, chunks := newChunkServer(t, []byte("patience\n"))
+	var n atomic.Int64
+	var first time.Time
+	var gap time.Duration
+	cs.setFault(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if n.Add(1) == 1 {
+			first = time.Now()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return true
+		}
+		gap = time.Since(first)
+		return false
+	})
+	st, _ := NewHTTPStore(srv.URL+"/store", fastOpts())
+	if _, err := st.Get(context.Background(), chunks[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if gap < 900*time.Millisecond {
+		t.Fatalf("retried after %v despite Retry-After: 1", gap)
+	}
+}
