@@ -128,7 +128,11 @@ func ParseFeature(name string) (uint64, error) {
 			return f.Value, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown feature %q (see camount make --with=help)", name)
+	names := make([]string, len(FeatureNames))
+	for i, f := range FeatureNames {
+		names[i] = f.Name
+	}
+	return 0, fmt.Errorf("unknown feature %q (known: %s)", name, strings.Join(names, ", "))
 }
 
 // ParseFeatureList parses names separated by commas or spaces and ORs them.
