@@ -34,6 +34,7 @@ type tree struct {
 	// trips per file) and keeps the page cache, as with FOPEN_KEEP_CACHE.
 	noOpen  bool
 	handles atomic.Uint64 // last file handle number given out
+	seq     seqReads      // archive readahead across files
 
 	// Directory listings read ahead in the background, by ENTRY offset,
 	// until a node adopts them. Bounded by maxPrelisted.
@@ -344,6 +345,11 @@ func (n *TreeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 func (n *TreeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if !n.e.IsRegular() {
 		return nil, syscall.EISDIR
+	}
+	if n.t.pre != nil && off < n.e.Size {
+		if pOff, pLen := n.t.seq.observe(n.e.PayloadOffset+off, min(int64(len(dest)), n.e.Size-off)); pLen > 0 {
+			n.t.pre.PrefetchRange(pOff, min(pLen, n.t.src.Size()-pOff))
+		}
 	}
 	return readPayload(ctx, n.t.log, n.t.src, n.path(), n.e.PayloadOffset, n.e.Size, f, dest, off)
 }
