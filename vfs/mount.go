@@ -69,7 +69,12 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 			FsName:        strings.ReplaceAll(o.FsName, ",", "_"),
 			Name:          "camount",
 			Debug:         o.Debug,
-			Logger:        log.New(slogWriter{lg}, "", 0),
+			// The image never changes: the kernel may cache symlink
+			// targets and need not invalidate file data on attribute
+			// changes, which never come.
+			EnableSymlinkCaching:     true,
+			ExplicitDataCacheControl: true,
+			Logger:                   log.New(slogWriter{lg}, "", 0),
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
