@@ -435,3 +435,49 @@ func TestMkdevNoNBD(t *testing.T) {
 		t.Errorf("failing took %v", time.Since(start))
 	}
 }
+
+// TestMkdevBusyForced: a second signal stops serving a busy loop device at
+// once; the device is released when its last user closes it.
+func TestMkdevBusyForced(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (loop module not loaded)")
+	}
+	dir := t.TempDir()
+	d := makeDiskImage(t, dir, 8, nil)
+	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
+	f, err := os.Open(p.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "still in use") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 'still in use' warning 10 s after SIGTERM; stderr: %s", p.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	err = p.wait(t, 10*time.Second)
+	if err == nil || !strings.Contains(p.stderr.String(), "reads from it now fail") {
+		t.Errorf("forced stop: exit %v, want an error naming the failing reads; stderr: %s", err, p.stderr)
+	}
+	f.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile("/sys/block/" + filepath.Base(p.dev) + "/loop/backing_file")
+		if err != nil || !strings.Contains(string(b), "camount-mkdev-") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still attached to %s 10 s after its last close", p.dev, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	checkDetached(t, p.dev)
+}

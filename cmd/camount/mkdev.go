@@ -191,8 +191,11 @@ func mkdevLoop(ctx context.Context, e *env, index string, blob *fetch.Blob) erro
 	go func() { srv.Wait(); close(served) }()
 	unmount := func() {
 		if err := srv.Unmount(); err != nil {
+			// The loop device still holds the file: the mount goes away
+			// when it lets go, which this process cannot wait for.
 			e.log.Warn("mkdev: unmount failed; detaching lazily", "dir", dir, "err", err)
 			syscall.Unmount(dir, syscall.MNT_DETACH)
+			return
 		}
 		select {
 		case <-served:
