@@ -98,7 +98,7 @@ func runMkdev(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, ind
 	return mkdevLoop(ctx, e, index, blob)
 }
 
-// ready prints the device path on stdout and a ready line on stderr.
+// mkdevReady prints the device path on stdout and a ready line on stderr.
 func mkdevReady(e *env, dev, index, how string, size int64) {
 	fmt.Fprintln(e.stdout, dev)
 	if f, ok := e.stdout.(*os.File); ok {
