@@ -56,6 +56,12 @@ type servedBy struct {
 // maxServed bounds the served map; it is cleared when full.
 const maxServed = 4096
 
+// refetchWindow is how soon after serving a chunk a request for it again
+// counts as the scheduler's refetch of bytes that failed verification
+// (which follows within milliseconds). A reader asking again later (its
+// memory cache dropped the chunk) is not mistaken for it.
+const refetchWindow = 2 * time.Second
+
 // NewFailover groups mirrors, the preferred one first.
 func NewFailover(mirrors []Store, o FailoverOptions) (*Failover, error) {
 	if len(mirrors) == 0 {
@@ -112,7 +118,7 @@ func (f *Failover) fail(i int, err error) {
 func (f *Failover) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	f.mu.Lock()
 	start := f.current()
-	if s, ok := f.served[id]; ok && len(f.mirrors) > 1 && f.now().Sub(s.at) < 10*time.Second {
+	if s, ok := f.served[id]; ok && len(f.mirrors) > 1 && f.now().Sub(s.at) < refetchWindow {
 		// Asked again at once: the bytes from that mirror did not verify.
 		delete(f.served, id)
 		start = (s.mirror + 1) % len(f.mirrors)
