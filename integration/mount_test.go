@@ -808,6 +808,22 @@ func TestMountLifecycle(t *testing.T) {
 			t.Errorf("mounting over a mount: %v", err)
 		}
 	})
+	t.Run("dead-mount", func(t *testing.T) {
+		// A mount whose server was killed is named as such, and camount
+		// umount clears it.
+		mnt := filepath.Join(dir, "m-dead")
+		m := startMount(t, nil, "--store="+store, index, mnt)
+		m.cmd.Process.Kill()
+		<-m.done
+		_, err := tryCamount("mount", "--store="+store, index, mnt)
+		if err == nil || !strings.Contains(err.Error(), "dead FUSE mount") {
+			t.Errorf("mounting over a dead mount: %v", err)
+		}
+		runCmd(t, camountBin, "umount", mnt)
+		if isMounted(mnt) {
+			t.Error("camount umount left the dead mount")
+		}
+	})
 	t.Run("mkdir-no", func(t *testing.T) {
 		mnt := filepath.Join(dir, "absent")
 		_, err := tryCamount("mount", "--mkdir=no", "--store="+store, index, mnt)

@@ -278,7 +278,7 @@ func prepareMountpoint(p string, mkdir bool) (string, error) {
 	st, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
-		return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (transport endpoint is not connected); clear it with 'camount umount --lazy %s'", abs, abs)
+		return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (transport endpoint is not connected); clear it with 'camount umount %s'", abs, abs)
 	case errors.Is(err, os.ErrNotExist):
 		if !mkdir {
 			return "", fmt.Errorf("mountpoint %s does not exist (--mkdir=no)", abs)
@@ -300,6 +300,15 @@ func prepareMountpoint(p string, mkdir bool) (string, error) {
 		return "", err
 	}
 	if m != nil {
+		if f, err := os.Open(real); err == nil {
+			_, err = f.Readdirnames(1)
+			f.Close()
+			if errors.Is(err, syscall.ENOTCONN) {
+				return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (%s from %s: its server is gone); clear it with 'camount umount %s'", real, m.fstype, m.source, real)
+			}
+		} else if errors.Is(err, syscall.ENOTCONN) {
+			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (%s from %s: its server is gone); clear it with 'camount umount %s'", real, m.fstype, m.source, real)
+		}
 		return "", fmt.Errorf("mountpoint %s is already a mount point (%s from %s); unmount it first or choose another directory", real, m.fstype, m.source)
 	}
 	return real, nil
