@@ -75,6 +75,23 @@ func isMounted(path string) bool {
 	return false
 }
 
+// mntOptions returns the mount options of the mount at path (from
+// /proc/self/mounts).
+func mntOptions(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[1] == path {
+			return f[3]
+		}
+	}
+	t.Fatalf("%s is not in /proc/self/mounts", path)
+	return ""
+}
+
 // startMount runs camount mount with args (the mountpoint last) and
 // env, and waits until the kernel has the mount. The mount is always
 // taken down in cleanup.
@@ -822,6 +839,23 @@ func TestMountLifecycle(t *testing.T) {
 		runCmd(t, camountBin, "umount", mnt)
 		if isMounted(mnt) {
 			t.Error("camount umount left the dead mount")
+		}
+	})
+	t.Run("allow-other", func(t *testing.T) {
+		// allow_other only when asked; always read-only.
+		for _, other := range []bool{false, true} {
+			mnt := filepath.Join(dir, fmt.Sprintf("m-other-%v", other))
+			args := []string{"--store=" + store, index, mnt}
+			if other {
+				args = append([]string{"--allow-other"}, args...)
+			}
+			m := startMount(t, nil, args...)
+			opts := mntOptions(t, mnt)
+			if strings.Contains(opts, "allow_other") != other || !strings.Contains(opts, "ro") {
+				t.Errorf("--allow-other=%v: mount options %q", other, opts)
+			}
+			m.cmd.Process.Signal(syscall.SIGTERM)
+			m.wait(t)
 		}
 	})
 	t.Run("mkdir-no", func(t *testing.T) {
