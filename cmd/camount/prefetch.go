@@ -83,8 +83,8 @@ func startBlobServices(ctx context.Context, e *env, blob *fetch.Blob, bf *blobFl
 			return nil, fmt.Errorf("--prefetch-profile %s: %w", o.prefetchProfile, err)
 		}
 	}
-	if o.mode == "none" {
-		blob.SetReadahead(0)
+	if o.mode == "none" || bf.cacheSize == 0 {
+		blob.SetReadahead(0) // (without a memory cache, read-ahead chunks would be dropped)
 	} else {
 		blob.SetReadahead(int64(o.readaheadMax))
 	}
