@@ -96,13 +96,17 @@ func startBlobServices(ctx context.Context, e *env, blob *fetch.Blob, bf *blobFl
 	fillCtx, cancelFill := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	s := blob.Scheduler()
-	if prof != nil || o.mode == "all" {
-		var maxBytes int64
-		if !s.HasDisk() {
-			// Without a disk cache the fill can only keep what the memory
-			// cache holds; fetching more would evict what readers use.
-			maxBytes = max(int64(bf.cacheSize)*3/4, 0)
+	var maxBytes int64
+	if !s.HasDisk() {
+		// Without a disk cache the fill can only keep what the memory
+		// cache holds; fetching more would evict what readers use.
+		maxBytes = max(int64(bf.cacheSize)*3/4, 0)
+		if maxBytes == 0 && (prof != nil || o.mode == "all") {
+			e.log.Warn("no memory or disk cache to prefetch into: --prefetch=all and --prefetch-profile do nothing")
+			prof, o = nil, &prefetchFlags{mode: "readahead", recordProfile: o.recordProfile, statsJSON: o.statsJSON, quietExit: o.quietExit}
 		}
+	}
+	if prof != nil || o.mode == "all" {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
