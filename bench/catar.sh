@@ -9,30 +9,48 @@ TREE=${TREE:-/usr/share}
 W=$(mktemp -d /var/tmp/camount-bench-catar.XXXXXX)
 trap 'chattr -R -i -a "$W" 2>/dev/null; rm -rf "$W"' EXIT
 entries=$(find "$TREE" | wc -l)
+
+# pair SETUP_C CMD_C -- SETUP_M CMD_M: runs casync and camount alternately
+# RUNS times (each after its untimed setup and a sync, so that neither pays
+# for the other's dirty pages) and sets C and M to the median seconds.
+median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
+pair() {
+	local sc=$1 sm=$2 i tc=() tm=()
+	local cc=$3 cm=$4
+	for ((i = 0; i < RUNS; i++)); do
+		eval "$sc"; sync
+		tc+=("$(eval "time_once $cc")")
+		eval "$sm"; sync
+		tm+=("$(eval "time_once $cm")")
+	done
+	C=$(printf '%s\n' "${tc[@]}" | median)
+	M=$(printf '%s\n' "${tm[@]}" | median)
+}
 tar cf - "$TREE" 2>/dev/null >/dev/null # both tools read the tree from the page cache
 
-c_make=$(median_time "rm -rf $W/c.castr" casync make --store="$W/c.castr" "$W/c.caidx" "$TREE")
-m_make=$(median_time "rm -rf $W/m.castr" "$CAMOUNT" make --store="$W/m.castr" "$W/m.caidx" "$TREE")
+pair "rm -rf $W/c.castr" "rm -rf $W/m.castr" \
+	"casync make --store=$W/c.castr $W/c.caidx $TREE" "$CAMOUNT make --store=$W/m.castr $W/m.caidx $TREE"
+c_make=$C m_make=$M
 cmp "$W/c.caidx" "$W/m.caidx" || { echo "bench: indexes differ" >&2; exit 1; }
-c_tar=$(median_time "rm -f $W/c.catar" casync make "$W/c.catar" "$TREE")
-m_tar=$(median_time "rm -f $W/m.catar" "$CAMOUNT" make "$W/m.catar" "$TREE")
+pair "rm -f $W/c.catar" "rm -f $W/m.catar" "casync make $W/c.catar $TREE" "$CAMOUNT make $W/m.catar $TREE"
+c_tar=$C m_tar=$M
 cmp "$W/c.catar" "$W/m.catar" || { echo "bench: archives differ" >&2; exit 1; }
-rm -f "$W/m.catar"
-c_ext=$(median_time "rm -rf $W/c.out" casync extract --store="$W/c.castr" "$W/c.caidx" "$W/c.out")
-m_ext=$(median_time "rm -rf $W/m.out" "$CAMOUNT" extract --store="$W/c.castr" "$W/c.caidx" "$W/m.out")
+rm -rf "$W/m.catar" "$W/m.castr"
+pair "rm -rf $W/c.out" "rm -rf $W/m.out" \
+	"casync extract --store=$W/c.castr $W/c.caidx $W/c.out" "$CAMOUNT extract --store=$W/c.castr $W/c.caidx $W/m.out"
+c_ext=$C m_ext=$M
 [ "$(casync digest "$W/m.out")" = "$(casync digest "$W/c.out")" ] || { echo "bench: extracted trees differ" >&2; exit 1; }
+pair "rm -rf $W/c.out" "rm -rf $W/m.out" "casync extract $W/c.catar $W/c.out" "$CAMOUNT extract $W/c.catar $W/m.out"
+c_cext=$C m_cext=$M
 rm -rf "$W/c.out" "$W/m.out"
-c_cext=$(median_time "rm -rf $W/c.out" casync extract "$W/c.catar" "$W/c.out")
-m_cext=$(median_time "rm -rf $W/m.out" "$CAMOUNT" extract "$W/c.catar" "$W/m.out")
-rm -rf "$W/c.out" "$W/m.out"
-c_list=$(median_time "" casync list --store="$W/c.castr" "$W/c.caidx")
-m_list=$(median_time "" "$CAMOUNT" list --store="$W/c.castr" "$W/c.caidx")
+pair "" "" "casync list --store=$W/c.castr $W/c.caidx" "$CAMOUNT list --store=$W/c.castr $W/c.caidx"
+c_list=$C m_list=$M
 [ "$(casync list --store="$W/c.castr" "$W/c.caidx" | sha256sum)" = "$("$CAMOUNT" list --store="$W/c.castr" "$W/c.caidx" | sha256sum)" ] ||
 	{ echo "bench: list output differs" >&2; exit 1; }
-c_mtree=$(median_time "" casync mtree "$W/c.catar")
-m_mtree=$(median_time "" "$CAMOUNT" mtree "$W/c.catar")
+pair "" "" "casync mtree $W/c.catar" "$CAMOUNT mtree $W/c.catar"
+c_mtree=$C m_mtree=$M
 
-table_header "tree images, $TREE ($entries entries, $(du -sh --apparent-size "$W/c.catar" | cut -f1) archive), median of $RUNS (seconds)" casync
+table_header "tree images, $TREE ($entries entries, $(du -sh --apparent-size "$W/c.catar" | cut -f1) archive), median of $RUNS alternating runs (seconds), load average $(cut -d' ' -f1 /proc/loadavg)" casync
 table_row "make .caidx (zstd, default chunk sizes)" "$c_make" "$m_make"
 table_row "make .catar" "$c_tar" "$m_tar"
 table_row "extract .caidx" "$c_ext" "$m_ext"
