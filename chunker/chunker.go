@@ -1,6 +1,7 @@
 package chunker
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -94,6 +95,9 @@ type Splitter struct {
 	d     uint64 // discriminator
 	magic uint64 // ^0/d + 1, for the division-free divisibility test
 	fixed bool
+	// skipZeros: a zero window does not cut with this discriminator, so
+	// runs of zeros can be skipped without hashing.
+	skipZeros bool
 }
 
 // NewSplitter validates p and returns a Splitter.
@@ -105,6 +109,7 @@ func NewSplitter(p Params) (*Splitter, error) {
 	if !s.fixed {
 		s.d = uint64(p.discriminator())
 		s.magic = ^uint64(0)/s.d + 1
+		s.skipZeros = (uint64(zeroWindowHash)+1)*s.magic > s.magic-1
 	}
 	return s, nil
 }
@@ -138,6 +143,16 @@ func (s *Splitter) Cut(buf []byte) int {
 		if L >= limit {
 			break
 		}
+		if h == zeroWindowHash && s.skipZeros && allZero(buf[L-WindowSize:L]) {
+			// Inside a run of zeros the window hash stays zeroWindowHash,
+			// which does not cut: jump to the run's end (disk images are
+			// often mostly zeros).
+			k := L + uint64(firstNonZero(buf[L:limit]))
+			if k > L {
+				L = k
+				continue
+			}
+		}
 		h = bits.RotateLeft32(h, 1) ^ bits.RotateLeft32(buzhashTable[buf[L-WindowSize]], 16) ^ buzhashTable[buf[L]]
 		L++
 	}
@@ -145,6 +160,30 @@ func (s *Splitter) Cut(buf []byte) int {
 		return int(s.p.Max)
 	}
 	return 0
+}
+
+// zeroWindowHash is the hash of a window of 48 zero bytes.
+const zeroWindowHash = 0x9e489e48
+
+func allZero(b []byte) bool {
+	return firstNonZero(b) == len(b)
+}
+
+// firstNonZero returns the index of the first non-zero byte of b, or len(b).
+func firstNonZero(b []byte) int {
+	i := 0
+	for ; i+32 <= len(b); i += 32 {
+		if binary.LittleEndian.Uint64(b[i:])|binary.LittleEndian.Uint64(b[i+8:])|
+			binary.LittleEndian.Uint64(b[i+16:])|binary.LittleEndian.Uint64(b[i+24:]) != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != 0 {
+			return i
+		}
+	}
+	return len(b)
 }
 
 func windowHash(w []byte) uint32 {

@@ -254,3 +254,34 @@ func BenchmarkSplitter(b *testing.B) {
 		}
 	}
 }
+
+// TestZeroSkipSameCuts: the zero-run shortcut cuts exactly where the plain
+// rolling hash does, for data mixing zero runs, short zero runs and noise,
+// over many chunk-size settings (including ones where a zero window cuts).
+func TestZeroSkipSameCuts(t *testing.T) {
+	data := r1m()
+	var mixed []byte
+	for i := 0; i < 40; i++ {
+		mixed = append(mixed, data[i*9000:i*9000+int(i*997%7000)+1]...)
+		mixed = append(mixed, make([]byte, (i*7919)%70000)...)
+	}
+	for _, cs := range []string{"auto", "4096", "64", "1:10:50", "1000:1000:5000", "16:64:256", "2048:65536:70000"} {
+		p, err := ParseParams(cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, _ := NewSplitter(p)
+		slow, _ := NewSplitter(p)
+		slow.skipZeros = false
+		for buf := mixed; len(buf) > 0; {
+			a, b := fast.Cut(buf), slow.Cut(buf)
+			if a != b {
+				t.Fatalf("%s: cut %d with zero skipping, %d without", cs, a, b)
+			}
+			if a == 0 {
+				break
+			}
+			buf = buf[a:]
+		}
+	}
+}

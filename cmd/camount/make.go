@@ -139,7 +139,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 	if err := os.MkdirAll(store.Dir, 0o755); err != nil {
 		return zero, fmt.Errorf("chunk store: %w", err)
 	}
-	next, release, err := chunkSource(r, p)
+	next, consumed, release, err := chunkSource(r, p)
 	if err != nil {
 		return zero, err
 	}
@@ -201,6 +201,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 			sum.Write(j.data)
 			x.Chunks = append(x.Chunks, chunker.Chunk{ID: j.id, Start: off, Size: uint64(len(j.data))})
 			off += uint64(len(j.data))
+			consumed(off)
 		}
 		collected <- firstErr
 	}()
@@ -354,10 +355,14 @@ func human(n int64) string {
 // chunkSource returns a function yielding the chunks of r in order, each a
 // slice the caller may keep. A regular file is memory-mapped and split in
 // place (no read copies); anything else is read through a Chunker.
-func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), release func(), err error) {
+//
+// consumed(off) says that the stream before off is no longer needed, so the
+// mapped pages can be dropped: a large input does not pile up in the
+// process's resident set.
+func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), consumed func(off uint64), release func(), err error) {
 	sp, err := chunker.NewSplitter(p)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if f, ok := r.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > 0 && st.Size() < 1<<46 {
@@ -376,13 +381,22 @@ func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), re
 					rest = rest[n:]
 					return b, nil
 				}
-				return next, func() { syscall.Munmap(m) }, nil
+				const step = 64 << 20
+				var dropped uint64
+				consumed = func(off uint64) {
+					if off-dropped >= step {
+						end := off &^ (step - 1)
+						syscall.Madvise(m[dropped:end], syscall.MADV_DONTNEED)
+						dropped = end
+					}
+				}
+				return next, consumed, func() { syscall.Munmap(m) }, nil
 			}
 		}
 	}
 	ck, err := chunker.NewChunker(r, p)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	return func() ([]byte, error) {
 		b, err := ck.Next()
@@ -390,7 +404,7 @@ func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), re
 			return nil, err
 		}
 		return append([]byte(nil), b...), nil
-	}, func() {}, nil
+	}, func(uint64) {}, func() {}, nil
 }
 
 var (
