@@ -90,12 +90,19 @@ func (d *Decoder) record(size uint64) ([]byte, error) {
 }
 
 func (d *Decoder) skip(n int64) error {
-	m, err := io.CopyN(io.Discard, d.r, n)
-	d.off += m
-	if err == io.EOF {
-		return formatErr(d.off, "archive truncated inside a payload")
+	for n > 0 {
+		k := int(min(n, 1<<30))
+		m, err := d.r.Discard(k)
+		d.off += int64(m)
+		n -= int64(m)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return formatErr(d.off, "archive truncated inside a payload")
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 // Read reads the contents of the current regular file.
