@@ -71,8 +71,9 @@ const DefaultWorkers = 32
 // served strictly by priority (FIFO within a priority), and the lower
 // classes are capped so they can never occupy every worker: Readahead and
 // Background together use at most 3/4 of the workers, Background at most
-// 1/2, so a Foreground request always finds a free worker or is next in
-// line. A Foreground reader that waits for a queued lower-priority fetch
+// 1/2 (and starts no more than 1/8 while a Foreground fetch is queued or
+// running), so a Foreground request always finds a free worker or is next
+// in line. A Foreground reader that waits for a queued lower-priority fetch
 // raises it to Foreground. A fetch nobody waits for any more (its readers
 // gave up) is dropped from the queue, or cancelled if it is running;
 // prefetches (Prefetch, Ticket.Detach) are never cancelled once started.
@@ -85,6 +86,8 @@ type Scheduler struct {
 	log     *slog.Logger
 	workers int
 	caps    [numPriorities]int // a class may run while the running total of it and lower classes is under its cap
+	// bgBusyCap replaces the Background cap while a Foreground fetch is queued or running.
+	bgBusyCap int
 	decode  *prioSem           // bounds CPU-bound decoding to the cores
 	ctx     context.Context    // parent of every fetch; cancelled by Close
 	cancel  context.CancelFunc
@@ -158,6 +161,7 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	}
 	s.decode = newPrioSem(dw)
 	s.caps = [numPriorities]int{s.workers, max(1, s.workers*3/4), max(1, s.workers/2)}
+	s.bgBusyCap = max(1, s.workers/8)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.Stats.init(o.Stores)
 	s.wake = sync.NewCond(&s.mu)
@@ -453,7 +457,13 @@ func (s *Scheduler) next() (*call, Priority) {
 		if p > 0 {
 			busy -= s.running[p-1]
 		}
-		if busy >= s.caps[p] {
+		limit := s.caps[p]
+		if p == Background && s.fgActive > 0 {
+			// Readers are waiting: Background starts at most a trickle,
+			// leaving the network and the cores to them.
+			limit = s.bgBusyCap
+		}
+		if busy >= limit {
 			continue
 		}
 		q := s.queues[p]

@@ -571,3 +571,32 @@ func TestBlobLargeReadFetchesInParallel(t *testing.T) {
 		t.Fatalf("read: %v", err)
 	}
 }
+
+// TestSchedulerBackgroundTrickleWhileForegroundWaits: while a Foreground
+// fetch is running, Background starts no more than 1/8 of the workers.
+func TestSchedulerBackgroundTrickleWhileForegroundWaits(t *testing.T) {
+	st := newGateStore()
+	fg := st.add(1, 256, 41)[0]
+	bg := st.add(100, 256, 42)
+	fgGate := st.gate(fg.ID)
+	st.gateAll = make(chan struct{})
+	s := newSched(t, st, 16)
+	done := make(chan error, 1)
+	go func() { _, err := s.Fetch(context.Background(), fg, chunker.SHA512_256, Foreground); done <- err }()
+	waitFor(t, "foreground running", func() bool { return st.total() == 1 })
+	for _, c := range bg {
+		s.Prefetch(c, chunker.SHA512_256, Background)
+	}
+	waitFor(t, "the trickle", func() bool { return st.total() == 1+16/8 })
+	time.Sleep(20 * time.Millisecond) // (a wrong cap would show more starts by now; not a timing assertion on success)
+	if n := st.total(); n != 1+16/8 {
+		t.Fatalf("%d background fetches started while a reader waited, want %d", n-1, 16/8)
+	}
+	close(fgGate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "background to open up to its cap", func() bool { return st.total() == 1+16/2 })
+	close(st.gateAll)
+	waitFor(t, "all", func() bool { return s.Stats.Fetched[Background].Load() == 100 })
+}
