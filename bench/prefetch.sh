@@ -9,12 +9,14 @@
 #      read the heads of 300 files), cold, without and with a --prefetch-profile recorded on an
 #      earlier run (target: half the wall time)
 # Prints "measure | peer | camount | ratio" tables (ratio > 1: camount is better).
-# Env: DELAY (default 20ms), FULL_RUNS (default 1: the peers take minutes), RAND_N (300 reads) x RAND_ROUNDS (2).
+# Env: PARTS (default full,rand,trace: which measures to run), DELAY (default 20ms), FULL_RUNS (default 1: the peers take minutes), RAND_N (300 reads) x RAND_ROUNDS (2).
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/prefetch.sh: needs root (FUSE mounts, loop devices)" >&2; exit 1; }
 DELAY=${DELAY:-20ms}
 FULL_RUNS=${FULL_RUNS:-1}
 RAND_N=${RAND_N:-300}
+PARTS=${PARTS:-full,rand,trace}
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
 ensure_corpus
 
 work=$(mktemp -d /tmp/camount-bench-prefetch.XXXXXX)
@@ -128,6 +130,7 @@ full_casync() {
 	casync extract --store="$STORE" "$INDEX" "$work/casync.img"
 	rm -f "$work/casync.img"
 }
+if part full; then
 RUNS=$FULL_RUNS
 t_cam=$(median_time drop_caches full_cam)
 t_des=$(median_time drop_caches full_desync)
@@ -135,6 +138,7 @@ t_cas=$(median_time drop_caches full_casync)
 table_header "cold full read of disk.caibx (1.5 GiB) over HTTP with $DELAY per request (median of $FULL_RUNS)" "peer"
 table_row "full read: casync extract vs camount mount+dd" "$t_cas" "$t_cam"
 table_row "full read: desync mount-index+dd vs camount" "$t_des" "$t_cam"
+fi
 
 # 2. Foreground random-read latency with and without the background fill, and desync's, in
 # alternating rounds (the machine's load varies); percentiles of the pooled reads.
@@ -155,6 +159,7 @@ rand_desync() { # OUT
 	fusermount3 -u "$work/des" 2>/dev/null || umount "$work/des"
 	wait $dpid 2>/dev/null || true
 }
+if part rand; then
 for round in $(seq "${RAND_ROUNDS:-2}"); do
 	rand_cam "$work/lat.ra" --prefetch=readahead
 	rand_cam "$work/lat.all" --prefetch=all
@@ -168,6 +173,7 @@ table_row "p50: desync mount-index vs camount" "$des50" "$p50_ra" ms
 table_row "p99: desync mount-index vs camount" "$des99" "$p99_ra" ms
 table_row "p50: camount vs camount --prefetch=all" "$p50_ra" "$p50_all" ms
 table_row "p99: camount vs camount --prefetch=all" "$p99_ra" "$p99_all" ms
+fi
 
 # 3. Boot-like trace on the ext4 inside the image, cold, without and with a profile.
 part_off=$(( $(sfdisk -d "$CORPUS/disk.img" | sed -n 's/.*start= *\([0-9]*\).*/\1/p' | head -1) * 512 ))
@@ -191,6 +197,7 @@ timed_trace() { # FLAGS... → seconds of the trace alone
 	umount_cam "$work/cam"
 	echo "$e - $s" | bc -l
 }
+if part trace; then
 drop_caches
 timed_trace --record-profile="$work/boot.profile" >/dev/null # the recording run
 tp=() tq=()
@@ -206,3 +213,4 @@ t_prof=$(median "${tq[@]}")
 table_header "boot-like trace (list ext4 tree, read heads of 300 files), cold, median of ${TRACE_ROUNDS:-2}" "no profile"
 table_row "trace wall time: without vs with --prefetch-profile" "$(printf %.3f "$t_plain")" "$(printf %.3f "$t_prof")"
 echo "profile: $(sed -n 3p "$work/boot.profile"); last camount stats: $(grep 'stats:' "$work/cam.err" | tail -1)"
+fi

@@ -88,9 +88,9 @@ type Scheduler struct {
 	caps    [numPriorities]int // a class may run while the running total of it and lower classes is under its cap
 	// bgBusyCap replaces the Background cap while a Foreground fetch is queued or running.
 	bgBusyCap int
-	decode  *prioSem           // bounds CPU-bound decoding to the cores
-	ctx     context.Context    // parent of every fetch; cancelled by Close
-	cancel  context.CancelFunc
+	decode    *prioSem        // bounds CPU-bound decoding to the cores
+	ctx       context.Context // parent of every fetch; cancelled by Close
+	cancel    context.CancelFunc
 
 	mu       sync.Mutex
 	wake     *sync.Cond
