@@ -18,6 +18,10 @@ import (
 // ExtractOptions configures Extract. The zero value restores everything the
 // archive holds that the process is allowed to restore.
 type ExtractOptions struct {
+	// Features selects what to restore (WITH_* bits, as casync extract's
+	// --with/--without); 0 means everything the archive holds. Entries of
+	// types outside it (symlinks, devices, fifos, sockets) are skipped.
+	Features uint64
 	// Log receives warnings about metadata that could not be restored
 	// (for example ownership as a normal user); nil discards them.
 	Log *slog.Logger
@@ -34,7 +38,11 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}}
+	mask := o.Features & WithMask
+	if mask == 0 {
+		mask = WithMask
+	}
+	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}, mask: mask}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -100,6 +108,9 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 			if err != nil {
 				return err
 			}
+			if skipType(e, x.mask) {
+				continue
+			}
 			path := filepath.Join(dir, filepath.FromSlash(e.Path))
 			switch {
 			case e.IsDir():
@@ -153,8 +164,24 @@ const (
 type extractor struct {
 	log  *slog.Logger
 	root bool
+	mask uint64 // WITH_* features to restore
 	mu   sync.Mutex
 	ids  map[string]uint32
+}
+
+// skipType reports entries whose type the features leave out.
+func skipType(e *Entry, mask uint64) bool {
+	switch e.Type() {
+	case ModeLink:
+		return mask&WithSymlinks == 0
+	case ModeBlock, ModeChar:
+		return mask&WithDeviceNodes == 0
+	case ModeFIFO:
+		return mask&WithFIFOs == 0
+	case ModeSock:
+		return mask&WithSockets == 0
+	}
+	return false
 }
 
 // create makes the node at path; a regular file's contents come from data,
@@ -296,9 +323,11 @@ const fsIocSetflags = 0x40086602
 // fd, if ≥ 0, is the open regular file at path.
 func (x *extractor) meta(path string, e *Entry, fd int) error {
 	t := e.Type()
-	if e.HasUID() || e.User != "" || e.Group != "" {
+	hasUID := e.HasUID() && x.mask&withUIDs != 0
+	names := x.mask&WithUserNames != 0 && (e.User != "" || e.Group != "")
+	if hasUID || names {
 		uid, gid := int(e.UID), int(e.GID)
-		if !e.HasUID() {
+		if !hasUID {
 			uid, gid = -1, -1
 			if e.User != "" {
 				uid = x.lookup(e.User, false)
@@ -322,6 +351,9 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 	}
 	if t != ModeLink {
 		for _, xa := range e.Xattrs {
+			if x.mask&WithXattrs == 0 {
+				break
+			}
 			if err := syscall.Setxattr(path, xa.Name, xa.Value, 0); err != nil {
 				if x.root {
 					return &os.PathError{Op: "setxattr " + xa.Name, Path: path, Err: err}
@@ -329,7 +361,7 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 				x.log.Warn("cannot restore xattr", "path", path, "name", xa.Name, "err", err)
 			}
 		}
-		if e.Features&(WithPermissions|WithACL|WithReadOnly) != 0 {
+		if e.Features&x.mask&(WithPermissions|WithACL|WithReadOnly) != 0 {
 			var err error
 			if fd >= 0 {
 				err = syscall.Fchmod(fd, e.Mode&ModePerm)
@@ -340,12 +372,12 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 				return &os.PathError{Op: "chmod", Path: path, Err: err}
 			}
 		}
-		if e.ACL != nil {
+		if e.ACL != nil && x.mask&WithACL != 0 {
 			if err := x.acl(path, e); err != nil {
 				return err
 			}
 		}
-		if e.FCaps != nil {
+		if e.FCaps != nil && x.mask&WithFCaps != 0 {
 			if err := syscall.Setxattr(path, "security.capability", e.FCaps, 0); err != nil {
 				if x.root {
 					return &os.PathError{Op: "setxattr security.capability", Path: path, Err: err}
@@ -354,7 +386,7 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 			}
 		}
 	}
-	if e.HasMTime() {
+	if e.HasMTime() && x.mask&withTimes != 0 {
 		ns := int64(e.MTime)
 		ts := []syscall.Timespec{{Sec: ns / 1e9, Nsec: ns % 1e9}, {Sec: ns / 1e9, Nsec: ns % 1e9}}
 		if ns < 0 && ns%1e9 != 0 {
@@ -371,8 +403,8 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 			return &os.PathError{Op: "utimensat", Path: path, Err: err}
 		}
 	}
-	if e.Flags&WithChattr != 0 && (t == ModeReg || t == ModeDir) {
-		if err := setChattr(path, fd, ChattrFromFlags(e.Flags)); err != nil {
+	if e.Flags&x.mask&WithChattr != 0 && (t == ModeReg || t == ModeDir) {
+		if err := setChattr(path, fd, ChattrFromFlags(e.Flags&x.mask)); err != nil {
 			if x.root {
 				return err
 			}

@@ -203,7 +203,11 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, in string, dir stri
 		return err
 	}
 	defer closer()
-	return catar.Extract(ctx, catar.NewDecoder(r), dir, catar.ExtractOptions{Log: e.log})
+	mask, err := tf.mask()
+	if err != nil {
+		return err
+	}
+	return catar.Extract(ctx, catar.NewDecoder(r), dir, catar.ExtractOptions{Log: e.log, Features: mask})
 }
 
 // openStream returns the archive stream of a .catar or .caidx.
