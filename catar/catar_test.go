@@ -569,3 +569,27 @@ func FuzzArchive(f *testing.F) {
 		})
 	})
 }
+
+// TestExtractFeatureMask: features left out of ExtractOptions.Features are
+// not restored.
+func TestExtractFeatureMask(t *testing.T) {
+	src := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o640))
+	must(t, os.Symlink("f", filepath.Join(src, "link")))
+	must(t, syscall.Setxattr(filepath.Join(src, "f"), "user.k", []byte("v"), 0))
+	var buf bytes.Buffer
+	_, err := Encode(context.Background(), &buf, src, EncodeOptions{})
+	must(t, err)
+	dst := filepath.Join(t.TempDir(), "dst")
+	must(t, Extract(context.Background(), NewDecoder(bytes.NewReader(buf.Bytes())), dst,
+		ExtractOptions{Features: WithMask &^ (WithSymlinks | WithXattrs)}))
+	if _, err := os.Lstat(filepath.Join(dst, "link")); !os.IsNotExist(err) {
+		t.Errorf("symlink restored without the symlinks feature: %v", err)
+	}
+	if n, _ := syscall.Getxattr(filepath.Join(dst, "f"), "user.k", make([]byte, 8)); n > 0 {
+		t.Error("xattr restored without the xattrs feature")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "f")); string(b) != "x" {
+		t.Errorf("contents %q", b)
+	}
+}
