@@ -398,27 +398,39 @@ func (a *Archive) LookupPath(path string) (*Entry, error) {
 	return e, nil
 }
 
-// ReadDir returns the children of dir in archive (name) order, checking
-// that the goodbye table describes exactly the serialized children.
-func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
-	w := a.window()
+// childItems reads dir's goodbye table, checks its layout and returns its
+// items sorted by archive offset, with the table's offset g. ReadDir and
+// ListDir share it.
+func (a *Archive) childItems(w *window, dir *Entry) (g int64, items []goodbyeItem, err error) {
 	g, n, err := a.goodbyeTail(w, dir)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	tb, err := w.get(g+headerSize, n*goodbyeItemSize)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	items := make([]goodbyeItem, n)
+	items = make([]goodbyeItem, n)
 	for i := range items {
 		b := tb[i*goodbyeItemSize:]
 		items[i] = goodbyeItem{start: g - int64(le.Uint64(b)), size: int64(le.Uint64(b[8:])), hash: le.Uint64(b[16:])}
 	}
 	if err := checkGoodbyeLayout(items, g); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].start < items[j].start })
+	return g, items, nil
+}
+
+// ReadDir returns the children of dir in archive (name) order, checking
+// that the goodbye table describes exactly the serialized children.
+func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
+	w := a.window()
+	g, items, err := a.childItems(w, dir)
+	if err != nil {
+		return nil, err
+	}
+	n := len(items)
 	pf, _ := a.r.(Prefetcher)
 	if pf != nil {
 		for _, it := range items {

@@ -51,23 +51,11 @@ func (a *Archive) ListDir(dir *Entry, readSize int) ([]*Entry, error) {
 		readSize = ListWindow
 	}
 	w := &window{a: a, size: readSize}
-	g, n, err := a.goodbyeTail(w, dir)
+	g, items, err := a.childItems(w, dir)
 	if err != nil {
 		return nil, err
 	}
-	tb, err := w.get(g+headerSize, n*goodbyeItemSize)
-	if err != nil {
-		return nil, err
-	}
-	items := make([]goodbyeItem, n)
-	for i := range items {
-		b := tb[i*goodbyeItemSize:]
-		items[i] = goodbyeItem{start: g - int64(le.Uint64(b)), size: int64(le.Uint64(b[8:])), hash: le.Uint64(b[16:])}
-	}
-	if err := checkGoodbyeLayout(items, g); err != nil {
-		return nil, err
-	}
-	sort.Slice(items, func(i, j int) bool { return items[i].start < items[j].start })
+	n := len(items)
 	out := make([]*Entry, 0, n)
 	pos := dir.metaEnd
 	for _, it := range items {
