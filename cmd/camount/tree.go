@@ -343,16 +343,23 @@ func treeStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reade
 	return pr, func() { cancel(); pr.Close(); <-done }, nil
 }
 
+// addTreeReadFlags sets up the flags of the verbs that read a tree (list,
+// mtree, digest): the store flags, --digest and the feature flags.
+func addTreeReadFlags(fs *flag.FlagSet, digestHelp string) *treeFlags {
+	bf := addBlobFlags(fs)
+	fs.String("digest", "sha512-256", digestHelp)
+	tf := addTreeFlags(fs)
+	tf.bf = bf
+	return tf
+}
+
 func init() {
 	register(&command{
 		name:    "list",
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
 		summary: "list the entries of a tree, as casync list",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			bf := addBlobFlags(fs)
-			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
-			tf := addTreeFlags(fs)
-			tf.bf = bf
+			tf := addTreeReadFlags(fs, "digest: sha512-256 or sha256")
 			return func(ctx context.Context, e *env, args []string) error {
 				return runList(ctx, e, tf, args, false)
 			}
@@ -363,10 +370,7 @@ func init() {
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
 		summary: "print a tree in BSD mtree(5) format, as casync mtree",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			bf := addBlobFlags(fs)
-			fs.String("digest", "sha512-256", "payload digest: sha512-256 or sha256")
-			tf := addTreeFlags(fs)
-			tf.bf = bf
+			tf := addTreeReadFlags(fs, "payload digest: sha512-256 or sha256")
 			return func(ctx context.Context, e *env, args []string) error {
 				return runList(ctx, e, tf, args, true)
 			}
@@ -377,10 +381,7 @@ func init() {
 		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
 		summary: "print the digest of a tree's archive stream (or of a file or subtree in it), as casync digest",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			bf := addBlobFlags(fs)
-			fs.String("digest", "sha512-256", "digest: sha512-256 or sha256")
-			tf := addTreeFlags(fs)
-			tf.bf = bf
+			tf := addTreeReadFlags(fs, "digest: sha512-256 or sha256")
 			return func(ctx context.Context, e *env, args []string) error {
 				return runDigest(ctx, e, tf, args)
 			}
