@@ -75,8 +75,6 @@ func detect(b []byte) Compression {
 var (
 	zstdDecOnce sync.Once
 	zstdDec     *zstd.Decoder
-	zstdEncOnce sync.Once
-	zstdEnc     *zstd.Encoder
 )
 
 func zstdDecoder() *zstd.Decoder {
@@ -87,48 +85,6 @@ func zstdDecoder() *zstd.Decoder {
 			zstd.WithDecoderMaxWindow(MaxChunkSize))
 	})
 	return zstdDec
-}
-
-func zstdEncoder() *zstd.Encoder {
-	zstdEncOnce.Do(func() {
-		zstdEnc, _ = zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(zstd.SpeedDefault),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithEncoderCRC(false))
-	})
-	return zstdEnc
-}
-
-// Compress encodes a chunk for a store, as casync writes it.
-func Compress(c Compression, data []byte) ([]byte, error) {
-	switch c {
-	case Zstd:
-		return zstdEncoder().EncodeAll(data, make([]byte, 0, len(data)/2+64)), nil
-	case XZ:
-		var buf bytes.Buffer
-		w, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&buf)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(data); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
-	case Gzip:
-		var buf bytes.Buffer
-		w := gzip.NewWriter(&buf)
-		w.Write(data)
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
-	case None:
-		return data, nil
-	}
-	return nil, fmt.Errorf("unknown compression %d", c)
 }
 
 var errTrailing = errors.New("bytes after the end of the compressed stream")
