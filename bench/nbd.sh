@@ -97,33 +97,9 @@ row "qemu-img bench -d 8 -s 1M (4 GiB)" MiB/s "$(rate "$k" 4096)" "$(rate "$c" 4
 # from the same store (casync fetches chunks one after another).
 COLD_RUNS=${NBD_BENCH_COLD_RUNS:-1}
 if command -v nginx >/dev/null && command -v casync >/dev/null; then
-	free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-	wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not listening" >&2; return 1; }
-	ngport=$(free_port)
-	mkdir -p "$W/nginx"
-	cat >"$W/nginx/nginx.conf" <<NGINX
-user root;
-daemon off;
-worker_processes 2;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  default_type application/octet-stream;
-  access_log off;
-  client_body_temp_path $W/nginx/client;
-  proxy_temp_path $W/nginx/proxy;
-  fastcgi_temp_path $W/nginx/fastcgi;
-  uwsgi_temp_path $W/nginx/uwsgi;
-  scgi_temp_path $W/nginx/scgi;
-  sendfile on;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ngport; root $CORPUS; }
-}
-NGINX
-	nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
-	pids+=($!)
-	wait_port "$ngport"
+	start_nginx "$W/nginx" "$CORPUS"
+	pids+=("$NGINX_PID")
+	ngport=$NGINX_PORT
 	STORE="http://127.0.0.1:$ngport/store.castr"
 	cold_cam() {
 		local sock=$W/cold.sock pid t0 t1

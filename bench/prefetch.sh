@@ -53,34 +53,9 @@ if [ ! -x "$DESYNC" ]; then
 	fi
 fi
 
-free_port() { "$work/prefetchtool" port; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not listening" >&2; return 1; }
-
-ngport=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<EOF
-user root;
-daemon off;
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  default_type application/octet-stream;
-  access_log off;
-  client_body_temp_path $work/nginx/client;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  sendfile on;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ngport; root $CORPUS; }
-}
-EOF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
-pids+=($!)
-wait_port "$ngport"
+start_nginx "$work/nginx" "$CORPUS"
+pids+=("$NGINX_PID")
+ngport=$NGINX_PORT
 pxport=$(free_port)
 "$work/prefetchtool" proxy -listen "127.0.0.1:$pxport" -upstream "http://127.0.0.1:$ngport" -delay "$DELAY" 2>"$work/proxy.log" &
 pids+=($!)

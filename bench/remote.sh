@@ -28,42 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free loopback port: nothing answers on it.
-while :; do
-	port=$((20000 + RANDOM % 30000))
-	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
-done
-mkdir -p "$W/ngx"
-cat >"$W/ngx/nginx.conf" <<EOF
-user root;
-daemon off;
-worker_processes 2;
-pid $W/ngx/nginx.pid;
-error_log $W/ngx/error.log warn;
-events { worker_connections 1024; }
-http {
-  default_type application/octet-stream;
-  log_format plain '\$request_uri \$status';
-  access_log $W/ngx/access.log plain;
-  client_body_temp_path $W/ngx/client;
-  proxy_temp_path $W/ngx/proxy;
-  fastcgi_temp_path $W/ngx/fastcgi;
-  uwsgi_temp_path $W/ngx/uwsgi;
-  scgi_temp_path $W/ngx/scgi;
-  sendfile on;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port;
-    root $CORPUS;
-  }
-}
-EOF
-nginx -p "$W/ngx" -c "$W/ngx/nginx.conf" -e "$W/ngx/error.log" &
-ngx_pid=$!
-for ((i = 0; i < 100; i++)); do
-	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-	sleep 0.05
-done
+start_nginx "$W/ngx" "$CORPUS" log
+ngx_pid=$NGINX_PID
+port=$NGINX_PORT
 URL=http://127.0.0.1:$port
 STORE=$URL/store.castr
 ALOG=$W/ngx/access.log
