@@ -398,42 +398,10 @@ func TestRemoteFaults(t *testing.T) {
 // go: every read returns the source's bytes or fails with EIO, and the
 // mount works again once the fault ends.
 func TestRemoteMountFaults(t *testing.T) {
-	needRoot(t)
-	needCmd(t, "fusermount3")
 	im := makeRemoteImage(t, 4<<20, nil)
 	px := startFaultProxy(t, im.ngx.URL)
 	px.stall = 5 * time.Second
-	mnt := t.TempDir()
-	cmd := exec.Command(camountBin, "mount", "--http-timeout", "300ms", "--http-retries", "2", "--cache-size", "0",
-		px.URL+"/img.caibx", mnt)
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		exec.Command(camountBin, "umount", mnt).Run()
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err == nil && !strings.Contains(line, "mounted") {
-			err = fmt.Errorf("unexpected output %q", line)
-		}
-		ready <- err
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("mount: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("mount not ready:\n%s", stderr.String())
-	}
+	mnt := remoteMount(t, "--http-timeout", "300ms", "--http-retries", "2", "--cache-size", "0", px.URL+"/img.caibx")
 	file := filepath.Join(mnt, "img")
 	// readRound drops the kernel's page cache and reads the file (at most
 	// maxReads pieces of 128 KiB), checking every byte.
