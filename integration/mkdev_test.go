@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -94,7 +93,7 @@ func (d *diskImage) sha256(t *testing.T) string {
 type mkdevProc struct {
 	cmd    *exec.Cmd
 	dev    string
-	stderr *lockedBuffer
+	stderr *syncBuffer
 	done   chan error
 }
 
@@ -106,7 +105,7 @@ func startMkdev(t *testing.T, args ...string) *mkdevProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &mkdevProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &mkdevProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -157,28 +156,20 @@ func (p *mkdevProc) wait(t *testing.T, d time.Duration) error {
 	}
 }
 
-// lockedBuffer collects a child's stderr while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(b)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func cmpFiles(t *testing.T, a, b string) {
 	t.Helper()
 	if out, err := exec.Command("cmp", a, b).CombinedOutput(); err != nil {
 		t.Fatalf("cmp %s %s: %v\n%s", a, b, err, out)
+	}
+}
+
+// needLoopOverFUSE skips a test on a machine where mkdev cannot put a loop
+// device over a FUSE file: no /dev/fuse, or no loop driver.
+func needLoopOverFUSE(t testing.TB) {
+	t.Helper()
+	needFUSE(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("/dev/loop-control is absent: the loop module is not loaded")
 	}
 }
 
@@ -187,12 +178,7 @@ func cmpFiles(t *testing.T, a, b string) {
 func TestMkdevLoop(t *testing.T) {
 	needRoot(t)
 	needCmd(t, "fdisk", "losetup", "mount", "cmp")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (loop module not loaded)")
-	}
+	needLoopOverFUSE(t)
 	dir := t.TempDir()
 	d := makeDiskImage(t, dir, 24, nil)
 	p := startMkdev(t, "--via=auto", "--store="+d.store, d.caibx)
@@ -284,12 +270,7 @@ func checkDetached(t *testing.T, dev string) {
 // process; the mkdev process must then exit cleanly.
 func TestMkdevRmdev(t *testing.T) {
 	needRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (loop module not loaded)")
-	}
+	needLoopOverFUSE(t)
 	dir := t.TempDir()
 	d := makeDiskImage(t, dir, 8, nil)
 	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
@@ -340,12 +321,7 @@ func TestMkdevBadInput(t *testing.T) {
 func TestMkdevOddSize(t *testing.T) {
 	needRoot(t)
 	needCmd(t, "casync")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (loop module not loaded)")
-	}
+	needLoopOverFUSE(t)
 	dir := t.TempDir()
 	data := randomBytes(1000000, 7)
 	img := filepath.Join(dir, "odd.img")
@@ -377,12 +353,7 @@ func TestMkdevOddSize(t *testing.T) {
 // keeps it served until that program closes it; then mkdev exits cleanly.
 func TestMkdevBusy(t *testing.T) {
 	needRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (loop module not loaded)")
-	}
+	needLoopOverFUSE(t)
 	dir := t.TempDir()
 	d := makeDiskImage(t, dir, 8, nil)
 	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
@@ -440,12 +411,7 @@ func TestMkdevNoNBD(t *testing.T) {
 // once; the device is released when its last user closes it.
 func TestMkdevBusyForced(t *testing.T) {
 	needRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (loop module not loaded)")
-	}
+	needLoopOverFUSE(t)
 	dir := t.TempDir()
 	d := makeDiskImage(t, dir, 8, nil)
 	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)

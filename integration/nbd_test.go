@@ -549,11 +549,9 @@ func nbdRawVanish(t *testing.T, uri, sock string) {
 // table with fdisk, and mounts the ext4 partition read-only through a loop
 // device at the partition's offset.
 func TestNBDFuseMount(t *testing.T) {
-	needCmd(t, "nbdfuse", "fdisk", "losetup", "mount", "fusermount3")
+	needCmd(t, "nbdfuse", "fdisk", "losetup", "mount")
 	needRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
+	needFUSE(t)
 	f := nbdFixtureFor(t)
 	s := startNBD(t, "unix", []string{"--store=" + f.store}, f.diskIdx)
 	dir := t.TempDir()

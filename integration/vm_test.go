@@ -125,7 +125,7 @@ func startNBDServer(t *testing.T, dir string, d *diskImage) (string, func() int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
+	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
