@@ -61,6 +61,15 @@ func Open(r io.ReaderAt, size int64) (*Archive, error) {
 	return a, nil
 }
 
+// WithReader returns the archive read through r instead, which must hold
+// the same bytes (for example the same stream read at another priority).
+// Entries of either Archive may be passed to the other.
+func (a *Archive) WithReader(r io.ReaderAt) *Archive {
+	b := *a
+	b.r = r
+	return &b
+}
+
 // Root returns the root directory.
 func (a *Archive) Root() *Entry { return a.root }
 

@@ -74,7 +74,13 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 			// changes, which never come.
 			EnableSymlinkCaching:     true,
 			ExplicitDataCacheControl: true,
-			Logger:                   log.New(slogWriter{lg}, "", 0),
+			// Splicing only helps replies backed by a file descriptor;
+			// ours are bytes in memory, for which go-fuse would first
+			// write the reply header into a pipe, find it cannot splice
+			// and throw the pipe away: a wasted round of syscalls per
+			// read.
+			DisableSplice: true,
+			Logger:        log.New(slogWriter{lg}, "", 0),
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -23,12 +24,21 @@ type TreeOptions struct {
 	Log *slog.Logger
 }
 
+// BackgroundReader is an optional interface of a Source: ReadAtBackground
+// reads like ReadAtContext, but at the priority of prefetches. A tree
+// mount lists directories ahead of the reader through it, so that those
+// reads wait behind what readers wait for, not ahead of it.
+type BackgroundReader interface {
+	ReadAtBackground(ctx context.Context, p []byte, off int64) (int, error)
+}
+
 // tree is what all nodes of one catar mount share.
 type tree struct {
-	arc *catar.Archive
-	src Source
-	pre Prefetcher // nil: the source does not prefetch
-	log *slog.Logger
+	arc   *catar.Archive
+	bgArc *catar.Archive // arc read at background priority, for the crawlers
+	src   Source
+	pre   Prefetcher // nil: the source does not prefetch
+	log   *slog.Logger
 	// noOpen: the source takes no per-open hints, so OPEN is answered with
 	// ENOSYS and the kernel stops sending OPEN and RELEASE (two round
 	// trips per file) and keeps the page cache, as with FOPEN_KEEP_CACHE.
@@ -36,19 +46,31 @@ type tree struct {
 	handles atomic.Uint64 // last file handle number given out
 	seq     seqReads      // archive readahead across files
 
-	// Directory listings read ahead in the background, by ENTRY offset,
-	// until a node adopts them. Bounded by maxPrelisted.
-	preMu   sync.Mutex
-	preCond *sync.Cond         // on preMu: stack pushed, a listing done
+	// Directory listings read ahead in the background ("crawled"), by
+	// ENTRY offset, until a node adopts them. A walk of a tree (find, du,
+	// tar) enters directories in archive order, so the crawler lists the
+	// pending directory with the smallest offset first, and the
+	// subdirectories of what it lists become pending in turn: it runs
+	// ahead of the walk, depth first, at most crawlLead bytes of archive
+	// beyond the reader's position (so that, for a reader of file contents
+	// too, the chunks it fetches are still cached when the reader gets
+	// there).
+	lead    int64              // crawlLead (tests change it)
+	pos     atomic.Int64       // furthest archive offset the reader reached: directories listed, files read
+	wakeAt  atomic.Int64       // crawlers wait for pos to reach this
+	preMu   sync.Mutex         //
+	preCond *sync.Cond         // on preMu: pending pushed, a listing done or taken, pos reached wakeAt
 	prelist map[int64]*listing // guarded by preMu
-	queued  map[int64]bool     // guarded by preMu: on the stack, to list
+	queued  map[int64]bool     // guarded by preMu: pending, to list
 	running map[int64]bool     // guarded by preMu: being listed now
-	stack   []*catar.Entry     // guarded by preMu: directories to list, top last
+	pending []*catar.Entry     // guarded by preMu: directories to list, by offset, largest first
 }
 
 const (
 	maxPrelisted  = 4096             // listings kept ahead of use
-	prelistWorker = 4                // background listers
+	maxPending    = 4096             // directories waiting to be listed
+	prelistWorker = 8                // background listers
+	crawlLead     = 64 << 20         // bytes of archive the crawl may run ahead of the reader
 	prefetchHead  = catar.ListWindow // bytes prefetched at the start of each child: what listing reads
 )
 
@@ -78,10 +100,16 @@ func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 	t := &tree{arc: arc, src: src, log: logger(o.Log), noOpen: !hinted}
 	if p, ok := src.(Prefetcher); ok {
 		t.pre = p
+		t.bgArc = arc
+		if b, ok := src.(BackgroundReader); ok {
+			t.bgArc = arc.WithReader(bgReaderAt{b})
+		}
 		t.prelist = map[int64]*listing{}
 		t.queued = map[int64]bool{}
 		t.running = map[int64]bool{}
 		t.preCond = sync.NewCond(&t.preMu)
+		t.wakeAt.Store(math.MaxInt64)
+		t.lead = crawlLead
 		for i := 0; i < prelistWorker; i++ {
 			go t.prelister()
 		}
@@ -143,10 +171,11 @@ func (n *TreeNode) children() (*listing, error) {
 	if l := n.listing.Load(); l != nil {
 		return l, nil
 	}
+	n.t.advance(n.e.Offset)
 	l := n.t.takePrelisted(n.e)
 	if l == nil {
 		var err error
-		if l, err = n.t.list(n.e); err != nil {
+		if l, err = n.t.list(n.t.arc, n.e); err != nil {
 			return nil, err
 		}
 	}
@@ -155,17 +184,24 @@ func (n *TreeNode) children() (*listing, error) {
 	return l, nil
 }
 
-// list reads a directory's children, first asking the source to prefetch
-// the start of every child so the reads run in parallel.
-func (t *tree) list(dir *catar.Entry) (*listing, error) {
+// bgReaderAt reads a BackgroundReader.
+type bgReaderAt struct{ b BackgroundReader }
+
+func (r bgReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return r.b.ReadAtBackground(context.Background(), p, off)
+}
+
+// list reads a directory's children through arc, first asking the source
+// to prefetch the start of every child so the reads run in parallel.
+func (t *tree) list(arc *catar.Archive, dir *catar.Entry) (*listing, error) {
 	if t.pre != nil {
-		if spans, err := t.arc.ChildSpans(dir); err == nil {
+		if spans, err := arc.ChildSpans(dir); err == nil {
 			for _, s := range spans {
 				t.pre.PrefetchRange(s.Start, min(s.Size, prefetchHead))
 			}
 		}
 	}
-	list, err := t.arc.ListDir(dir, catar.ListWindow)
+	list, err := arc.ListDir(dir, catar.ListWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +210,29 @@ func (t *tree) list(dir *catar.Entry) (*listing, error) {
 		l.byName[c.Name] = c
 	}
 	return l, nil
+}
+
+// advance records that the reader got to archive offset off, waking the
+// crawlers when they wait for that.
+func (t *tree) advance(off int64) {
+	if t.pre == nil {
+		return
+	}
+	for {
+		p := t.pos.Load()
+		if off <= p {
+			return
+		}
+		if t.pos.CompareAndSwap(p, off) {
+			break
+		}
+	}
+	if off >= t.wakeAt.Load() {
+		t.preMu.Lock()
+		t.wakeAt.Store(math.MaxInt64)
+		t.preCond.Broadcast()
+		t.preMu.Unlock()
+	}
 }
 
 // takePrelisted returns and forgets the background listing of dir, if
@@ -189,58 +248,108 @@ func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 		t.preCond.Wait()
 	}
 	l := t.prelist[dir.Offset]
-	delete(t.prelist, dir.Offset)
-	delete(t.queued, dir.Offset) // still on the stack: the lister skips it
+	if l != nil {
+		delete(t.prelist, dir.Offset)
+		t.preCond.Broadcast() // room for another listing
+	}
+	delete(t.queued, dir.Offset) // still pending: the crawlers skip it
 	return l
 }
 
-// prelistChildren pushes the subdirectories of a just-listed directory
-// onto the background listing stack (one level ahead of the reader). The
-// stack is last in, first out, and the children go on in reverse order, so
-// a depth-first walk (find, tar, du) finds the next directory it enters
-// listed first. When the stack is full the oldest entries are dropped.
+// prelistChildren makes the subdirectories of a directory just listed (by
+// a reader or a crawler) pending, for the crawlers to list.
 func (t *tree) prelistChildren(l *listing) {
 	if t.pre == nil {
 		return
 	}
 	t.preMu.Lock()
 	defer t.preMu.Unlock()
+	t.pushDirs(l)
+}
+
+// pushDirs adds l's subdirectories to the pending directories, keeping
+// them sorted by offset (largest first). When too many are pending, the
+// ones furthest ahead are dropped: they become pending again when their
+// parent is adopted. t.preMu held.
+func (t *tree) pushDirs(l *listing) {
 	pushed := false
-	for i := len(l.list) - 1; i >= 0; i-- {
-		c := l.list[i]
+	for _, c := range l.list {
 		if !c.IsDir() || t.queued[c.Offset] || t.running[c.Offset] || t.prelist[c.Offset] != nil {
 			continue
 		}
-		if len(t.stack) >= maxPrelisted {
-			old := t.stack[0]
-			t.stack = t.stack[1:]
-			delete(t.queued, old.Offset)
-		}
-		t.stack = append(t.stack, c)
+		i := sort.Search(len(t.pending), func(i int) bool { return t.pending[i].Offset < c.Offset })
+		t.pending = append(t.pending, nil)
+		copy(t.pending[i+1:], t.pending[i:])
+		t.pending[i] = c
 		t.queued[c.Offset] = true
 		pushed = true
+		if len(t.pending) > maxPending {
+			delete(t.queued, t.pending[0].Offset)
+			t.pending[0] = nil
+			t.pending = t.pending[1:]
+		}
 	}
 	if pushed {
 		t.preCond.Broadcast()
 	}
 }
 
+// nextToList returns the pending directory to list next, waiting until
+// there is one within t.lead of the reader and room for its listing.
+// Pending directories behind the reader were skipped by it and are
+// dropped. t.preMu held.
+func (t *tree) nextToList() *catar.Entry {
+	for {
+		pos := t.pos.Load()
+		for len(t.pending) > 0 {
+			d := t.pending[len(t.pending)-1]
+			if t.queued[d.Offset] && d.Offset >= pos {
+				break
+			}
+			delete(t.queued, d.Offset)
+			t.pending[len(t.pending)-1] = nil
+			t.pending = t.pending[:len(t.pending)-1]
+		}
+		if len(t.prelist) >= maxPrelisted {
+			t.dropPrelistedBehind(pos)
+		}
+		if n := len(t.pending); n > 0 && len(t.prelist) < maxPrelisted {
+			d := t.pending[n-1]
+			if d.Offset <= pos+t.lead {
+				t.pending[n-1] = nil
+				t.pending = t.pending[:n-1]
+				delete(t.queued, d.Offset)
+				return d
+			}
+			t.wakeAt.Store(d.Offset - t.lead)
+			if t.pos.Load() >= d.Offset-t.lead {
+				continue // the reader moved on meanwhile
+			}
+		}
+		t.preCond.Wait()
+	}
+}
+
+// dropPrelistedBehind forgets listings of directories behind the reader,
+// which it skipped. t.preMu held.
+func (t *tree) dropPrelistedBehind(pos int64) {
+	for off := range t.prelist {
+		if off < pos {
+			delete(t.prelist, off)
+		}
+	}
+}
+
+// prelister is a crawler: it lists pending directories in the background
+// and makes their subdirectories pending in turn.
 func (t *tree) prelister() {
 	t.preMu.Lock()
 	defer t.preMu.Unlock()
 	for {
-		for len(t.stack) == 0 {
-			t.preCond.Wait()
-		}
-		dir := t.stack[len(t.stack)-1]
-		t.stack = t.stack[:len(t.stack)-1]
-		if !t.queued[dir.Offset] { // taken or dropped meanwhile
-			continue
-		}
-		delete(t.queued, dir.Offset)
+		dir := t.nextToList()
 		t.running[dir.Offset] = true
 		t.preMu.Unlock()
-		l, err := t.list(dir)
+		l, err := t.list(t.bgArc, dir)
 		t.preMu.Lock()
 		delete(t.running, dir.Offset)
 		t.preCond.Broadcast()
@@ -248,13 +357,8 @@ func (t *tree) prelister() {
 			t.log.Debug("background listing failed", "path", "/"+dir.Path, "err", err)
 			continue
 		}
-		if len(t.prelist) >= maxPrelisted {
-			for off := range t.prelist { // evict one (map order is random)
-				delete(t.prelist, off)
-				break
-			}
-		}
 		t.prelist[dir.Offset] = l
+		t.pushDirs(l)
 	}
 }
 
@@ -347,6 +451,7 @@ func (n *TreeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 		return nil, syscall.EISDIR
 	}
 	if n.t.pre != nil && off < n.e.Size {
+		n.t.advance(n.e.PayloadOffset + off)
 		if pOff, pLen := n.t.seq.observe(n.e.PayloadOffset+off, min(int64(len(dest)), n.e.Size-off)); pLen > 0 {
 			n.t.pre.PrefetchRange(pOff, min(pLen, n.t.src.Size()-pOff))
 		}

@@ -26,9 +26,11 @@
 //
 // Speed, for a source that implements the optional Prefetcher: listing a
 // directory first asks for the records of all its children at once, the
-// subdirectories of a listed directory are listed in the background one
-// level ahead (depth-first order), and reads of file contents that walk the
-// archive in order (tar, cp -r) prefetch the archive ahead of them. A tree
+// directories below a listed directory are listed in the background ahead
+// of the reader, in archive (depth-first) order and at most 64 MiB of
+// archive ahead (at prefetch priority if the source is a BackgroundReader),
+// and reads of file contents that walk the archive in order (tar, cp -r)
+// prefetch the archive ahead of them. A tree
 // over a source without HintedSource answers OPEN with ENOSYS, so the kernel
 // stops sending OPEN and RELEASE.
 //

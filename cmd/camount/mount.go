@@ -250,6 +250,41 @@ type treeSource struct{ b *fetch.Blob }
 func (s treeSource) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	return s.b.ReadAtContext(ctx, p, off)
 }
+
+// ReadAtBackground reads at Readahead priority, one chunk after the other
+// (vfs lists directories ahead of the reader through it, after
+// prefetching what the listing reads).
+func (s treeSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (int, error) {
+	size := s.b.Size()
+	switch {
+	case off < 0:
+		return 0, fmt.Errorf("%s: negative offset %d", s.b.Name(), off)
+	case off >= size && len(p) == 0:
+		return 0, nil
+	case off >= size:
+		return 0, io.EOF
+	}
+	var eof error
+	want := len(p)
+	if int64(want) > size-off {
+		want, eof = int(size-off), io.EOF
+	}
+	idx := s.b.Index()
+	n := 0
+	for i := idx.Find(off); n < want; i++ {
+		data, err := s.b.Chunk(ctx, i, fetch.Readahead)
+		if err != nil {
+			return n, err
+		}
+		lo := uint64(0)
+		if n == 0 {
+			lo = uint64(off) - idx.Chunks[i].Start
+		}
+		n += copy(p[n:want], data[lo:])
+	}
+	return n, eof
+}
+
 func (s treeSource) Size() int64                { return s.b.Size() }
 func (s treeSource) PrefetchRange(off, n int64) { s.b.Prefetch(off, n, fetch.Readahead) }
 

@@ -1,0 +1,106 @@
+package vfs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/camount/camount/catar"
+)
+
+// bgSource adds Prefetcher and BackgroundReader to a memSource and counts
+// background reads.
+type bgSource struct {
+	*memSource
+	bg atomic.Int64
+}
+
+func (s *bgSource) PrefetchRange(off, n int64) {}
+
+func (s *bgSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (int, error) {
+	s.bg.Add(1)
+	return s.ReadAtContext(ctx, p, off)
+}
+
+// TestTreeCrawl checks that listing a directory lists the directories
+// below it in the background, depth first, through the background reader,
+// but no further than the lead ahead of the reader's position.
+func TestTreeCrawl(t *testing.T) {
+	tree := t.TempDir()
+	deep := filepath.Join(tree, "a", "b", "c", "d", "e")
+	os.MkdirAll(deep, 0o755)
+	os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644)
+	os.WriteFile(filepath.Join(tree, "m"), pattern(1<<20), 0o644) // between a/ and z/
+	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src := &bgSource{memSource: newMemSource(buf.Bytes())}
+	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := NewTree(arc, src, TreeOptions{})
+	tr := root.t
+	tr.preMu.Lock()
+	tr.lead = 64 << 10 // a/... lies within the lead of the root, z/ beyond m
+	tr.preMu.Unlock()
+
+	prelisted := func(path string) bool {
+		e, err := arc.LookupPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.preMu.Lock()
+		defer tr.preMu.Unlock()
+		return tr.prelist[e.Offset] != nil
+	}
+	waitFor := func(path string) {
+		t.Helper()
+		for start := time.Now(); !prelisted(path); time.Sleep(time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s is not listed in the background", path)
+			}
+		}
+	}
+	if _, err := root.children(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a/b/c/d/e")
+	for _, p := range []string{"a", "a/b", "a/b/c", "a/b/c/d"} {
+		if !prelisted(p) {
+			t.Errorf("%s is not listed in the background", p)
+		}
+	}
+	if src.bg.Load() == 0 {
+		t.Error("background listings did not read through ReadAtBackground")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if prelisted("z") {
+		t.Error("z, beyond the lead, was listed before the reader got near it")
+	}
+
+	// The reader moves on (reads m): z and then z/y are listed.
+	m, err := arc.LookupPath("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.advance(m.PayloadOffset + m.Size)
+	waitFor("z/y")
+
+	// A node adopts a background listing.
+	a, _ := arc.LookupPath("a")
+	n := &TreeNode{t: tr, e: a}
+	l, err := n.children()
+	if err != nil || len(l.list) != 1 || l.list[0].Name != "b" {
+		t.Fatalf("listing of a: %v, %v", l, err)
+	}
+	if prelisted("a") {
+		t.Error("an adopted listing is still kept as a background listing")
+	}
+}
