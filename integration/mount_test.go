@@ -917,3 +917,71 @@ func TestMountLifecycle(t *testing.T) {
 		}
 	})
 }
+
+// TestMountACLEnforced: with --allow-other, the kernel enforces the
+// archive's POSIX ACLs on other users, not just the mode bits — the mount
+// grants and denies access as the source directory does.
+func TestMountACLEnforced(t *testing.T) {
+	needRoot(t)
+	needFUSE(t)
+	needCmd(t, "setfacl", "setpriv")
+	// Other users must be able to reach the mountpoint: t.TempDir is 0700.
+	dir, err := os.MkdirTemp("", "camount-acl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, src} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const nobody = "65534"
+	files := []struct {
+		name string
+		mode os.FileMode
+		acl  string
+		read bool // nobody may read it
+	}{
+		{"mode-denies-acl-grants", 0o640, "u:" + nobody + ":r", true},
+		{"mode-grants-acl-denies", 0o644, "u:" + nobody + ":-,m::r", false},
+		{"plain-readable", 0o644, "", true},
+		{"plain-private", 0o600, "", false},
+	}
+	for _, f := range files {
+		p := filepath.Join(src, f.name)
+		if err := os.WriteFile(p, []byte(f.name), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, f.mode)
+		if f.acl != "" {
+			runCmd(t, "setfacl", "-m", f.acl, p)
+		}
+	}
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "acl.caidx")
+	camount(t, "make", "--store="+store, index, src)
+	asNobody := func(p string) error {
+		out, err := exec.Command("setpriv", "--reuid="+nobody, "--regid="+nobody, "--clear-groups", "cat", p).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	mnt := filepath.Join(dir, "mnt")
+	startMount(t, nil, "--allow-other", "--store="+store, index, mnt)
+	for _, f := range files {
+		// The source decides what nobody may do; the mount must agree.
+		if err := asNobody(filepath.Join(src, f.name)); (err == nil) != f.read {
+			t.Fatalf("fixture: nobody reading source %s: %v, want read=%v", f.name, err, f.read)
+		}
+		err := asNobody(filepath.Join(mnt, f.name))
+		if (err == nil) != f.read {
+			t.Errorf("nobody reading mounted %s: %v, want read=%v (as the source)", f.name, err, f.read)
+		}
+	}
+}

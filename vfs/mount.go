@@ -61,8 +61,11 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 			AllowOther: o.AllowOther,
 			// ro: the kernel refuses writes with EROFS and statvfs reports
 			// ST_RDONLY; default_permissions: the kernel checks the stored
-			// mode and owner.
+			// mode and owner, and with EnableAcl also the stored POSIX
+			// ACLs (read through the system.posix_acl_* xattrs), so
+			// --allow-other grants and denies as the source did.
 			Options:       []string{"ro", "default_permissions"},
+			EnableAcl:     true,
 			MaxBackground: o.MaxBackground,
 			MaxWrite:      o.MaxRead,
 			MaxReadAhead:  o.MaxRead,
