@@ -89,16 +89,55 @@ func zstdDecoder() *zstd.Decoder {
 
 var errTrailing = errors.New("bytes after the end of the compressed stream")
 
-// decompress decodes stored bytes of a known compression into a buffer of
-// capacity want (the size the index gives the chunk).
-func decompress(c Compression, b []byte, want uint64) ([]byte, error) {
-	switch c {
-	case Zstd:
+// zstdSlack is the room past the end of the output that klauspost's
+// DecodeAll needs to take its assembly fast path: casync's frames do not
+// record their content size, so unless a whole block (at most 128 KiB)
+// plus 16 bytes fit after what is decoded so far, it runs the generic Go
+// sequence decoder, which is about half as fast.
+const zstdSlack = 128<<10 + 16
+
+// zstdScratchMax bounds the chunk sizes decoded through a pooled scratch
+// buffer (and the buffers kept in the pool); larger chunks are rare and
+// decode into a buffer of their own.
+const zstdScratchMax = 4 << 20
+
+var zstdScratch sync.Pool // *[]byte, cap >= len + zstdSlack of a recent chunk
+
+// decodeZstd decodes a zstd frame of want bytes into a fresh slice of
+// exactly want bytes' capacity (rounded to the allocator's size class): it
+// decodes into a pooled scratch buffer with zstdSlack room, then copies
+// out, which is cheaper than decoding into an exact-size buffer.
+func decodeZstd(b []byte, want uint64) ([]byte, error) {
+	if want > zstdScratchMax {
 		out, err := zstdDecoder().DecodeAll(b, make([]byte, 0, want))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
 		return out, nil
+	}
+	need := int(want) + zstdSlack
+	bp, _ := zstdScratch.Get().(*[]byte)
+	if bp == nil || cap(*bp) < need {
+		s := make([]byte, 0, max(need, 256<<10+zstdSlack))
+		bp = &s
+	}
+	defer zstdScratch.Put(bp)
+	// A frame that decodes to more than the scratch holds grows a new
+	// buffer (bounded by WithDecoderMaxMemory); the pool keeps the old one.
+	out, err := zstdDecoder().DecodeAll(b, (*bp)[:0])
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	// append to nil copies without zeroing the new slice first.
+	return append([]byte(nil), out...), nil
+}
+
+// decompress decodes stored bytes of a known compression into a buffer of
+// capacity want (the size the index gives the chunk).
+func decompress(c Compression, b []byte, want uint64) ([]byte, error) {
+	switch c {
+	case Zstd:
+		return decodeZstd(b, want)
 	case XZ:
 		r, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(b))
 		if err != nil {
