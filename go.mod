@@ -10,4 +10,7 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/pmorjan/kmod v1.1.1 // indirect
+require (
+	github.com/DataDog/zstd v1.5.7 // indirect
+	github.com/pmorjan/kmod v1.1.1 // indirect
+)

@@ -26,6 +26,10 @@ need busybox busybox-static
 need cpio cpio
 need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs module tree
 need cmp diffutils
+# cgo: make compresses chunks with libzstd (bundled in github.com/DataDog/zstd,
+# compiled by gcc); without a C compiler Go builds the pure-Go fallback.
+need gcc gcc
+[ -f /usr/include/stdlib.h ] || pkgs="$pkgs libc6-dev"
 # The VM tests boot this kernel under qemu and load its nbd, virtio and ext4 modules.
 if [ -z "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || [ -z "$(ls /lib/modules/*/kernel/drivers/block/nbd.ko* 2>/dev/null)" ]; then pkgs="$pkgs linux-image-amd64"; fi
 if [ -n "$pkgs" ]; then
