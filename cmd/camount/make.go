@@ -113,8 +113,8 @@ func sizeOf(f *os.File, st os.FileInfo) int64 {
 // store, writes the index to out and returns the digest of the whole stream
 // (what casync make prints). flags holds the feature flags to record (for a
 // tree, the archive's; 0 for a blob: only the digest and exclude bits are
-// added). Hashing and compression run on all cores; chunking and the stream
-// digest run in order on their own goroutines.
+// added). Hashing and compression run on all cores; chunking, the index
+// entries and the stream digest run in order, each on its own goroutine.
 func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFlags, flags uint64) (chunker.ID, error) {
 	var zero chunker.ID
 	p, err := chunker.ParseParams(mf.chunkSize)
@@ -139,11 +139,11 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 	if err := os.MkdirAll(store.Dir, 0o755); err != nil {
 		return zero, fmt.Errorf("chunk store: %w", err)
 	}
-	next, consumed, release, err := chunkSource(r, p)
+	src, err := chunkSource(r, p)
 	if err != nil {
 		return zero, err
 	}
-	defer release()
+	defer src.release()
 	x := &chunker.Index{Flags: flags, Min: p.Min, Avg: p.Avg, Max: p.Max}
 
 	type job struct {
@@ -164,6 +164,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var buf []byte // compressed chunk, reused: Put copies it out
 			for j := range jobs {
 				if z := zeroID(d, j.data); z != nil {
 					j.id = *z
@@ -171,8 +172,9 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 					j.id = d.Sum(j.data)
 				}
 				if _, dup := known.LoadOrStore(j.id, true); !dup && !store.Has(j.id) {
-					b, err := fetch.Compress(comp, j.data)
+					b, err := fetch.AppendCompress(buf[:0], comp, j.data)
 					if err == nil {
+						buf = b
 						err = store.Put(j.id, b)
 					}
 					if err != nil {
@@ -186,8 +188,37 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 			}
 		}()
 	}
-	// The collector takes chunks in stream order: index entries and the digest.
+	// The stream digest runs on its own goroutine, decoupled from chunking:
+	// over zero runs the workers have almost nothing to do while the digest
+	// still hashes every byte, so tying the two together left a core idle.
+	// A mapped input is hashed straight from the mapping; a read stream
+	// through a deep queue of its chunks.
 	sum := d.New()
+	digested := make(chan struct{})
+	var digestQ chan []byte
+	if src.whole != nil {
+		go func() {
+			defer close(digested)
+			const step = 1 << 20
+			for off := 0; off < len(src.whole); off += step {
+				if ctx.Err() != nil {
+					return
+				}
+				end := min(off+step, len(src.whole))
+				sum.Write(src.whole[off:end])
+				src.consumed(1, uint64(end))
+			}
+		}()
+	} else {
+		digestQ = make(chan []byte, 256)
+		go func() {
+			defer close(digested)
+			for b := range digestQ {
+				sum.Write(b)
+			}
+		}()
+	}
+	// The collector takes chunks in stream order for the index entries.
 	collected := make(chan error, 1)
 	go func() {
 		var off uint64
@@ -198,10 +229,9 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 				firstErr = j.err
 				cancel()
 			}
-			sum.Write(j.data)
 			x.Chunks = append(x.Chunks, chunker.Chunk{ID: j.id, Start: off, Size: uint64(len(j.data))})
 			off += uint64(len(j.data))
-			consumed(off)
+			src.consumed(0, off)
 		}
 		collected <- firstErr
 	}()
@@ -210,7 +240,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		if ctx.Err() != nil {
 			break
 		}
-		b, err := next()
+		b, err := src.next()
 		if err == io.EOF {
 			break
 		}
@@ -221,10 +251,17 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		j := &job{data: b, done: make(chan struct{})}
 		ordered <- j
 		jobs <- j
+		if digestQ != nil {
+			digestQ <- b
+		}
+	}
+	if digestQ != nil {
+		close(digestQ)
 	}
 	close(jobs)
 	close(ordered)
 	wg.Wait()
+	<-digested
 	if err := <-collected; err != nil {
 		return zero, err
 	}
@@ -352,24 +389,35 @@ func human(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// chunkSource returns a function yielding the chunks of r in order, each a
-// slice the caller may keep. A regular file is memory-mapped and split in
-// place (no read copies); anything else is read through a Chunker.
-//
-// consumed(off) says that the stream before off is no longer needed, so the
-// mapped pages can be dropped: a large input does not pile up in the
-// process's resident set.
-func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), consumed func(off uint64), release func(), err error) {
+// source yields the chunks of an input stream in order.
+type source struct {
+	// next returns the next chunk, a slice the caller may keep, or io.EOF.
+	next func() ([]byte, error)
+	// whole is the entire input when it is memory-mapped, else nil.
+	whole []byte
+	// consumed(reader, off) says that reader (0: the chunk collector, 1:
+	// the stream digest) no longer needs the stream before off; once both
+	// are past a point, the mapped pages before it are dropped, so a large
+	// input does not pile up in the process's resident set. Safe for
+	// concurrent use.
+	consumed func(reader int, off uint64)
+	release  func()
+}
+
+// chunkSource returns the chunks of r. A regular file is memory-mapped and
+// split in place (no read copies); anything else is read through a Chunker.
+func chunkSource(r io.Reader, p chunker.Params) (*source, error) {
 	sp, err := chunker.NewSplitter(p)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if f, ok := r.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > 0 && st.Size() < 1<<46 {
 			if m, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
 				syscall.Madvise(m, syscall.MADV_SEQUENTIAL)
 				rest := m
-				next = func() ([]byte, error) {
+				src := &source{whole: m, release: func() { syscall.Munmap(m) }}
+				src.next = func() ([]byte, error) {
 					if len(rest) == 0 {
 						return nil, io.EOF
 					}
@@ -382,29 +430,38 @@ func chunkSource(r io.Reader, p chunker.Params) (next func() ([]byte, error), co
 					return b, nil
 				}
 				const step = 64 << 20
+				var mu sync.Mutex
+				var offs [2]uint64
 				var dropped uint64
-				consumed = func(off uint64) {
-					if off-dropped >= step {
-						end := off &^ (step - 1)
+				src.consumed = func(reader int, off uint64) {
+					mu.Lock()
+					defer mu.Unlock()
+					offs[reader] = off
+					if low := min(offs[0], offs[1]); low-dropped >= step {
+						end := low &^ (step - 1)
 						syscall.Madvise(m[dropped:end], syscall.MADV_DONTNEED)
 						dropped = end
 					}
 				}
-				return next, consumed, func() { syscall.Munmap(m) }, nil
+				return src, nil
 			}
 		}
 	}
 	ck, err := chunker.NewChunker(r, p)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return func() ([]byte, error) {
-		b, err := ck.Next()
-		if err != nil {
-			return nil, err
-		}
-		return append([]byte(nil), b...), nil
-	}, func(uint64) {}, func() {}, nil
+	return &source{
+		next: func() ([]byte, error) {
+			b, err := ck.Next()
+			if err != nil {
+				return nil, err
+			}
+			return append([]byte(nil), b...), nil
+		},
+		consumed: func(int, uint64) {},
+		release:  func() {},
+	}, nil
 }
 
 var (
