@@ -255,3 +255,69 @@ func TestLocalStoreRoundTrip(t *testing.T) {
 		t.Fatal("raw chunk", err)
 	}
 }
+
+// TestLocalStorePooledReads fetches chunks of every compression, and
+// uncompressed ones, from a local store through the scheduler concurrently
+// and many times: the stored bytes are read into pooled buffers, so a
+// chunk handed out (and cached) must never change when later reads reuse
+// those buffers.
+func TestLocalStorePooledReads(t *testing.T) {
+	dir := t.TempDir()
+	st := NewLocalStore(dir)
+	d := chunker.SHA512_256
+	var chunks []chunker.Chunk
+	var datas [][]byte
+	for i := 0; i < 40; i++ {
+		data := append(randBytes(1000+i*997, uint64(i)), make([]byte, i*1500)...)
+		c := chunkOf(d, data)
+		switch comp := []Compression{Zstd, XZ, Gzip, None}[i%4]; comp {
+		case None: // no suffix: casync's uncompressed chunk file
+			p := st.Path(c.ID)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p[:len(p)-len(ChunkSuffix)], data, 0o444); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			stored, err := Compress(comp, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Put(c.ID, stored); err != nil {
+				t.Fatal(err)
+			}
+		}
+		chunks, datas = append(chunks, c), append(datas, data)
+	}
+	// A tiny memory cache: chunks are fetched (into pooled buffers) again and again.
+	s, err := NewScheduler(SchedulerOptions{Stores: []Store{st}, Memory: cache.NewMemory(1), Workers: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make([][]byte, len(chunks))
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < 5; r++ {
+				for i := range chunks {
+					b, err := s.Fetch(context.Background(), chunks[i], d, Foreground)
+					if err != nil || !bytes.Equal(b, datas[i]) {
+						t.Errorf("chunk %d: err %v, equal %v", i, err, bytes.Equal(b, datas[i]))
+						return
+					}
+					if g == 0 && r == 0 {
+						got[i] = b
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, b := range got {
+		if b != nil && !bytes.Equal(b, datas[i]) {
+			t.Fatalf("chunk %d changed after it was handed out", i)
+		}
+	}
+}

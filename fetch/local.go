@@ -38,13 +38,24 @@ func (s *LocalStore) Path(id chunker.ID) string {
 // Get reads <id>.cacnk, or an uncompressed <id> file (casync reads both).
 // A symlink to /dev/null is casync's "known missing" marker.
 func (s *LocalStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	return s.get(ctx, id, false)
+}
+
+// getPooled is Get reading into a buffer of the stored-bytes pool: the
+// caller hands it back with putStoredBuf once it no longer uses the bytes
+// (the scheduler, after decoding them into a fresh chunk).
+func (s *LocalStore) getPooled(ctx context.Context, id chunker.ID) ([]byte, error) {
+	return s.get(ctx, id, true)
+}
+
+func (s *LocalStore) get(ctx context.Context, id chunker.ID, pooled bool) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	p := s.Path(id)
-	b, err := readChunkFile(p)
+	b, err := readChunkFile(p, pooled)
 	if errors.Is(err, fs.ErrNotExist) {
-		b, err = readChunkFile(p[:len(p)-len(ChunkSuffix)])
+		b, err = readChunkFile(p[:len(p)-len(ChunkSuffix)], pooled)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
@@ -55,7 +66,50 @@ func (s *LocalStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	return b, nil
 }
 
-func readChunkFile(p string) ([]byte, error) {
+// Stored bytes are read into pooled buffers of power-of-two sizes from
+// storedBufMin to storedBufMax: they live only until decoded, so reusing
+// them spares an allocation (zeroed, then overwritten) and its garbage per
+// chunk. Size classes keep the pooled memory near what is in use.
+const (
+	storedBufMinShift = 12 // 4 KiB
+	storedBufClasses  = 10 // up to 2 MiB
+)
+
+var storedBufs [storedBufClasses]sync.Pool // *[]byte of cap 1<<(storedBufMinShift+class)
+
+func storedBufClass(n int) int {
+	k := 0
+	for k < storedBufClasses && 1<<(storedBufMinShift+k) < n {
+		k++
+	}
+	return k
+}
+
+// storedBuf returns a buffer of length n, pooled if n fits a class.
+func storedBuf(n int) []byte {
+	k := storedBufClass(n)
+	if k >= storedBufClasses {
+		return make([]byte, n)
+	}
+	if bp, _ := storedBufs[k].Get().(*[]byte); bp != nil {
+		return (*bp)[:n]
+	}
+	return make([]byte, n, 1<<(storedBufMinShift+k))
+}
+
+// putStoredBuf returns a buffer from storedBuf to its pool. The caller must
+// not use b afterwards.
+func putStoredBuf(b []byte) {
+	c := cap(b)
+	k := storedBufClass(c)
+	if k >= storedBufClasses || c != 1<<(storedBufMinShift+k) {
+		return // not from the pool
+	}
+	b = b[:0]
+	storedBufs[k].Put(&b)
+}
+
+func readChunkFile(p string, pooled bool) ([]byte, error) {
 	// Plain syscalls: os.Open would try to register every chunk file with
 	// the network poller, which costs more than the read on this hot path.
 	fd, err := openRetry(p)
@@ -73,7 +127,12 @@ func readChunkFile(p string) ([]byte, error) {
 	if st.Size > MaxChunkSize {
 		return nil, fmt.Errorf("%s: %d bytes is larger than any chunk", p, st.Size)
 	}
-	b := make([]byte, st.Size)
+	var b []byte
+	if pooled {
+		b = storedBuf(int(st.Size))
+	} else {
+		b = make([]byte, st.Size)
+	}
 	n := 0
 	for n < len(b) {
 		m, err := syscall.Pread(fd, b[n:], int64(n))
@@ -81,6 +140,9 @@ func readChunkFile(p string) ([]byte, error) {
 			continue
 		}
 		if err != nil {
+			if pooled {
+				putStoredBuf(b)
+			}
 			return nil, &fs.PathError{Op: "read", Path: p, Err: err}
 		}
 		if m == 0 {

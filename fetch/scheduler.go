@@ -597,16 +597,27 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 		if r, ok := st.(Refetcher); ok {
 			refetch = max(r.RefetchCorrupt(), 0)
 		}
-		var raw, data []byte
+		var data []byte
 		var err error
+		var nraw int
 		for attempt := 0; ; attempt++ {
-			raw, err = st.Get(ctx, c.ID)
+			var raw []byte
+			var pooled bool
+			raw, pooled, err = getStored(ctx, st, c.ID)
 			if err != nil {
 				break
 			}
+			nraw = len(raw)
 			s.decode.acquire(s.prioOf(cl))
 			data, err = DecodeChunk(c, d, raw)
 			s.decode.release()
+			if pooled {
+				if err == nil && len(data) > 0 && &data[0] == &raw[0] {
+					// Stored uncompressed: the chunk is the pooled buffer.
+					data = append([]byte(nil), data...)
+				}
+				putStoredBuf(raw)
+			}
 			if err == nil || attempt >= refetch || ctx.Err() != nil {
 				break
 			}
@@ -642,9 +653,20 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 		if s.disk != nil {
 			s.disk.Put(c.ID, data)
 		}
-		return data, i, len(raw), nil
+		return data, i, nraw, nil
 	}
 	return nil, 0, 0, &ChunkError{Chunk: c, Errs: errs}
+}
+
+// getStored gets a chunk's stored bytes from st; pooled says they are in a
+// buffer to give back with putStoredBuf (a local store reads into one).
+func getStored(ctx context.Context, st Store, id chunker.ID) (b []byte, pooled bool, err error) {
+	if l, ok := st.(*LocalStore); ok {
+		b, err = l.getPooled(ctx, id)
+		return b, err == nil, err
+	}
+	b, err = st.Get(ctx, id)
+	return b, false, err
 }
 
 func (s *Scheduler) prioOf(cl *call) Priority {
