@@ -127,40 +127,62 @@ func (s *Splitter) Cut(buf []byte) int {
 		}
 		return 0
 	}
-	n := uint64(len(buf))
-	if n < s.start {
+	n := len(buf)
+	if uint64(n) < s.start {
 		return 0
 	}
-	limit := min(n, s.p.Max) // last length to test
-	L := s.start
+	limit := int(min(uint64(n), s.p.Max)) // last length to test
+	L := int(s.start)
 	h := windowHash(buf[L-WindowSize : L])
 	magic := s.magic
 	// Cut when h mod d == d-1, i.e. d divides h+1: (h+1)*magic <= magic-1.
 	for {
 		if (uint64(h)+1)*magic <= magic-1 {
-			return int(L)
-		}
-		if L >= limit {
-			break
+			return L
 		}
 		if h == zeroWindowHash && s.skipZeros && allZero(buf[L-WindowSize:L]) {
 			// Inside a run of zeros the window hash stays zeroWindowHash,
 			// which does not cut: jump to the run's end (disk images are
 			// often mostly zeros).
-			k := L + uint64(firstNonZero(buf[L:limit]))
-			if k > L {
+			if k := L + firstNonZero(buf[L:limit]); k > L {
 				L = k
 				continue
 			}
 		}
-		h = bits.RotateLeft32(h, 1) ^ bits.RotateLeft32(buzhashTable[buf[L-WindowSize]], 16) ^ buzhashTable[buf[L]]
-		L++
+		if L >= limit {
+			break
+		}
+		// Roll until a cut, a window that may be zeros, or the limit. The
+		// byte leaving the window and the one entering are combined off
+		// the hash's dependency chain, and the slices of equal length let
+		// the compiler drop the bounds checks.
+		in := buf[L:limit]
+		out := buf[L-WindowSize : limit-WindowSize]
+		out = out[:len(in)]
+		i := 0
+		for i < len(in) {
+			h = bits.RotateLeft32(h, 1) ^ (buzhashOut[out[i]] ^ buzhashTable[in[i]])
+			i++
+			if (uint64(h)+1)*magic <= magic-1 || h == zeroWindowHash {
+				break
+			}
+		}
+		L += i
 	}
-	if L >= s.p.Max {
+	if uint64(L) >= s.p.Max {
 		return int(s.p.Max)
 	}
 	return 0
 }
+
+// buzhashOut[b] is the term of byte b leaving the window: its table value
+// rotated by the window size.
+var buzhashOut = func() (t [256]uint32) {
+	for i, v := range buzhashTable {
+		t[i] = bits.RotateLeft32(v, WindowSize%32)
+	}
+	return t
+}()
 
 // zeroWindowHash is the hash of a window of 48 zero bytes.
 const zeroWindowHash = 0x9e489e48
