@@ -132,12 +132,17 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 		var src vfs.Source
 		if kind == kindTreeIndex {
 			// --cache-size is the memory budget of the mount: a tree mount
-			// gives 3/4 of it to verified chunks and leaves the rest for
+			// gives 60% of it to verified chunks and leaves the rest for
 			// the parsed entries of the directories the kernel holds
-			// (about 1 KiB each, with go-fuse's inodes).
+			// (about 1 KiB each, with go-fuse's inodes) and for the
+			// garbage collector's headroom. A walk needs the chunk cache
+			// only to hold what it decodes ahead of the reader (directory
+			// crawl, readahead); with 3/4 a cold tar of the corpus
+			// (cache 256 MiB) ran 38 collections costing ~1.1 s CPU, with
+			// 60% 24 costing ~0.45 s, for 0.3% more chunks fetched twice.
 			bf := *a.blob
 			if bf.cacheSize > 0 {
-				bf.cacheSize = bf.cacheSize * 3 / 4
+				bf.cacheSize = bf.cacheSize * 60 / 100
 			}
 			blob, _, err := openBlob(ctx, e, a.index, &bf)
 			if err != nil {
