@@ -16,6 +16,10 @@ type seqReads struct {
 	ahead  int64 // guarded by mu: prefetched up to here
 	window int64 // guarded by mu: current window, 0 outside a run
 	run    int   // guarded by mu: reads in the run
+	// pushed: the run's files up to here were stored in the kernel's
+	// cache (push.go), so the reader reads them without asking; its next
+	// read may come from anywhere up to here and still continue the run.
+	pushed int64 // guarded by mu
 }
 
 const (
@@ -26,20 +30,20 @@ const (
 )
 
 // observe records a read of [off, off+n) and returns the range to
-// prefetch (n == 0: nothing).
-func (s *seqReads) observe(off, n int64) (pOff, pLen int64) {
+// prefetch (n == 0: nothing) and whether the read continues a run.
+func (s *seqReads) observe(off, n int64) (pOff, pLen int64, inRun bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	end := off + n
-	if off < s.next-seqSlack || off > s.next+seqSlack {
+	if off < s.next-seqSlack || off > max(s.next, s.pushed)+seqSlack {
 		s.run, s.window, s.ahead = 0, 0, end
 		s.next = end
-		return 0, 0
+		return 0, 0, false
 	}
 	s.run++
 	s.next = max(s.next, end)
 	if s.run < seqAfter {
-		return 0, 0
+		return 0, 0, false
 	}
 	if s.window == 0 {
 		s.window = seqMinWindow
@@ -49,8 +53,25 @@ func (s *seqReads) observe(off, n int64) (pOff, pLen int64) {
 	from := max(s.ahead, s.next)
 	to := s.next + s.window
 	if to-from < s.window/4 { // prefetch in steps, not per read
-		return 0, 0
+		return 0, 0, true
 	}
 	s.ahead = to
-	return from, to - from
+	return from, to - from, true
+}
+
+// pushedTo records that the files of the run up to archive offset end are
+// in the kernel's cache.
+func (s *seqReads) pushedTo(end int64) {
+	s.mu.Lock()
+	s.pushed = max(s.pushed, end)
+	s.mu.Unlock()
+}
+
+// near reports whether a sequential run is under way and has got to
+// about off: the run's reads, or what was pushed for it, end shortly
+// before off.
+func (s *seqReads) near(off int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run >= seqAfter && off >= s.next-seqSlack && off <= max(s.next, s.pushed)+seqSlack
 }

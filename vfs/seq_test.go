@@ -10,7 +10,7 @@ func TestSeqReads(t *testing.T) {
 	var fetched, ahead int64
 	for i := 0; i < 200; i++ {
 		n := int64(20000 + i*100)
-		pOff, pLen := s.observe(off, n)
+		pOff, pLen, _ := s.observe(off, n)
 		if pLen > 0 {
 			if pOff < ahead || pOff < off {
 				t.Fatalf("read %d at %d: prefetch [%d,+%d) overlaps what was prefetched (up to %d) or lies behind the read", i, off, pOff, pLen, ahead)
@@ -27,10 +27,10 @@ func TestSeqReads(t *testing.T) {
 		t.Errorf("prefetched %d bytes up to %d; reads ended at %d", fetched, ahead, off)
 	}
 	// A read elsewhere ends the run: no prefetch until a new run starts.
-	if _, n := s.observe(off+100<<20, 4096); n != 0 {
+	if _, n, _ := s.observe(off+100<<20, 4096); n != 0 {
 		t.Error("a far read prefetched")
 	}
-	if _, n := s.observe(5, 4096); n != 0 {
+	if _, n, _ := s.observe(5, 4096); n != 0 {
 		t.Error("a read behind prefetched")
 	}
 	// Concurrent kernel readahead of one file arrives slightly out of order.
@@ -38,7 +38,7 @@ func TestSeqReads(t *testing.T) {
 	s.observe(base, 128<<10)
 	var got int64
 	for _, o := range []int64{256 << 10, 128 << 10, 512 << 10, 384 << 10, 640 << 10} {
-		_, n := s.observe(base+o, 128<<10)
+		_, n, _ := s.observe(base+o, 128<<10)
 		got += n
 	}
 	if got == 0 {

@@ -45,6 +45,11 @@ type tree struct {
 	noOpen  bool
 	handles atomic.Uint64 // last file handle number given out
 	seq     seqReads      // archive readahead across files
+	// pushJobs: files a sequential reader starts reading, after which
+	// the pusher stores the directory's next small files in the kernel's
+	// page cache (push.go). Nil without a Prefetcher.
+	pushJobs chan pushJob
+	pushed   atomic.Int64 // files pushed
 
 	// Directory listings read ahead in the background ("crawled"), by
 	// ENTRY offset, until a node adopts them. A walk of a tree (find, du,
@@ -91,6 +96,7 @@ type TreeNode struct {
 type listing struct {
 	byName map[string]*catar.Entry
 	list   []*catar.Entry
+	pushed int64 // used by the pusher only: children up to here were pushed or passed over
 }
 
 // NewTree returns the root of a file system showing the archive arc, whose
@@ -113,6 +119,8 @@ func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 		for i := 0; i < prelistWorker; i++ {
 			go t.prelister()
 		}
+		t.pushJobs = make(chan pushJob, 16)
+		go t.pusher()
 	}
 	return &TreeNode{t: t, e: arc.Root()}
 }
@@ -181,6 +189,11 @@ func (n *TreeNode) children() (*listing, error) {
 	}
 	n.listing.Store(l)
 	n.t.prelistChildren(l)
+	if n.t.pre != nil && n.t.seq.near(n.e.Offset) {
+		// A reader of file contents got here: push the directory's
+		// files ahead of it.
+		n.t.push(pushJob{dir: n.EmbeddedInode(), l: l, after: n.e.Offset})
+	}
 	return l, nil
 }
 
@@ -452,8 +465,12 @@ func (n *TreeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	}
 	if n.t.pre != nil && off < n.e.Size {
 		n.t.advance(n.e.PayloadOffset + off)
-		if pOff, pLen := n.t.seq.observe(n.e.PayloadOffset+off, min(int64(len(dest)), n.e.Size-off)); pLen > 0 {
+		pOff, pLen, inRun := n.t.seq.observe(n.e.PayloadOffset+off, min(int64(len(dest)), n.e.Size-off))
+		if pLen > 0 {
 			n.t.pre.PrefetchRange(pOff, min(pLen, n.t.src.Size()-pOff))
+		}
+		if inRun && off == 0 {
+			n.t.pushAfter(n)
 		}
 	}
 	return readPayload(ctx, n.t.log, n.t.src, n.path(), n.e.PayloadOffset, n.e.Size, f, dest, off)

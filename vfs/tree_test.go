@@ -3,6 +3,7 @@ package vfs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -102,5 +103,81 @@ func TestTreeCrawl(t *testing.T) {
 	}
 	if prelisted("a") {
 		t.Error("an adopted listing is still kept as a background listing")
+	}
+}
+
+// TestTreePush reads a tree's files in walk order, as tar does: the
+// pusher stores files ahead of the reader in the kernel's cache, and every
+// file reads back exactly. A walk that reads no contents pushes nothing.
+func TestTreePush(t *testing.T) {
+	needFUSE(t)
+	srcDir := t.TempDir()
+	want := map[string][]byte{}
+	for d := 0; d < 3; d++ {
+		dir := filepath.Join(srcDir, fmt.Sprintf("d%d", d), "sub")
+		os.MkdirAll(dir, 0o755)
+		for i := 0; i < 40; i++ {
+			for _, p := range []string{filepath.Dir(dir), dir} {
+				name := filepath.Join(p, fmt.Sprintf("f%02d", i))
+				b := pattern(100 + i*997 + d*13)
+				b[0] = byte(i) // differ from each other
+				os.WriteFile(name, b, 0o644)
+				rel, _ := filepath.Rel(srcDir, name)
+				want[rel] = b
+			}
+		}
+	}
+	big := pattern(3 << 20)
+	os.WriteFile(filepath.Join(srcDir, "d1", "big"), big, 0o644)
+	want["d1/big"] = big
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, srcDir, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mount := func() (string, *tree) {
+		src := &bgSource{memSource: newMemSource(buf.Bytes())}
+		arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := NewTree(arc, src, TreeOptions{})
+		return mountT(t, root), root.t
+	}
+
+	dir, tr := mount()
+	// stat only (find, du): nothing pushed
+	n := 0
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil {
+			n++
+		}
+		return err
+	})
+	if n != len(want)+7 || tr.pushed.Load() != 0 {
+		t.Errorf("walk: %d entries (want %d), %d files pushed (want 0)", n, len(want)+7, tr.pushed.Load())
+	}
+
+	dir, tr = mount()
+	got := 0
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, want[rel]) {
+			t.Errorf("%s: %d bytes differ from the source's %d", rel, len(b), len(want[rel]))
+		}
+		got++
+		return nil
+	})
+	if err != nil || got != len(want) {
+		t.Fatalf("read %d files of %d: %v", got, len(want), err)
+	}
+	if tr.pushed.Load() == 0 {
+		t.Error("reading the files in walk order pushed none into the kernel's cache")
 	}
 }

@@ -1,0 +1,118 @@
+package vfs
+
+import (
+	"context"
+	"sort"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+// Pushing file contents into the kernel's page cache.
+//
+// A reader of a tree's file contents in archive order (tar, cp -r) costs a
+// FUSE round trip per file: the reader blocks in read(2) while the kernel
+// asks camount for the file's pages, however fast camount answers. Where
+// files are small that round trip is most of the time. So while such a
+// reader is under way (seqReads), a pusher stores the small files ahead of
+// it in the kernel's page cache (FUSE_NOTIFY_STORE), up to pushLead bytes
+// of archive ahead: the following files of the directory whose file the
+// reader starts to read, and the files of a directory the reader lists
+// when it gets there. The reader then finds them cached and the kernel
+// sends no READ for them (OPEN is answered with ENOSYS, which keeps the
+// page cache, and the image never changes). Only files whose inode the
+// kernel holds (listed by readdirplus) can be pushed; the kernel refuses
+// the others and they are read as usual. The pushed bytes are the verified
+// ones a READ would return. A walk that reads no file contents (find, du)
+// pushes nothing.
+
+const (
+	pushLead = 8 << 20 // bytes of archive pushed ahead of the reader
+	pushMax  = 1 << 20 // larger files are left to the kernel's readahead
+)
+
+// pushJob asks for the small files of a directory that start after
+// archive offset after to be pushed.
+type pushJob struct {
+	dir   *gofs.Inode // the directory's inode
+	l     *listing    // its children
+	after int64
+}
+
+// push queues a push job. It never blocks: when the pusher is busy the
+// job is dropped.
+func (t *tree) push(j pushJob) {
+	select {
+	case t.pushJobs <- j:
+	default:
+	}
+}
+
+// pushAfter asks for the files after n in its directory to be pushed (a
+// sequential reader starts reading n).
+func (t *tree) pushAfter(n *TreeNode) {
+	_, pi := n.Parent()
+	if pi == nil {
+		return
+	}
+	if pn, ok := pi.Operations().(*TreeNode); ok {
+		if l := pn.listing.Load(); l != nil {
+			t.push(pushJob{dir: pi, l: l, after: n.e.End})
+		}
+	}
+}
+
+// pusher serves push jobs, in order, on its own goroutine.
+func (t *tree) pusher() {
+	var buf []byte
+	for j := range t.pushJobs {
+		l := j.l.list
+		limit := j.after + pushLead
+		from := max(j.after, j.l.pushed)
+		i := sort.Search(len(l), func(i int) bool { return l[i].Offset >= from })
+		if i == len(l) || l[i].Offset >= limit {
+			continue
+		}
+		// All of it is read soon, in this order (subdirectories in
+		// between too): fetch it in parallel.
+		t.pre.PrefetchRange(l[i].Offset, min(limit, l[len(l)-1].End)-l[i].Offset)
+		for ; i < len(l); i++ {
+			c := l[i]
+			if c.End > limit {
+				break
+			}
+			j.l.pushed = c.End
+			if !c.IsRegular() || c.Size == 0 || c.Size > pushMax {
+				continue // subdirectories are pushed when listed
+			}
+			if c.PayloadOffset < t.pos.Load() {
+				continue // the reader got there first
+			}
+			ci := j.dir.GetChild(c.Name)
+			if ci == nil {
+				continue // not known to the kernel
+			}
+			if int64(cap(buf)) < c.Size {
+				buf = make([]byte, pushMax)
+			}
+			p := buf[:c.Size]
+			if m, err := readFull(context.Background(), t.src, p, c.PayloadOffset, 0); err != nil || m != len(p) {
+				continue // the reader gets the error when it reads the file
+			}
+			errno := ci.WriteCache(0, p)
+			for try := 0; errno == syscall.ENOENT && try < 3; try++ {
+				// The kernel may not have taken in the listing
+				// that names the file yet.
+				time.Sleep(100 * time.Microsecond)
+				errno = ci.WriteCache(0, p)
+			}
+			if errno != 0 {
+				t.log.Debug("storing file contents in the kernel cache failed", "path", "/"+c.Path, "err", errno)
+				continue
+			}
+			t.seq.pushedTo(c.End)
+			t.pushed.Add(1)
+		}
+	}
+}
