@@ -1,7 +1,6 @@
 package vfs
 
 import (
-	"context"
 	"sort"
 	"syscall"
 	"time"
@@ -28,7 +27,7 @@ import (
 // pushes nothing.
 
 const (
-	pushLead = 8 << 20 // bytes of archive pushed ahead of the reader
+	pushLead = 32 << 20 // bytes of archive pushed ahead of the reader
 	pushMax  = 1 << 20 // larger files are left to the kernel's readahead
 )
 
@@ -97,7 +96,9 @@ func (t *tree) pusher() {
 				buf = make([]byte, pushMax)
 			}
 			p := buf[:c.Size]
-			if m, err := readFull(context.Background(), t.src, p, c.PayloadOffset, 0); err != nil || m != len(p) {
+			// At prefetch priority (BackgroundReader): a reader's own
+			// reads go first.
+			if m, _ := t.bgArc.ReaderAt().ReadAt(p, c.PayloadOffset); m != len(p) {
 				continue // the reader gets the error when it reads the file
 			}
 			errno := ci.WriteCache(0, p)
