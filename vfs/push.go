@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"context"
 	"sort"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ func (t *tree) pushAfter(n *TreeNode) {
 // pusher serves push jobs, in order, on its own goroutine.
 func (t *tree) pusher() {
 	var buf []byte
+	var ahead int64 // prefetched up to here
 	for j := range t.pushJobs {
 		l := j.l.list
 		limit := j.after + pushLead
@@ -75,30 +77,50 @@ func (t *tree) pusher() {
 		}
 		// All of it is read soon, in this order (subdirectories in
 		// between too): fetch it in parallel.
-		t.pre.PrefetchRange(l[i].Offset, min(limit, l[len(l)-1].End)-l[i].Offset)
+		start, end := l[i].Offset, min(limit, l[len(l)-1].End)
+		if start > ahead || start < ahead-2*pushLead { // a new run
+			ahead = start
+		}
+		if end > ahead {
+			t.pre.PrefetchRange(ahead, end-ahead)
+			ahead = end
+		}
 		for ; i < len(l); i++ {
 			c := l[i]
 			if c.End > limit {
 				break
 			}
-			j.l.pushed = c.End
+			if c.IsDir() {
+				// The reader goes into it next: its files are
+				// pushed when it is listed, and this directory's
+				// later files when the reader is back.
+				break
+			}
 			if !c.IsRegular() || c.Size == 0 || c.Size > pushMax {
-				continue // subdirectories are pushed when listed
+				j.l.pushed = c.End
+				continue
 			}
 			if c.PayloadOffset < t.pos.Load() {
+				j.l.pushed = c.End
 				continue // the reader got there first
 			}
 			ci := j.dir.GetChild(c.Name)
-			if ci == nil {
-				continue // not known to the kernel
+			for try := 0; ci == nil && try < 10; try++ {
+				// A job from a listing can come before the
+				// listing's entries reach the kernel.
+				time.Sleep(200 * time.Microsecond)
+				ci = j.dir.GetChild(c.Name)
 			}
+			if ci == nil {
+				break // not known to the kernel; a later job goes on
+			}
+			j.l.pushed = c.End
 			if int64(cap(buf)) < c.Size {
 				buf = make([]byte, pushMax)
 			}
 			p := buf[:c.Size]
-			// At prefetch priority (BackgroundReader): a reader's own
-			// reads go first.
-			if m, _ := t.bgArc.ReaderAt().ReadAt(p, c.PayloadOffset); m != len(p) {
+			// At a reader's priority: the reader is right behind.
+			if m, err := readFull(context.Background(), t.src, p, c.PayloadOffset, 0); err != nil || m != len(p) {
 				continue // the reader gets the error when it reads the file
 			}
 			errno := ci.WriteCache(0, p)
