@@ -75,3 +75,10 @@ func (s *seqReads) near(off int64) bool {
 	defer s.mu.Unlock()
 	return s.run >= seqAfter && off >= s.next-seqSlack && off <= max(s.next, s.pushed)+seqSlack
 }
+
+// active reports whether a sequential run is under way.
+func (s *seqReads) active() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run >= seqAfter
+}

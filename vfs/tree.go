@@ -56,27 +56,31 @@ type tree struct {
 	// tar) enters directories in archive order, so the crawler lists the
 	// pending directory with the smallest offset first, and the
 	// subdirectories of what it lists become pending in turn: it runs
-	// ahead of the walk, depth first, at most crawlLead bytes of archive
-	// beyond the reader's position (so that, for a reader of file contents
-	// too, the chunks it fetches are still cached when the reader gets
-	// there).
+	// ahead of the walk, depth first. While the reader reads file
+	// contents in archive order (tar), at most crawlLead bytes of archive
+	// beyond its position, so that the chunks the crawl fetches are still
+	// cached when the reader gets there; a walk of metadata alone (find,
+	// du) only needs the listings, so there the crawl runs as far ahead as
+	// maxPrelisted and maxPrelistedEntries allow.
 	lead    int64              // crawlLead (tests change it)
 	pos     atomic.Int64       // furthest archive offset the reader reached: directories listed, files read
 	wakeAt  atomic.Int64       // crawlers wait for pos to reach this
 	preMu   sync.Mutex         //
 	preCond *sync.Cond         // on preMu: pending pushed, a listing done or taken, pos reached wakeAt
 	prelist map[int64]*listing // guarded by preMu
+	entries int                // guarded by preMu: children in prelist
 	queued  map[int64]bool     // guarded by preMu: pending, to list
 	running map[int64]bool     // guarded by preMu: being listed now
 	pending []*catar.Entry     // guarded by preMu: directories to list, by offset, largest first
 }
 
 const (
-	maxPrelisted  = 4096             // listings kept ahead of use
-	maxPending    = 4096             // directories waiting to be listed
-	prelistWorker = 8                // background listers
-	crawlLead     = 64 << 20         // bytes of archive the crawl may run ahead of the reader
-	prefetchHead  = catar.ListWindow // bytes prefetched at the start of each child: what listing reads
+	maxPrelisted        = 4096             // listings kept ahead of use
+	maxPrelistedEntries = 1 << 16          // children in them (~400 bytes each)
+	maxPending          = 4096             // directories waiting to be listed
+	prelistWorker       = 8                // background listers
+	crawlLead           = 64 << 20         // bytes of archive the crawl may run ahead of the reader
+	prefetchHead        = catar.ListWindow // bytes prefetched at the start of each child: what listing reads
 )
 
 // TreeNode is a node of a catar tree mount. Its inode number is its ENTRY
@@ -263,6 +267,7 @@ func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 	l := t.prelist[dir.Offset]
 	if l != nil {
 		delete(t.prelist, dir.Offset)
+		t.entries -= len(l.list)
 		t.preCond.Broadcast() // room for another listing
 	}
 	delete(t.queued, dir.Offset) // still pending: the crawlers skip it
@@ -308,7 +313,7 @@ func (t *tree) pushDirs(l *listing) {
 }
 
 // nextToList returns the pending directory to list next, waiting until
-// there is one within t.lead of the reader and room for its listing.
+// there is one within the lead of the reader and room for its listing.
 // Pending directories behind the reader were skipped by it and are
 // dropped. t.preMu held.
 func (t *tree) nextToList() *catar.Entry {
@@ -323,19 +328,23 @@ func (t *tree) nextToList() *catar.Entry {
 			t.pending[len(t.pending)-1] = nil
 			t.pending = t.pending[:len(t.pending)-1]
 		}
-		if len(t.prelist) >= maxPrelisted {
+		if t.prelistFull() {
 			t.dropPrelistedBehind(pos)
 		}
-		if n := len(t.pending); n > 0 && len(t.prelist) < maxPrelisted {
+		lead := t.lead
+		if !t.seq.active() {
+			lead = math.MaxInt64 / 2 // a walk of metadata alone
+		}
+		if n := len(t.pending); n > 0 && !t.prelistFull() {
 			d := t.pending[n-1]
-			if d.Offset <= pos+t.lead {
+			if d.Offset <= pos+lead {
 				t.pending[n-1] = nil
 				t.pending = t.pending[:n-1]
 				delete(t.queued, d.Offset)
 				return d
 			}
-			t.wakeAt.Store(d.Offset - t.lead)
-			if t.pos.Load() >= d.Offset-t.lead {
+			t.wakeAt.Store(d.Offset - lead)
+			if t.pos.Load() >= d.Offset-lead {
 				continue // the reader moved on meanwhile
 			}
 		}
@@ -343,12 +352,19 @@ func (t *tree) nextToList() *catar.Entry {
 	}
 }
 
+// prelistFull reports whether the listings kept ahead reached their
+// bounds. t.preMu held.
+func (t *tree) prelistFull() bool {
+	return len(t.prelist) >= maxPrelisted || t.entries >= maxPrelistedEntries
+}
+
 // dropPrelistedBehind forgets listings of directories behind the reader,
 // which it skipped. t.preMu held.
 func (t *tree) dropPrelistedBehind(pos int64) {
-	for off := range t.prelist {
+	for off, l := range t.prelist {
 		if off < pos {
 			delete(t.prelist, off)
+			t.entries -= len(l.list)
 		}
 	}
 }
@@ -371,6 +387,7 @@ func (t *tree) prelister() {
 			continue
 		}
 		t.prelist[dir.Offset] = l
+		t.entries += len(l.list)
 		t.pushDirs(l)
 	}
 }
