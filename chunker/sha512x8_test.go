@@ -1,0 +1,72 @@
+package chunker
+
+import (
+	"math/rand"
+	"testing"
+)
+
+// TestSumBatch: SumBatch gives the same IDs as Sum, for batches of many
+// sizes and chunk lengths around block boundaries (0, 127, 128, 129, ...),
+// with both digests, and with and without the vector code.
+func TestSumBatch(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	buf := make([]byte, 600<<10)
+	rng.Read(buf)
+	lengths := []int{0, 1, 111, 112, 127, 128, 129, 239, 240, 255, 256, 257, 1000, 16 << 10, 65536, 65536 + 17, 256 << 10}
+	for i := 0; i < 40; i++ {
+		lengths = append(lengths, rng.Intn(300<<10))
+	}
+	for _, x8 := range []bool{haveX8, false} {
+		saved := haveX8
+		haveX8 = x8
+		for _, d := range []Digest{SHA512_256, SHA256} {
+			for _, n := range []int{1, 2, 7, 8, 9, 20, len(lengths)} {
+				datas := make([][]byte, n)
+				for i := range datas {
+					l := lengths[(i*7+n)%len(lengths)]
+					o := rng.Intn(len(buf) - l + 1)
+					datas[i] = buf[o : o+l]
+				}
+				ids := make([]ID, n)
+				d.SumBatch(ids, datas)
+				for i, b := range datas {
+					if want := d.Sum(b); ids[i] != want {
+						t.Fatalf("vector code %v, %v, batch of %d: chunk %d (%d bytes): %s, want %s", x8, d, n, i, len(b), ids[i], want)
+					}
+				}
+			}
+		}
+		haveX8 = saved
+	}
+	if !haveX8 {
+		t.Log("this CPU lacks AVX-512 (F, BW): only the fallback was tested")
+	}
+}
+
+func BenchmarkSumBatch(b *testing.B) {
+	data := make([]byte, 64<<20)
+	rand.New(rand.NewSource(2)).Read(data)
+	var datas [][]byte
+	for o := 0; o+65536 <= len(data); o += 65536 {
+		datas = append(datas, data[o:o+65536-int(o/65536%1000)])
+	}
+	ids := make([]ID, len(datas))
+	b.SetBytes(int64(len(data)))
+	for _, x8 := range []bool{false, true} {
+		name := "sequential"
+		if x8 {
+			name = "x8"
+		}
+		b.Run(name, func(b *testing.B) {
+			saved := haveX8
+			haveX8 = haveX8 && x8
+			defer func() { haveX8 = saved }()
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				for j := 0; j < len(datas); j += 32 {
+					SHA512_256.SumBatch(ids[j:min(j+32, len(datas))], datas[j:min(j+32, len(datas))])
+				}
+			}
+		})
+	}
+}
