@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -153,8 +154,14 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		done chan struct{}
 	}
 	workers := runtime.GOMAXPROCS(0)
-	jobs := make(chan *job, 4*workers)
-	ordered := make(chan *job, 4*workers)
+	// Chunks go to the workers in batches of consecutive chunks; a worker
+	// hashes a batch together (chunker.SumBatch: eight side by side where
+	// the CPU allows), then compresses and stores its chunks one by one.
+	// The collector's queue holds more chunks than all batches in flight,
+	// so the batch it waits on has always been handed out.
+	const batch = 32
+	jobs := make(chan []*job, 2*workers)
+	ordered := make(chan *job, 4*batch*workers)
 	var known sync.Map // chunk IDs stored (or found in the store) during this run
 	var stored atomic.Int64
 	var wg sync.WaitGroup
@@ -165,26 +172,42 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		go func() {
 			defer wg.Done()
 			var buf []byte // compressed chunk, reused: Put copies it out
-			for j := range jobs {
-				if z := zeroID(d, j.data); z != nil {
-					j.id = *z
-				} else {
-					j.id = d.Sum(j.data)
-				}
-				if _, dup := known.LoadOrStore(j.id, true); !dup && !store.Has(j.id) {
-					b, err := fetch.AppendCompress(buf[:0], comp, j.data)
-					if err == nil {
-						buf = b
-						err = store.Put(j.id, b)
-					}
-					if err != nil {
-						j.err = fmt.Errorf("storing chunk %s: %w", j.id, err)
-						known.Delete(j.id)
+			var hashed []*job
+			var datas [][]byte
+			var ids []chunker.ID
+			for js := range jobs {
+				hashed, datas = hashed[:0], datas[:0]
+				for _, j := range js {
+					if z := zeroID(d, j.data); z != nil {
+						j.id = *z
 					} else {
-						stored.Add(1)
+						hashed = append(hashed, j)
+						datas = append(datas, j.data)
 					}
 				}
-				close(j.done)
+				ids = slices.Grow(ids[:0], len(datas))[:len(datas)]
+				d.SumBatch(ids, datas)
+				for k, j := range hashed {
+					j.id = ids[k]
+				}
+				clear(datas) // no references to chunk data between batches
+				clear(hashed)
+				for _, j := range js {
+					if _, dup := known.LoadOrStore(j.id, true); !dup && !store.Has(j.id) {
+						b, err := fetch.AppendCompress(buf[:0], comp, j.data)
+						if err == nil {
+							buf = b
+							err = store.Put(j.id, b)
+						}
+						if err != nil {
+							j.err = fmt.Errorf("storing chunk %s: %w", j.id, err)
+							known.Delete(j.id)
+						} else {
+							stored.Add(1)
+						}
+					}
+					close(j.done)
+				}
 			}
 		}()
 	}
@@ -236,6 +259,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		collected <- firstErr
 	}()
 	var readErr error
+	pending := make([]*job, 0, batch)
 	for {
 		if ctx.Err() != nil {
 			break
@@ -250,13 +274,19 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 		}
 		j := &job{data: b, done: make(chan struct{})}
 		ordered <- j
-		jobs <- j
+		if pending = append(pending, j); len(pending) == batch {
+			jobs <- pending
+			pending = make([]*job, 0, batch)
+		}
 		if digestQ != nil {
 			digestQ <- b
 		}
 	}
 	if digestQ != nil {
 		close(digestQ)
+	}
+	if len(pending) > 0 {
+		jobs <- pending
 	}
 	close(jobs)
 	close(ordered)
