@@ -29,7 +29,7 @@ import (
 
 const (
 	pushLead = 32 << 20 // bytes of archive pushed ahead of the reader
-	pushMax  = 1 << 20 // larger files are left to the kernel's readahead
+	pushMax  = 1 << 20  // larger files are left to the kernel's readahead
 )
 
 // pushJob asks for the small files of a directory that start after
