@@ -5,8 +5,6 @@ import (
 	"sort"
 	"syscall"
 	"time"
-
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 )
 
 // Pushing file contents into the kernel's page cache.
@@ -32,11 +30,10 @@ const (
 	pushMax  = 1 << 20  // larger files are left to the kernel's readahead
 )
 
-// pushJob asks for the small files of a directory that start after
-// archive offset after to be pushed.
+// pushJob asks for the small files of a listed directory that start
+// after archive offset after to be pushed.
 type pushJob struct {
-	dir   *gofs.Inode // the directory's inode
-	l     *listing    // its children
+	dir   *TreeNode
 	after int64
 }
 
@@ -52,90 +49,122 @@ func (t *tree) push(j pushJob) {
 // pushAfter asks for the files after n in its directory to be pushed (a
 // sequential reader starts reading n).
 func (t *tree) pushAfter(n *TreeNode) {
-	_, pi := n.Parent()
-	if pi == nil {
-		return
-	}
-	if pn, ok := pi.Operations().(*TreeNode); ok {
-		if l := pn.listing.Load(); l != nil {
-			t.push(pushJob{dir: pi, l: l, after: n.e.End})
+	if _, pi := n.Parent(); pi != nil {
+		if pn, ok := pi.Operations().(*TreeNode); ok {
+			t.push(pushJob{dir: pn, after: n.e.End})
 		}
 	}
 }
 
-// pusher serves push jobs, in order, on its own goroutine.
+// pusher serves push jobs, in order, on its own goroutine. When a job
+// pushed the rest of its directory, it goes on with the files that follow
+// the directory in its parent (the reader comes back there next), within
+// the same lead.
 func (t *tree) pusher() {
-	var buf []byte
-	var ahead int64 // prefetched up to here
+	p := &pushState{t: t}
 	for j := range t.pushJobs {
-		l := j.l.list
 		limit := j.after + pushLead
-		from := max(j.after, j.l.pushed)
-		i := sort.Search(len(l), func(i int) bool { return l[i].Offset >= from })
-		if i == len(l) || l[i].Offset >= limit {
-			continue
-		}
-		// All of it is read soon, in this order (subdirectories in
-		// between too): fetch it in parallel.
-		start, end := l[i].Offset, min(limit, l[len(l)-1].End)
-		if start > ahead || start < ahead-2*pushLead { // a new run
-			ahead = start
-		}
-		if end > ahead {
-			t.pre.PrefetchRange(ahead, end-ahead)
-			ahead = end
-		}
-		for ; i < len(l); i++ {
-			c := l[i]
-			if c.End > limit {
+		for p.pushDir(j, limit) {
+			_, pi := j.dir.Parent()
+			if pi == nil {
 				break
 			}
-			if c.IsDir() {
-				// The reader goes into it next: its files are
-				// pushed when it is listed, and this directory's
-				// later files when the reader is back.
+			pn, ok := pi.Operations().(*TreeNode)
+			if !ok {
 				break
 			}
-			if !c.IsRegular() || c.Size == 0 || c.Size > pushMax {
-				j.l.pushed = c.End
-				continue
-			}
-			if c.PayloadOffset < t.pos.Load() {
-				j.l.pushed = c.End
-				continue // the reader got there first
-			}
-			ci := j.dir.GetChild(c.Name)
-			for try := 0; ci == nil && try < 10; try++ {
-				// A job from a listing can come before the
-				// listing's entries reach the kernel.
-				time.Sleep(200 * time.Microsecond)
-				ci = j.dir.GetChild(c.Name)
-			}
-			if ci == nil {
-				break // not known to the kernel; a later job goes on
-			}
-			j.l.pushed = c.End
-			if int64(cap(buf)) < c.Size {
-				buf = make([]byte, pushMax)
-			}
-			p := buf[:c.Size]
-			// At a reader's priority: the reader is right behind.
-			if m, err := readFull(context.Background(), t.src, p, c.PayloadOffset, 0); err != nil || m != len(p) {
-				continue // the reader gets the error when it reads the file
-			}
-			errno := ci.WriteCache(0, p)
-			for try := 0; errno == syscall.ENOENT && try < 3; try++ {
-				// The kernel may not have taken in the listing
-				// that names the file yet.
-				time.Sleep(100 * time.Microsecond)
-				errno = ci.WriteCache(0, p)
-			}
-			if errno != 0 {
-				t.log.Debug("storing file contents in the kernel cache failed", "path", "/"+c.Path, "err", errno)
-				continue
-			}
-			t.seq.pushedTo(c.End)
-			t.pushed.Add(1)
+			j = pushJob{dir: pn, after: j.dir.e.End}
 		}
 	}
+}
+
+// pushState is the pusher's.
+type pushState struct {
+	t     *tree
+	buf   []byte
+	ahead int64 // prefetched up to here
+}
+
+// pushDir pushes the small files of j.dir after j.after, ending at its
+// first subdirectory or at limit. It reports whether it got to the end of
+// the directory.
+func (p *pushState) pushDir(j pushJob, limit int64) (done bool) {
+	t := p.t
+	dl := j.dir.listing.Load()
+	if dl == nil {
+		return false
+	}
+	l := dl.list
+	from := max(j.after, dl.pushed)
+	i := sort.Search(len(l), func(i int) bool { return l[i].Offset >= from })
+	if i == len(l) {
+		return true
+	}
+	if l[i].Offset >= limit {
+		return false
+	}
+	// All of it is read soon, in this order (subdirectories in between
+	// too): fetch it in parallel.
+	start, end := l[i].Offset, min(limit, l[len(l)-1].End)
+	if start > p.ahead || start < p.ahead-2*pushLead { // a new run
+		p.ahead = start
+	}
+	if end > p.ahead {
+		t.pre.PrefetchRange(p.ahead, end-p.ahead)
+		p.ahead = end
+	}
+	dir := j.dir.EmbeddedInode()
+	for ; i < len(l); i++ {
+		c := l[i]
+		if c.End > limit {
+			return false
+		}
+		if c.IsDir() {
+			// The reader goes into it next: its files are pushed
+			// when it is listed, and this directory's later files
+			// when the reader is back.
+			return false
+		}
+		if !c.IsRegular() || c.Size == 0 || c.Size > pushMax {
+			dl.pushed = c.End
+			continue
+		}
+		if c.PayloadOffset < t.pos.Load() {
+			dl.pushed = c.End
+			continue // the reader got there first
+		}
+		ci := dir.GetChild(c.Name)
+		for try := 0; ci == nil && try < 10; try++ {
+			// A job from a listing can come before the listing's
+			// entries reach the kernel.
+			time.Sleep(200 * time.Microsecond)
+			ci = dir.GetChild(c.Name)
+		}
+		if ci == nil {
+			return false // not known to the kernel; a later job goes on
+		}
+		dl.pushed = c.End
+		if int64(cap(p.buf)) < c.Size {
+			p.buf = make([]byte, pushMax)
+		}
+		b := p.buf[:c.Size]
+		// At a reader's priority: the reader is right behind.
+		if m, err := readFull(context.Background(), t.src, b, c.PayloadOffset, 0); err != nil || m != len(b) {
+			continue // the reader gets the error when it reads the file
+		}
+		errno := ci.WriteCache(0, b)
+		for try := 0; errno == syscall.ENOENT && try < 3; try++ {
+			// The kernel may not have taken in the listing that
+			// names the file yet.
+			time.Sleep(100 * time.Microsecond)
+			errno = ci.WriteCache(0, b)
+		}
+		if errno != 0 {
+			t.log.Debug("storing file contents in the kernel cache failed", "path", "/"+c.Path, "err", errno)
+			continue
+		}
+		t.seq.pushedTo(c.End)
+		t.pushed.Add(1)
+	}
+	return true
 }

@@ -196,7 +196,7 @@ func (n *TreeNode) children() (*listing, error) {
 	if n.t.pre != nil && n.t.seq.near(n.e.Offset) {
 		// A reader of file contents got here: push the directory's
 		// files ahead of it.
-		n.t.push(pushJob{dir: n.EmbeddedInode(), l: l, after: n.e.Offset})
+		n.t.push(pushJob{dir: n, after: n.e.Offset})
 	}
 	return l, nil
 }
