@@ -76,7 +76,7 @@ type tree struct {
 
 const (
 	maxPrelisted        = 4096             // listings kept ahead of use
-	maxPrelistedEntries = 1 << 16          // children in them (~400 bytes each)
+	maxPrelistedEntries = 1 << 15          // children in them (~400 bytes each)
 	maxPending          = 4096             // directories waiting to be listed
 	prelistWorker       = 8                // background listers
 	crawlLead           = 64 << 20         // bytes of archive the crawl may run ahead of the reader
