@@ -364,16 +364,19 @@ func (d *Disk) evict() {
 	}
 	target := d.max - d.max/10
 	var victims []*diskEntry
-	for d.bytes > target {
-		e := d.lru.Back()
-		if e == nil {
-			break
-		}
+	for e := d.lru.Back(); e != nil && d.bytes > target; {
 		de := e.Value.(*diskEntry)
-		d.lru.Remove(e)
-		delete(d.entries, de.id)
-		d.bytes -= de.size
-		victims = append(victims, de)
+		prev := e.Prev()
+		// A chunk still being written is no victim: its file does not exist
+		// yet, so removing it now would leave the file, once linked into
+		// place, on disk but out of the accounting.
+		if _, writing := d.pending[de.id]; !writing {
+			d.lru.Remove(e)
+			delete(d.entries, de.id)
+			d.bytes -= de.size
+			victims = append(victims, de)
+		}
+		e = prev
 	}
 	d.mu.Unlock()
 	for _, de := range victims {
