@@ -60,9 +60,15 @@ type tree struct {
 	// contents in archive order (tar), at most crawlLead bytes of archive
 	// beyond its position, so that the chunks the crawl fetches are still
 	// cached when the reader gets there; a walk of metadata alone (find,
-	// du) only needs the listings, so there the crawl runs as far ahead as
-	// maxPrelisted and maxPrelistedEntries allow.
+	// du) only needs the listings, so there the crawl runs ahead by a lead
+	// that doubles with every directory the reader lists further on in the
+	// archive (walkLead), up to what maxPrelisted and maxPrelistedEntries
+	// allow: a walk gets the whole crawl after a few directories, while
+	// `ls` of a directory or two on a remote image fetches little more
+	// than what it shows.
 	lead    int64              // crawlLead (tests change it)
+	lastDir atomic.Int64       // offset of the directory the reader listed last
+	streak  atomic.Int32       // directories the reader listed one after another in archive order
 	pos     atomic.Int64       // furthest archive offset the reader reached: directories listed, files read
 	wakeAt  atomic.Int64       // crawlers wait for pos to reach this
 	preMu   sync.Mutex         //
@@ -80,6 +86,8 @@ const (
 	maxPending          = 4096             // directories waiting to be listed
 	prelistWorker       = 8                // background listers
 	crawlLead           = 64 << 20         // bytes of archive the crawl may run ahead of the reader
+	walkLeadMin         = 1 << 20          // a metadata walk's lead after one listing; doubles with each further one
+	walkLeadShifts      = 40               // doublings after which the lead is unbounded
 	prefetchHead        = catar.ListWindow // bytes prefetched at the start of each child: what listing reads
 )
 
@@ -184,6 +192,7 @@ func (n *TreeNode) children() (*listing, error) {
 		return l, nil
 	}
 	n.t.advance(n.e.Offset)
+	n.t.walked(n.e.Offset)
 	l := n.t.takePrelisted(n.e)
 	if l == nil {
 		var err error
@@ -250,6 +259,37 @@ func (t *tree) advance(off int64) {
 		t.preCond.Broadcast()
 		t.preMu.Unlock()
 	}
+}
+
+// walked records that the reader lists the directory at off: one more in
+// a walk if it lies beyond the last one, else the start of a new walk. A
+// longer walk widens the crawl's lead, so it wakes the crawlers.
+func (t *tree) walked(off int64) {
+	if t.pre == nil {
+		return
+	}
+	n := int32(1)
+	if prev := t.lastDir.Swap(off); off > prev {
+		n = t.streak.Add(1)
+	} else {
+		t.streak.Store(1)
+	}
+	if n <= walkLeadShifts {
+		t.preMu.Lock()
+		t.wakeAt.Store(math.MaxInt64)
+		t.preCond.Broadcast()
+		t.preMu.Unlock()
+	}
+}
+
+// walkLead is how far ahead of the reader the crawl lists directories
+// while the reader reads no file contents.
+func (t *tree) walkLead() int64 {
+	n := t.streak.Load()
+	if n >= walkLeadShifts {
+		return math.MaxInt64 / 2
+	}
+	return walkLeadMin << max(n-1, 0)
 }
 
 // takePrelisted returns and forgets the background listing of dir, if
@@ -333,7 +373,7 @@ func (t *tree) nextToList() *catar.Entry {
 		}
 		lead := t.lead
 		if !t.seq.active() {
-			lead = math.MaxInt64 / 2 // a walk of metadata alone
+			lead = t.walkLead() // a walk of metadata alone
 		}
 		if n := len(t.pending); n > 0 && !t.prelistFull() {
 			d := t.pending[n-1]

@@ -110,6 +110,66 @@ func TestTreeCrawl(t *testing.T) {
 	}
 }
 
+// TestTreeCrawlWalkLead: in a walk of metadata alone, the crawl starts
+// with a short lead (listing one directory, as `ls` does, lists little
+// more) and widens it with every directory the walk lists further on.
+func TestTreeCrawlWalkLead(t *testing.T) {
+	tree := t.TempDir()
+	os.MkdirAll(filepath.Join(tree, "a", "b", "c", "d"), 0o755)
+	os.WriteFile(filepath.Join(tree, "m"), pattern(4<<20), 0o644) // between a/ and z/
+	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src := &bgSource{memSource: newMemSource(buf.Bytes())}
+	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := NewTree(arc, src, TreeOptions{})
+	tr := root.t
+	listed := func(path string) bool {
+		e, err := arc.LookupPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.preMu.Lock()
+		defer tr.preMu.Unlock()
+		return tr.prelist[e.Offset] != nil
+	}
+	waitFor := func(path string) {
+		t.Helper()
+		for start := time.Now(); !listed(path); time.Sleep(time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s is not listed in the background", path)
+			}
+		}
+	}
+	node := func(path string) *TreeNode {
+		e, err := arc.LookupPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &TreeNode{t: tr, e: e}
+	}
+	if _, err := root.children(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a/b") // within the first lead
+	time.Sleep(50 * time.Millisecond)
+	if listed("z") {
+		t.Fatal("listing the root alone crawled to z, 4 MiB further on")
+	}
+	// The reader walks on: a, a/b, a/b/c. The lead doubles each time.
+	for _, p := range []string{"a", "a/b", "a/b/c"} {
+		if _, err := node(p).children(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor("z/y")
+}
+
 // TestTreePush reads a tree's files in walk order, as tar does: the
 // pusher stores files ahead of the reader in the kernel's cache, and every
 // file reads back exactly. A walk that reads no contents pushes nothing.
