@@ -7,6 +7,7 @@ FUZZTIME ?= 8s
 # Fuzz targets run briefly by `make test`: package:FuzzName.
 FUZZ_TARGETS = \
 	./chunker:FuzzReadIndex \
+	./chunker:FuzzSumBatch \
 	./fetch:FuzzDecodeChunk \
 	./blockdev:FuzzOptions \
 	./blockdev:FuzzRequests \

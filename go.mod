@@ -3,14 +3,11 @@ module github.com/camount/camount
 go 1.26.0
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/klauspost/compress v1.20.3
+	github.com/pmorjan/kmod v1.1.1
 	github.com/ulikunitz/xz v0.5.17
 	golang.org/x/sys v0.49.0
-)
-
-require (
-	github.com/DataDog/zstd v1.5.7 // indirect
-	github.com/pmorjan/kmod v1.1.1 // indirect
 )

@@ -70,3 +70,37 @@ func BenchmarkSumBatch(b *testing.B) {
 		})
 	}
 }
+
+// FuzzSumBatch: for any bytes, cut into any chunks, SumBatch gives each
+// chunk the ID Sum gives it (the vector code hashes lanes of different
+// lengths side by side; a slip would make IDs casync does not make).
+func FuzzSumBatch(f *testing.F) {
+	f.Add([]byte("abc"), []byte{1, 2})
+	f.Add(make([]byte, 4096), []byte{0, 127, 128, 129, 255, 17, 111, 112})
+	f.Fuzz(func(t *testing.T, data []byte, cuts []byte) {
+		// Each cut byte makes a chunk of up to ~2 KiB (scaled so that
+		// lengths around the 128-byte block and 112-byte padding limits
+		// come up often); the chunks overlap the data cyclically.
+		if len(data) == 0 || len(cuts) == 0 || len(cuts) > 64 {
+			return
+		}
+		datas := make([][]byte, len(cuts))
+		o := 0
+		for i, c := range cuts {
+			n := int(c) * (1 + int(c)%9)
+			if n > len(data) {
+				n = n % (len(data) + 1)
+			}
+			o %= len(data) - n + 1
+			datas[i] = data[o : o+n]
+			o += int(c)
+		}
+		ids := make([]ID, len(datas))
+		SHA512_256.SumBatch(ids, datas)
+		for i, b := range datas {
+			if want := SHA512_256.Sum(b); ids[i] != want {
+				t.Fatalf("chunk %d of %d (%d bytes): SumBatch %s, Sum %s", i, len(datas), len(b), ids[i], want)
+			}
+		}
+	})
+}
