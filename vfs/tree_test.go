@@ -27,6 +27,29 @@ func (s *bgSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (i
 	return s.ReadAtContext(ctx, p, off)
 }
 
+// crawlWatch returns, for a tree's crawl, whether a path is listed in the
+// background now, and a wait (up to 10 s) until it is.
+func crawlWatch(t *testing.T, arc *catar.Archive, tr *tree) (listed func(string) bool, waitFor func(string)) {
+	listed = func(path string) bool {
+		e, err := arc.LookupPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.preMu.Lock()
+		defer tr.preMu.Unlock()
+		return tr.prelist[e.Offset] != nil
+	}
+	waitFor = func(path string) {
+		t.Helper()
+		for start := time.Now(); !listed(path); time.Sleep(time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s is not listed in the background", path)
+			}
+		}
+	}
+	return listed, waitFor
+}
+
 // TestTreeCrawl checks that listing a directory lists the directories
 // below it in the background, depth first, through the background reader,
 // but, while the reader reads file contents, no further than the lead
@@ -56,23 +79,7 @@ func TestTreeCrawl(t *testing.T) {
 	tr.seq.observe(0, 100)
 	tr.seq.observe(100, 100)
 
-	prelisted := func(path string) bool {
-		e, err := arc.LookupPath(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.preMu.Lock()
-		defer tr.preMu.Unlock()
-		return tr.prelist[e.Offset] != nil
-	}
-	waitFor := func(path string) {
-		t.Helper()
-		for start := time.Now(); !prelisted(path); time.Sleep(time.Millisecond) {
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("%s is not listed in the background", path)
-			}
-		}
-	}
+	prelisted, waitFor := crawlWatch(t, arc, tr)
 	if _, err := root.children(); err != nil {
 		t.Fatal(err)
 	}
@@ -129,23 +136,7 @@ func TestTreeCrawlWalkLead(t *testing.T) {
 	}
 	root := NewTree(arc, src, TreeOptions{})
 	tr := root.t
-	listed := func(path string) bool {
-		e, err := arc.LookupPath(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.preMu.Lock()
-		defer tr.preMu.Unlock()
-		return tr.prelist[e.Offset] != nil
-	}
-	waitFor := func(path string) {
-		t.Helper()
-		for start := time.Now(); !listed(path); time.Sleep(time.Millisecond) {
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("%s is not listed in the background", path)
-			}
-		}
-	}
+	listed, waitFor := crawlWatch(t, arc, tr)
 	node := func(path string) *TreeNode {
 		e, err := arc.LookupPath(path)
 		if err != nil {
