@@ -27,6 +27,27 @@ func (s *bgSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (i
 	return s.ReadAtContext(ctx, p, off)
 }
 
+// crawlFixture mounts (without the kernel) a tree of a/b/c/d/e/f, a file
+// m of mSize bytes, and z/y, in that archive order, over a bgSource.
+func crawlFixture(t *testing.T, mSize int) (*catar.Archive, *bgSource, *TreeNode) {
+	tree := t.TempDir()
+	deep := filepath.Join(tree, "a", "b", "c", "d", "e")
+	os.MkdirAll(deep, 0o755)
+	os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644)
+	os.WriteFile(filepath.Join(tree, "m"), pattern(mSize), 0o644) // between a/ and z/
+	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src := &bgSource{memSource: newMemSource(buf.Bytes())}
+	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return arc, src, NewTree(arc, src, TreeOptions{})
+}
+
 // crawlWatch returns, for a tree's crawl, whether a path is listed in the
 // background now, and a wait (up to 10 s) until it is.
 func crawlWatch(t *testing.T, arc *catar.Archive, tr *tree) (listed func(string) bool, waitFor func(string)) {
@@ -55,22 +76,7 @@ func crawlWatch(t *testing.T, arc *catar.Archive, tr *tree) (listed func(string)
 // but, while the reader reads file contents, no further than the lead
 // ahead of its position.
 func TestTreeCrawl(t *testing.T) {
-	tree := t.TempDir()
-	deep := filepath.Join(tree, "a", "b", "c", "d", "e")
-	os.MkdirAll(deep, 0o755)
-	os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644)
-	os.WriteFile(filepath.Join(tree, "m"), pattern(1<<20), 0o644) // between a/ and z/
-	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := &bgSource{memSource: newMemSource(buf.Bytes())}
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := NewTree(arc, src, TreeOptions{})
+	arc, src, root := crawlFixture(t, 1<<20)
 	tr := root.t
 	tr.preMu.Lock()
 	tr.lead = 64 << 10 // a/... lies within the lead of the root, z/ beyond m
@@ -121,20 +127,7 @@ func TestTreeCrawl(t *testing.T) {
 // with a short lead (listing one directory, as `ls` does, lists little
 // more) and widens it with every directory the walk lists further on.
 func TestTreeCrawlWalkLead(t *testing.T) {
-	tree := t.TempDir()
-	os.MkdirAll(filepath.Join(tree, "a", "b", "c", "d"), 0o755)
-	os.WriteFile(filepath.Join(tree, "m"), pattern(4<<20), 0o644) // between a/ and z/
-	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := &bgSource{memSource: newMemSource(buf.Bytes())}
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := NewTree(arc, src, TreeOptions{})
+	arc, _, root := crawlFixture(t, 4<<20)
 	tr := root.t
 	listed, waitFor := crawlWatch(t, arc, tr)
 	node := func(path string) *TreeNode {
