@@ -600,3 +600,53 @@ func TestSchedulerBackgroundTrickleWhileForegroundWaits(t *testing.T) {
 	close(st.gateAll)
 	waitFor(t, "all", func() bool { return s.Stats.Fetched[Background].Load() == 100 })
 }
+
+// TestSchedulerPrefetchVerified: chunks fetched at prefetch priorities, many
+// at once, are verified like foreground ones: every good chunk comes back
+// exact, and every chunk whose bytes do not match its ID fails with a
+// *CorruptChunkError.
+func TestSchedulerPrefetchVerified(t *testing.T) {
+	st := newGateStore()
+	var cs []chunker.Chunk
+	for i := 0; i < 60; i++ {
+		cs = append(cs, st.add(1, 1000+i*2311, uint64(i+1))...)
+	}
+	want := map[chunker.ID][]byte{}
+	bad := map[chunker.ID]bool{}
+	st.mu.Lock()
+	for i, c := range cs {
+		want[c.ID] = append([]byte(nil), st.m[c.ID]...)
+		if i%7 == 3 {
+			b := append([]byte(nil), st.m[c.ID]...)
+			b[len(b)/2] ^= 1 // same size, other bytes
+			st.m[c.ID] = b
+			bad[c.ID] = true
+		}
+	}
+	st.mu.Unlock()
+	for _, p := range []Priority{Readahead, Background} {
+		t.Run(p.String(), func(t *testing.T) {
+			s := newSched(t, st, 32) // nothing cached
+			var tickets []*Ticket
+			for _, c := range cs {
+				tickets = append(tickets, s.Start(c, chunker.SHA512_256, p))
+			}
+			for i, tk := range tickets {
+				c := cs[i]
+				got, err := tk.Wait(context.Background())
+				tk.Release()
+				var ce *CorruptChunkError
+				switch {
+				case bad[c.ID]:
+					if !errors.As(err, &ce) {
+						t.Errorf("corrupt chunk %d: %v (%d bytes), want a *CorruptChunkError", i, err, len(got))
+					}
+				case err != nil:
+					t.Errorf("chunk %d: %v", i, err)
+				case string(got) != string(want[c.ID]):
+					t.Errorf("chunk %d: wrong bytes", i)
+				}
+			}
+		})
+	}
+}
