@@ -985,3 +985,58 @@ func TestMountACLEnforced(t *testing.T) {
 		}
 	}
 }
+
+// TestMountDaemon: `camount mount --daemon` returns once the mount is up,
+// leaving it served by a background process that outlives the command,
+// logs to --log-file, and exits when unmounted; a mount that cannot start
+// fails the command itself, with the reason.
+func TestMountDaemon(t *testing.T) {
+	needRoot(t)
+	needFUSE(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "hello"), []byte("hello, daemon\n"), 0o644)
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "t.caidx")
+	camount(t, "make", "--store="+store, index, src)
+	mnt := filepath.Join(dir, "mnt")
+	logFile := filepath.Join(dir, "log")
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			exec.Command("fusermount3", "-uz", mnt).Run()
+		}
+	})
+	start := time.Now()
+	out, err := tryCamount("mount", "--daemon", "--log-file="+logFile, "--store="+store, index, mnt)
+	if err != nil {
+		t.Fatalf("mount --daemon: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "mounted") || !strings.Contains(out, "background process") {
+		t.Errorf("mount --daemon printed %q", out)
+	}
+	if !isMounted(mnt) {
+		t.Fatalf("mount --daemon returned after %v but %s is not mounted", time.Since(start), mnt)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "hello")); err != nil || string(b) != "hello, daemon\n" {
+		t.Fatalf("reading through the daemon's mount: %q, %v", b, err)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(out[strings.LastIndex(out, "background process ")+len("background process "):], "%d", &pid); err != nil {
+		t.Fatalf("no background process id in %q", out)
+	}
+	camount(t, "umount", mnt)
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("background process %d still running 10s after umount", pid)
+		}
+	}
+	if _, err := os.Stat(logFile); err != nil {
+		t.Errorf("--log-file: %v", err)
+	}
+	// A mount that cannot start: the command fails and says why.
+	out, err = tryCamount("mount", "--daemon", "--store="+store, filepath.Join(dir, "missing.caidx"), filepath.Join(dir, "mnt2"))
+	if err == nil || !strings.Contains(err.Error()+out, "missing.caidx") {
+		t.Errorf("mount --daemon of a missing index: out %q, err %v", out, err)
+	}
+}

@@ -28,7 +28,7 @@ import (
 func init() {
 	register(&command{
 		name:    "mount",
-		args:    "[--store=DIR]... [--cache-size=BYTES] [--name=NAME] [--mkdir=yes|no] [--allow-other] INDEX MOUNTPOINT",
+		args:    "[--store=DIR]... [--cache-size=BYTES] [--name=NAME] [--mkdir=yes|no] [--allow-other] [--daemon [--log-file=FILE]] INDEX MOUNTPOINT",
 		summary: "mount a .caidx/.catar as its file tree, or a .caibx as one file, read-only (FUSE)",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
@@ -39,6 +39,8 @@ func init() {
 			fuseDebug := fl.Bool("fuse-debug", false, "log every FUSE request (with --verbose)")
 			cpuProfile := fl.String("cpuprofile", "", "write a Go CPU profile of the mount's life to `FILE` (diagnostics)")
 			memProfile := fl.String("memprofile", "", "write a Go heap profile to `FILE` when unmounting (diagnostics)")
+			daemon := fl.Bool("daemon", false, "return once mounted, leaving the mount served by a background process (stop it with camount umount)")
+			logFile := fl.String("log-file", "", "with --daemon: append the background process's log to `FILE` (default: discarded)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want INDEX and MOUNTPOINT")
@@ -49,10 +51,17 @@ func init() {
 				if err := pf.check(); err != nil {
 					return err
 				}
+				if *logFile != "" && !*daemon {
+					return usagef("--log-file applies with --daemon only")
+				}
+				if *daemon && !isDaemonChild() {
+					return daemonize(e)
+				}
 				return runMount(ctx, e, mountArgs{
 					index: args[0], mnt: args[1], blob: bf, prefetch: pf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
 					cpuProfile: *cpuProfile, memProfile: *memProfile,
+					daemon: *daemon, logFile: *logFile,
 				})
 			}
 		},
@@ -81,6 +90,8 @@ type mountArgs struct {
 	debug             bool
 	cpuProfile        string
 	memProfile        string
+	daemon            bool   // the background child of --daemon
+	logFile           string // --log-file
 }
 
 func runMount(ctx context.Context, e *env, a mountArgs) error {
@@ -230,6 +241,11 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	}
 	if err := sdNotify("READY=1\nSTATUS=mounted " + mnt + "\n"); err != nil {
 		e.log.Warn("mount: cannot notify readiness", "err", err)
+	}
+	if a.daemon {
+		if err := daemonReady(a.logFile); err != nil {
+			e.log.Error("mount: --daemon", "err", err)
+		}
 	}
 
 	select {
