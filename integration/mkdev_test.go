@@ -349,20 +349,27 @@ func TestMkdevOddSize(t *testing.T) {
 	checkDetached(t, p.dev)
 }
 
-// TestMkdevBusy: SIGTERM while another program holds the loop device open
-// keeps it served until that program closes it; then mkdev exits cleanly.
-func TestMkdevBusy(t *testing.T) {
+// startBusyLoop runs mkdev --via=loop on an 8 MiB disk image, opens the
+// loop device (the caller closes it) and sends mkdev SIGTERM while it is open.
+func startBusyLoop(t *testing.T) (*diskImage, *mkdevProc, *os.File) {
+	t.Helper()
 	needRoot(t)
 	needLoopOverFUSE(t)
-	dir := t.TempDir()
-	d := makeDiskImage(t, dir, 8, nil)
+	d := makeDiskImage(t, t.TempDir(), 8, nil)
 	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
 	f, err := os.Open(p.dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	return d, p, f
+}
+
+// TestMkdevBusy: SIGTERM while another program holds the loop device open
+// keeps it served until that program closes it; then mkdev exits cleanly.
+func TestMkdevBusy(t *testing.T) {
+	d, p, f := startBusyLoop(t)
+	defer f.Close()
 	select {
 	case err := <-p.done:
 		p.done <- err
@@ -410,17 +417,8 @@ func TestMkdevNoNBD(t *testing.T) {
 // TestMkdevBusyForced: a second signal stops serving a busy loop device at
 // once; the device is released when its last user closes it.
 func TestMkdevBusyForced(t *testing.T) {
-	needRoot(t)
-	needLoopOverFUSE(t)
-	dir := t.TempDir()
-	d := makeDiskImage(t, dir, 8, nil)
-	p := startMkdev(t, "--via=loop", "--store="+d.store, d.caibx)
-	f, err := os.Open(p.dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p, f := startBusyLoop(t)
 	defer f.Close()
-	p.cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(p.stderr.String(), "still in use") {
 		if time.Now().After(deadline) {
@@ -429,7 +427,7 @@ func TestMkdevBusyForced(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	err = p.wait(t, 10*time.Second)
+	err := p.wait(t, 10*time.Second)
 	if err == nil || !strings.Contains(p.stderr.String(), "reads from it now fail") {
 		t.Errorf("forced stop: exit %v, want an error naming the failing reads; stderr: %s", err, p.stderr)
 	}
