@@ -439,15 +439,12 @@ func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := len(items)
 	pf, _ := a.r.(Prefetcher)
 	if pf != nil {
 		for _, it := range items {
 			pf.PrefetchRange(it.start, min(it.size, 512))
 		}
 	}
-	out := make([]*Entry, 0, n)
-	pos := dir.metaEnd
 	// Read ahead over runs of small children, but never into a large
 	// file's payload (through a Blob that would fetch chunks for nothing).
 	const small = 16 << 10
@@ -463,8 +460,22 @@ func (a *Archive) ReadDir(dir *Entry) ([]*Entry, error) {
 		}
 		runEnd[i] = min(runEnd[i], it.start+(64<<10))
 	}
+	return a.readChildren(w, dir, g, items, runEnd, pf)
+}
+
+// readChildren reads the entries of dir's children (items, sorted by
+// offset, from childItems), checking that they lie back to back from the
+// end of dir's own records up to its goodbye table at g and are in name
+// order. If limits is set, the window reads no further ahead than
+// limits[i] while reading child i; if pf is set, each subdirectory's
+// goodbye table is prefetched as soon as its entry is read.
+func (a *Archive) readChildren(w *window, dir *Entry, g int64, items []goodbyeItem, limits []int64, pf Prefetcher) ([]*Entry, error) {
+	out := make([]*Entry, 0, len(items))
+	pos := dir.metaEnd
 	for i, it := range items {
-		w.limit = runEnd[i]
+		if limits != nil {
+			w.limit = limits[i]
+		}
 		if it.start != pos {
 			return nil, formatErr(g, "goodbye table of %q does not match its entries (item at %d, expected %d)", "/"+dir.Path, it.start, pos)
 		}

@@ -55,25 +55,5 @@ func (a *Archive) ListDir(dir *Entry, readSize int) ([]*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := len(items)
-	out := make([]*Entry, 0, n)
-	pos := dir.metaEnd
-	for _, it := range items {
-		if it.start != pos {
-			return nil, formatErr(g, "goodbye table of %q does not match its entries (item at %d, expected %d)", "/"+dir.Path, it.start, pos)
-		}
-		c, err := a.child(w, dir, g, it)
-		if err != nil {
-			return nil, err
-		}
-		if len(out) > 0 && c.Name <= out[len(out)-1].Name {
-			return nil, formatErr(it.start, "entry %q out of order after %q", c.Name, out[len(out)-1].Name)
-		}
-		out = append(out, c)
-		pos = it.start + it.size
-	}
-	if pos != g {
-		return nil, formatErr(pos, "unexpected data before the goodbye table of %q", "/"+dir.Path)
-	}
-	return out, nil
+	return a.readChildren(w, dir, g, items, nil, nil)
 }
