@@ -1,6 +1,7 @@
 package chunker
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 )
@@ -103,4 +104,33 @@ func FuzzSumBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkSumBatchUneven: batches of eight chunks of uneven lengths
+// (16 KiB + an exponential spread, mean ~64 KiB, cut at 256 KiB, as the
+// chunker makes them), as the fetch decoder verifies prefetched chunks;
+// batch=1 is crypto/sha512 one chunk at a time.
+func BenchmarkSumBatchUneven(b *testing.B) {
+	r := rand.New(rand.NewSource(3))
+	var datas [][]byte
+	total := 0
+	for len(datas) < 512 {
+		n := min(16<<10+int(r.ExpFloat64()*48*1024), 256<<10)
+		d := make([]byte, n)
+		r.Read(d)
+		datas = append(datas, d)
+		total += n
+	}
+	ids := make([]ID, len(datas))
+	for _, batch := range []int{1, 4, 8, 12, 16} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			b.SetBytes(int64(total))
+			for i := 0; i < b.N; i++ {
+				for j := 0; j < len(datas); j += batch {
+					k := min(j+batch, len(datas))
+					SHA512_256.SumBatch(ids[j:k], datas[j:k])
+				}
+			}
+		})
+	}
 }
