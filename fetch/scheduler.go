@@ -88,7 +88,7 @@ type Scheduler struct {
 	caps    [numPriorities]int // a class may run while the running total of it and lower classes is under its cap
 	// bgBusyCap replaces the Background cap while a Foreground fetch is queued or running.
 	bgBusyCap int
-	decode    *prioSem        // bounds CPU-bound decoding to the cores
+	decode    *decoder        // bounds CPU-bound decoding to the cores
 	ctx       context.Context // parent of every fetch; cancelled by Close
 	cancel    context.CancelFunc
 
@@ -159,7 +159,7 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	if dw <= 0 {
 		dw = runtime.GOMAXPROCS(0)
 	}
-	s.decode = newPrioSem(dw)
+	s.decode = newDecoder(dw)
 	s.caps = [numPriorities]int{s.workers, max(1, s.workers*3/4), max(1, s.workers/2)}
 	s.bgBusyCap = max(1, s.workers/8)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -608,9 +608,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 				break
 			}
 			nraw = len(raw)
-			s.decode.acquire(s.prioOf(cl))
-			data, err = DecodeChunk(c, d, raw)
-			s.decode.release()
+			data, err = s.decode.decode(c, d, raw, s.prioOf(cl))
 			if pooled {
 				if err == nil && len(data) > 0 && &data[0] == &raw[0] {
 					// Stored uncompressed: the chunk is the pooled buffer.
@@ -691,44 +689,6 @@ func (e *ChunkError) Error() string {
 }
 
 func (e *ChunkError) Unwrap() []error { return e.Errs }
-
-// prioSem is a counting semaphore that hands free slots to the
-// highest-priority waiter first.
-type prioSem struct {
-	mu      sync.Mutex
-	free    int                            // guarded by mu
-	waiting [numPriorities][]chan struct{} // guarded by mu
-}
-
-func newPrioSem(n int) *prioSem { return &prioSem{free: n} }
-
-func (s *prioSem) acquire(p Priority) {
-	s.mu.Lock()
-	if s.free > 0 {
-		s.free--
-		s.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	s.waiting[p] = append(s.waiting[p], ch)
-	s.mu.Unlock()
-	<-ch
-}
-
-func (s *prioSem) release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for p := range s.waiting {
-		if w := s.waiting[p]; len(w) > 0 {
-			ch := w[0]
-			w[0] = nil
-			s.waiting[p] = w[1:]
-			close(ch) // the slot passes to the waiter
-			return
-		}
-	}
-	s.free++
-}
 
 var _ io.ReaderAt = (*Blob)(nil)
 

@@ -491,49 +491,6 @@ func TestSchedulerStoreFailover(t *testing.T) {
 	}
 }
 
-// TestSchedulerDecodePriority: a Foreground decode waiting for a slot goes
-// before Background ones that waited longer.
-func TestSchedulerDecodePriority(t *testing.T) {
-	sem := newPrioSem(1)
-	sem.acquire(Background)
-	var order []Priority
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	start := func(p Priority) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem.acquire(p)
-			mu.Lock()
-			order = append(order, p)
-			mu.Unlock()
-			sem.release()
-		}()
-	}
-	waiting := func(n int) func() bool {
-		return func() bool {
-			sem.mu.Lock()
-			defer sem.mu.Unlock()
-			k := 0
-			for _, w := range sem.waiting {
-				k += len(w)
-			}
-			return k == n
-		}
-	}
-	start(Background)
-	waitFor(t, "1 waiter", waiting(1))
-	start(Readahead)
-	waitFor(t, "2 waiters", waiting(2))
-	start(Foreground)
-	waitFor(t, "3 waiters", waiting(3))
-	sem.release()
-	wg.Wait()
-	if fmt.Sprint(order) != "[foreground readahead background]" {
-		t.Fatalf("decode order %v", order)
-	}
-}
-
 func TestHistogramQuantiles(t *testing.T) {
 	var h Histogram
 	if h.Quantile(0.5) != 0 {

@@ -1,0 +1,220 @@
+package fetch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/camount/camount/chunker"
+)
+
+// decodeCase is a stored chunk and what decoding it must give.
+type decodeCase struct {
+	c      chunker.Chunk
+	stored []byte
+	want   []byte // nil: must fail as corrupt
+}
+
+// decodeCases makes n zstd chunks of assorted sizes; every chunk whose
+// index is in bad has a flipped byte in its payload.
+func decodeCases(t *testing.T, n int, bad ...int) []decodeCase {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, uint64(n)))
+	var out []decodeCase
+	for i := 0; i < n; i++ {
+		data := make([]byte, 1+r.IntN(200<<10))
+		for k := range data {
+			data[k] = byte(r.IntN(16)) // compressible
+		}
+		stored, err := Compress(Zstd, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc := decodeCase{c: chunker.Chunk{ID: chunker.SHA512_256.Sum(data), Size: uint64(len(data))}, stored: stored, want: data}
+		for _, b := range bad {
+			if b == i {
+				dc.want = nil
+				dc.c.ID[0] ^= 1 // the data no longer matches its ID
+			}
+		}
+		out = append(out, dc)
+	}
+	return out
+}
+
+func checkDecoded(t *testing.T, dc decodeCase, data []byte, err error) {
+	t.Helper()
+	if dc.want == nil {
+		var ce *CorruptChunkError
+		if !errors.As(err, &ce) || data != nil {
+			t.Fatalf("chunk %s: corrupt chunk gave %d bytes, err %v", dc.c.ID, len(data), err)
+		}
+		return
+	}
+	if err != nil || !bytes.Equal(data, dc.want) {
+		t.Fatalf("chunk %s: got %d bytes (equal %v), err %v", dc.c.ID, len(data), bytes.Equal(data, dc.want), err)
+	}
+}
+
+// TestDecodeChunks: batches of every size up to and past the eight lanes
+// give each chunk exactly what DecodeChunk gives it, corrupt ones failing
+// alone.
+func TestDecodeChunks(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 5, 6, 7, 8, 9, 17} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			bad := []int{0}
+			if n > 2 {
+				bad = append(bad, n/2)
+			}
+			cases := decodeCases(t, n, bad...)
+			cs := make([]chunker.Chunk, n)
+			stored := make([][]byte, n)
+			for i, dc := range cases {
+				cs[i], stored[i] = dc.c, dc.stored
+			}
+			out, errs := DecodeChunks(cs, chunker.SHA512_256, stored)
+			for i, dc := range cases {
+				checkDecoded(t, dc, out[i], errs[i])
+				one, err := DecodeChunk(dc.c, chunker.SHA512_256, dc.stored)
+				if !bytes.Equal(one, out[i]) || (err == nil) != (errs[i] == nil) {
+					t.Fatalf("chunk %d: DecodeChunks and DecodeChunk disagree (%v, %v)", i, errs[i], err)
+				}
+			}
+		})
+	}
+}
+
+// waitQueued waits until n jobs wait for a decode slot.
+func waitQueued(t *testing.T, q *decoder, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d queued decodes", n), func() bool { return q.queued() == n })
+}
+
+// TestDecoderPriority: a Foreground decode waiting for a slot goes before
+// prefetch decodes that waited longer, and is decoded on its own; the
+// prefetch decodes waiting then go in one batch.
+func TestDecoderPriority(t *testing.T) {
+	q := newDecoder(0) // no free slot until release
+	cases := decodeCases(t, 3)
+	var mu sync.Mutex
+	var order []Priority
+	var wg sync.WaitGroup
+	start := func(dc decodeCase, p Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, err := q.decode(dc.c, chunker.SHA512_256, dc.stored, p)
+			checkDecoded(t, dc, data, err)
+			mu.Lock()
+			order = append(order, p)
+			mu.Unlock()
+		}()
+	}
+	start(cases[0], Background)
+	waitQueued(t, q, 1)
+	start(cases[1], Readahead)
+	waitQueued(t, q, 2)
+	start(cases[2], Foreground)
+	waitQueued(t, q, 3)
+	q.release(Foreground) // one slot
+	// The Foreground decode leads alone; releasing, it hands the slot to
+	// the Readahead one, which takes the Background one into its batch.
+	waitFor(t, "all decoded", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
+	wg.Wait()
+	if order[0] != Foreground {
+		t.Fatalf("decode order %v, want the Foreground decode first", order)
+	}
+	if q.queued() != 0 || q.free != 1 {
+		t.Fatalf("after: %d queued, %d free slots, want 0 and 1", q.queued(), q.free)
+	}
+}
+
+// TestDecoderBatches: many prefetch decodes waiting for one slot are
+// decoded in batches of at most maxDecodeBatch, every chunk getting its own
+// bytes and the corrupt ones failing alone.
+func TestDecoderBatches(t *testing.T) {
+	q := newDecoder(0)
+	n := 2*maxDecodeBatch + 3
+	cases := decodeCases(t, n, 1, 9, n-1)
+	var wg sync.WaitGroup
+	for i, dc := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, err := q.decode(dc.c, chunker.SHA512_256, dc.stored, Readahead)
+			checkDecoded(t, dc, data, err)
+		}()
+		waitQueued(t, q, i+1)
+	}
+	q.release(Foreground)
+	wg.Wait()
+	if q.queued() != 0 || q.free != 1 {
+		t.Fatalf("after: %d queued, %d free slots, want 0 and 1", q.queued(), q.free)
+	}
+}
+
+// TestDecoderTakeBatch: a batch takes prefetch jobs of the lead's digest
+// only, FIFO, at most maxDecodeBatch, and leaves Foreground jobs queued.
+func TestDecoderTakeBatch(t *testing.T) {
+	q := newDecoder(0)
+	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{prio: p, d: d} }
+	fg := mk(Foreground, chunker.SHA512_256)
+	other := mk(Readahead, chunker.SHA256)
+	q.waiting[Foreground] = []*decodeJob{fg}
+	q.waiting[Readahead] = []*decodeJob{other}
+	for i := 0; i < maxDecodeBatch; i++ {
+		q.waiting[Background] = append(q.waiting[Background], mk(Background, chunker.SHA512_256))
+	}
+	bg := append([]*decodeJob(nil), q.waiting[Background]...)
+	lead := mk(Readahead, chunker.SHA512_256)
+	b := q.takeBatch(lead)
+	if len(b) != maxDecodeBatch || b[0] != lead {
+		t.Fatalf("batch of %d, led by %p (want %p)", len(b), b[0], lead)
+	}
+	for i, o := range b[1:] {
+		if o != bg[i] {
+			t.Fatalf("batch member %d is not the Background job queued %d-th", i+1, i+1)
+		}
+	}
+	if q.waiting[Background][0] != bg[maxDecodeBatch-1] {
+		t.Fatal("the last Background job queued is not the one left")
+	}
+	if len(q.waiting[Foreground]) != 1 || len(q.waiting[Readahead]) != 1 || len(q.waiting[Background]) != 1 {
+		t.Fatalf("left queued: %d %d %d, want 1 1 1", len(q.waiting[Foreground]), len(q.waiting[Readahead]), len(q.waiting[Background]))
+	}
+	if got := q.takeBatch(fg); len(got) != 1 {
+		t.Fatalf("a Foreground lead took %d others", len(got)-1)
+	}
+}
+
+// TestDecoderPrefetchCap: prefetch batches hold at most all slots but one,
+// so a Foreground decode finds a slot while prefetch decodes wait.
+func TestDecoderPrefetchCap(t *testing.T) {
+	q := newDecoder(2)
+	cases := decodeCases(t, 2)
+	q.mu.Lock()
+	q.take(Readahead) // a prefetch batch holds a slot
+	q.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		data, err := q.decode(cases[0].c, chunker.SHA512_256, cases[0].stored, Background)
+		checkDecoded(t, cases[0], data, err)
+	}()
+	waitQueued(t, q, 1) // the free slot is not for it
+	data, err := q.decode(cases[1].c, chunker.SHA512_256, cases[1].stored, Foreground)
+	checkDecoded(t, cases[1], data, err)
+	select {
+	case <-done:
+		t.Fatal("a second prefetch decode ran while one held a slot")
+	default:
+	}
+	q.release(Readahead)
+	<-done
+	if q.queued() != 0 || q.free != 2 || q.prefetching != 0 {
+		t.Fatalf("after: %d queued, %d free, %d prefetching; want 0, 2, 0", q.queued(), q.free, q.prefetching)
+	}
+}
