@@ -74,10 +74,13 @@ type tree struct {
 	preMu   sync.Mutex         //
 	preCond *sync.Cond         // on preMu: pending pushed, a listing done or taken, pos reached wakeAt
 	prelist map[int64]*listing // guarded by preMu
-	entries int                // guarded by preMu: children in prelist
-	queued  map[int64]bool     // guarded by preMu: pending, to list
-	running map[int64]bool     // guarded by preMu: being listed now
-	pending []*catar.Entry     // guarded by preMu: directories to list, by offset, largest first
+	// droppedTo is the reader position of the last dropPrelistedBehind
+	// scan; guarded by preMu.
+	droppedTo int64
+	entries   int            // guarded by preMu: children in prelist
+	queued    map[int64]bool // guarded by preMu: pending, to list
+	running   map[int64]bool // guarded by preMu: being listed now
+	pending   []*catar.Entry // guarded by preMu: directories to list, by offset, largest first
 }
 
 const (
@@ -399,8 +402,14 @@ func (t *tree) prelistFull() bool {
 }
 
 // dropPrelistedBehind forgets listings of directories behind the reader,
-// which it skipped. t.preMu held.
+// which it skipped. It scans the listings only when the reader moved on
+// since the last scan (the crawlers call it for every directory they take
+// while the listings are full). t.preMu held.
 func (t *tree) dropPrelistedBehind(pos int64) {
+	if pos <= t.droppedTo {
+		return
+	}
+	t.droppedTo = pos
 	for off, l := range t.prelist {
 		if off < pos {
 			delete(t.prelist, off)
@@ -428,6 +437,7 @@ func (t *tree) prelister() {
 		}
 		t.prelist[dir.Offset] = l
 		t.entries += len(l.list)
+		t.droppedTo = min(t.droppedTo, dir.Offset-1) // behind the reader by now? the next scan sees it
 		t.pushDirs(l)
 	}
 }
