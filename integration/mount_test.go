@@ -549,6 +549,100 @@ func TestMountLargeTree(t *testing.T) {
 	}
 }
 
+// TestMountBigDirectory lists a directory too big for one READDIRPLUS
+// reply: camount serves directories without OPENDIR handles (vfs
+// noOpendir), each reply resuming at the kernel's offset, so a listing in
+// many parts, a rewound one and the kernel's cached one must all be the
+// whole directory, each name once, with the right types.
+func TestMountBigDirectory(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	big := filepath.Join(src, "big")
+	want := map[string]bool{}
+	if err := os.MkdirAll(big, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3000; i++ {
+		name := fmt.Sprintf("%04d-%s", i, strings.Repeat("n", 100+i%100))
+		want[name] = i%7 == 0
+		var err error
+		if i%7 == 0 {
+			err = os.Mkdir(filepath.Join(big, name), 0o755)
+		} else {
+			err = os.WriteFile(filepath.Join(big, name), []byte(name), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "tree.caidx")
+	runCmd(t, "casync", "make", "--store="+store, index, src)
+	mnt := filepath.Join(dir, "mnt")
+	startMount(t, nil, "--store="+store, index, mnt)
+	check := func(what string, ents []os.DirEntry) {
+		t.Helper()
+		seen := map[string]bool{}
+		for _, e := range ents {
+			isDir, ok := want[e.Name()]
+			switch {
+			case !ok:
+				t.Fatalf("%s: unexpected entry %q", what, e.Name())
+			case seen[e.Name()]:
+				t.Fatalf("%s: %q listed twice", what, e.Name())
+			case e.IsDir() != isDir:
+				t.Fatalf("%s: %q is a directory: %v, want %v", what, e.Name(), e.IsDir(), isDir)
+			}
+			seen[e.Name()] = true
+		}
+		if len(seen) != len(want) {
+			t.Fatalf("%s: %d entries, want %d", what, len(seen), len(want))
+		}
+	}
+	f, err := os.Open(filepath.Join(mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// In small parts: many getdents calls, each resuming where the last
+	// one ended.
+	var parts []os.DirEntry
+	rewound := false
+	for {
+		ents, err := f.ReadDir(37)
+		parts = append(parts, ents...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) >= 100 && !rewound {
+			// Rewind part way through: the listing starts over.
+			rewound = true
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			parts = nil
+		}
+	}
+	check("read in parts", parts)
+	for round := 0; round < 2; round++ { // the second from the kernel's cache
+		ents, err := os.ReadDir(filepath.Join(mnt, "big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("listing %d", round+1), ents)
+	}
+	// ls -f: getdents order, with . and ..
+	out := strings.Fields(runCmd(t, "ls", "-f", filepath.Join(mnt, "big")))
+	if len(out) != len(want)+2 {
+		t.Fatalf("ls -f: %d names, want %d", len(out), len(want)+2)
+	}
+}
+
 // mntDiskImage builds a GPT disk image with one ext4 partition holding
 // src, and returns the image path and the partition's byte offset and size.
 func mntDiskImage(t *testing.T, dir, src string) (string, int64, int64) {

@@ -92,8 +92,16 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 		RootStableAttr:  &fs.StableAttr{Ino: 1, Mode: syscall.S_IFDIR},
 		Logger:          log.New(slogWriter{lg}, "", 0),
 	}
-	srv, err := fs.Mount(dir, root, opts)
+	var raw fuse.RawFileSystem = fs.NewNodeFS(root, opts)
+	if _, ok := root.(*TreeNode); ok {
+		raw = &noOpendir{RawFileSystem: raw}
+	}
+	srv, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
 	}
 	setReadahead(dir, o.MaxRead, lg)
