@@ -545,16 +545,6 @@ func (e *encoder) userName(uid uint32, group bool) string {
 	return name
 }
 
-// ACL xattr tags (linux/posix_acl_xattr.h).
-const (
-	aclUserObj  = 0x01
-	aclUser     = 0x02
-	aclGroupObj = 0x04
-	aclGroup    = 0x08
-	aclMask     = 0x10
-	aclOther    = 0x20
-)
-
 type rawACL struct {
 	userObj, groupObj, other, mask uint64
 	users, groups                  []ACLEntry

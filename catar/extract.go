@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -518,49 +517,19 @@ func (x *extractor) lookup(name string, group bool) int {
 	return int(v)
 }
 
-type aclXEntry struct {
-	tag  uint16
-	perm uint16
-	id   uint32
-}
-
-func (x *extractor) aclEntries(l []ACLEntry, tag uint16, hasID, group bool) []aclXEntry {
-	var out []aclXEntry
-	for _, a := range l {
-		id := uint32(a.ID)
-		if !hasID {
-			v := x.lookup(a.Name, group)
-			if v < 0 {
-				continue
-			}
-			id = uint32(v)
-		}
-		out = append(out, aclXEntry{tag, uint16(a.Perm), id})
-	}
-	return out
-}
-
-func encodeACL(es []aclXEntry) []byte {
-	sort.SliceStable(es, func(i, j int) bool {
-		if es[i].tag != es[j].tag {
-			return es[i].tag < es[j].tag
-		}
-		return es[i].id < es[j].id
-	})
-	b := le.AppendUint32(nil, 2)
-	for _, e := range es {
-		b = le.AppendUint16(b, e.tag)
-		b = le.AppendUint16(b, e.perm)
-		b = le.AppendUint32(b, e.id)
-	}
-	return b
-}
-
 func (x *extractor) acl(path string, e *Entry) error {
-	a := e.ACL
-	hasID := e.HasUID()
-	const undef = 0xffffffff
+	var o ACLXattrOptions
+	if !e.HasUID() {
+		o.ID = func(a ACLEntry, group bool) (uint32, bool) {
+			v := x.lookup(a.Name, group)
+			return uint32(v), v >= 0
+		}
+	}
+	access, dflt := ACLXattrs(e, o)
 	set := func(name string, v []byte) error {
+		if v == nil {
+			return nil
+		}
 		if err := syscall.Setxattr(path, name, v, 0); err != nil {
 			if x.root {
 				return &os.PathError{Op: "setxattr " + name, Path: path, Err: err}
@@ -569,31 +538,8 @@ func (x *extractor) acl(path string, e *Entry) error {
 		}
 		return nil
 	}
-	if a.HasGroupObj || len(a.User) > 0 || len(a.Group) > 0 {
-		m := e.Mode
-		es := []aclXEntry{{aclUserObj, uint16(m >> 6 & 7), undef}, {aclOther, uint16(m & 7), undef}}
-		g := uint16(m >> 3 & 7)
-		if a.HasGroupObj {
-			es = append(es, aclXEntry{aclGroupObj, uint16(a.GroupObj), undef}, aclXEntry{aclMask, g, undef})
-		} else {
-			es = append(es, aclXEntry{aclGroupObj, g, undef})
-		}
-		es = append(es, x.aclEntries(a.User, aclUser, hasID, false)...)
-		es = append(es, x.aclEntries(a.Group, aclGroup, hasID, true)...)
-		if err := set("system.posix_acl_access", encodeACL(es)); err != nil {
-			return err
-		}
+	if err := set("system.posix_acl_access", access); err != nil {
+		return err
 	}
-	if d := a.Default; d != nil {
-		es := []aclXEntry{{aclUserObj, uint16(d.UserObj), undef}, {aclGroupObj, uint16(d.GroupObj), undef}, {aclOther, uint16(d.Other), undef}}
-		if d.Mask != NoMask {
-			es = append(es, aclXEntry{aclMask, uint16(d.Mask), undef})
-		}
-		es = append(es, x.aclEntries(a.DefaultUser, aclUser, hasID, false)...)
-		es = append(es, x.aclEntries(a.DefaultGroup, aclGroup, hasID, true)...)
-		if err := set("system.posix_acl_default", encodeACL(es)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return set("system.posix_acl_default", dflt)
 }
