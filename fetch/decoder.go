@@ -32,6 +32,7 @@ type decoder struct {
 const maxDecodeBatch = 16
 
 type decodeJob struct {
+	cl     *call // the fetch; cl.job points back while the job is queued
 	c      chunker.Chunk
 	d      chunker.Digest
 	stored []byte
@@ -46,15 +47,17 @@ func newDecoder(slots int) *decoder {
 	return &decoder{free: slots, prefetchCap: max(1, slots-1)}
 }
 
-// decode decodes and verifies one chunk (DecodeChunk), possibly in a batch
-// with others.
-func (q *decoder) decode(c chunker.Chunk, d chunker.Digest, stored []byte, p Priority) ([]byte, error) {
-	j := &decodeJob{c: c, d: d, stored: stored, prio: p}
+// decode decodes and verifies one chunk of fetch cl (DecodeChunk),
+// possibly in a batch with others. cl may be nil (no promotion).
+func (q *decoder) decode(cl *call, stored []byte, p Priority) ([]byte, error) {
+	c, d := cl.c, cl.d
+	j := &decodeJob{cl: cl, c: c, d: d, stored: stored, prio: p}
 	q.mu.Lock()
 	if q.free > 0 && (p == Foreground || q.prefetching < q.prefetchCap) {
 		q.take(p)
 	} else {
 		j.done = make(chan struct{})
+		cl.job = j
 		q.waiting[p] = append(q.waiting[p], j)
 		q.mu.Unlock()
 		<-j.done
@@ -63,6 +66,7 @@ func (q *decoder) decode(c chunker.Chunk, d chunker.Digest, stored []byte, p Pri
 		}
 		q.mu.Lock()
 	}
+	p = j.prio // promoted while it waited?
 	batch := q.takeBatch(j)
 	q.mu.Unlock()
 	if len(batch) == 1 {
@@ -97,6 +101,7 @@ func (q *decoder) takeBatch(lead *decodeJob) []*decodeJob {
 		kept := w[:0]
 		for _, o := range w {
 			if len(batch) < maxDecodeBatch && o.d == lead.d {
+				o.cl.job = nil
 				batch = append(batch, o)
 			} else {
 				kept = append(kept, o)
@@ -130,6 +135,12 @@ func (q *decoder) release(p Priority) {
 	if p != Foreground {
 		q.prefetching--
 	}
+	q.dispatch()
+}
+
+// dispatch hands free slots to the highest-priority waiting jobs that may
+// have one. q.mu held.
+func (q *decoder) dispatch() {
 	for q.free > 0 {
 		var j *decodeJob
 		for p := range q.waiting {
@@ -144,9 +155,33 @@ func (q *decoder) release(p Priority) {
 			return
 		}
 		q.take(j.prio)
+		j.cl.job = nil
 		j.lead = true
 		close(j.done)
 	}
+}
+
+// promote moves fetch cl's job, if it waits for a slot, to priority p
+// when that is higher: a reader now waits for the chunk, so it goes before
+// prefetched ones and is not held back by the prefetch cap.
+func (q *decoder) promote(cl *call, p Priority) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j := cl.job
+	if j == nil || p >= j.prio {
+		return
+	}
+	w := q.waiting[j.prio]
+	for i, o := range w {
+		if o == j {
+			q.waiting[j.prio] = append(w[:i], w[i+1:]...)
+			w[len(w)-1] = nil
+			break
+		}
+	}
+	j.prio = p
+	q.waiting[p] = append(q.waiting[p], j)
+	q.dispatch()
 }
 
 // queued returns how many jobs wait for a slot.

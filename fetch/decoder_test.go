@@ -106,7 +106,7 @@ func TestDecoderPriority(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, err := q.decode(dc.c, chunker.SHA512_256, dc.stored, p)
+			data, err := q.decode(&call{c: dc.c, d: chunker.SHA512_256}, dc.stored, p)
 			checkDecoded(t, dc, data, err)
 			mu.Lock()
 			order = append(order, p)
@@ -144,7 +144,7 @@ func TestDecoderBatches(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, err := q.decode(dc.c, chunker.SHA512_256, dc.stored, Readahead)
+			data, err := q.decode(&call{c: dc.c, d: chunker.SHA512_256}, dc.stored, Readahead)
 			checkDecoded(t, dc, data, err)
 		}()
 		waitQueued(t, q, i+1)
@@ -160,7 +160,7 @@ func TestDecoderBatches(t *testing.T) {
 // only, FIFO, at most maxDecodeBatch, and leaves Foreground jobs queued.
 func TestDecoderTakeBatch(t *testing.T) {
 	q := newDecoder(0)
-	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{prio: p, d: d} }
+	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{cl: &call{}, prio: p, d: d} }
 	fg := mk(Foreground, chunker.SHA512_256)
 	other := mk(Readahead, chunker.SHA256)
 	q.waiting[Foreground] = []*decodeJob{fg}
@@ -201,11 +201,11 @@ func TestDecoderPrefetchCap(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		data, err := q.decode(cases[0].c, chunker.SHA512_256, cases[0].stored, Background)
+		data, err := q.decode(&call{c: cases[0].c, d: chunker.SHA512_256}, cases[0].stored, Background)
 		checkDecoded(t, cases[0], data, err)
 	}()
 	waitQueued(t, q, 1) // the free slot is not for it
-	data, err := q.decode(cases[1].c, chunker.SHA512_256, cases[1].stored, Foreground)
+	data, err := q.decode(&call{c: cases[1].c, d: chunker.SHA512_256}, cases[1].stored, Foreground)
 	checkDecoded(t, cases[1], data, err)
 	select {
 	case <-done:
@@ -216,5 +216,30 @@ func TestDecoderPrefetchCap(t *testing.T) {
 	<-done
 	if q.queued() != 0 || q.free != 2 || q.prefetching != 0 {
 		t.Fatalf("after: %d queued, %d free, %d prefetching; want 0, 2, 0", q.queued(), q.free, q.prefetching)
+	}
+}
+
+// TestDecoderPromote: a prefetch decode waiting behind the prefetch cap is
+// decoded at once when a reader comes to wait for its chunk.
+func TestDecoderPromote(t *testing.T) {
+	q := newDecoder(2)
+	cases := decodeCases(t, 1)
+	q.mu.Lock()
+	q.take(Readahead) // a prefetch batch holds the one slot prefetch may have
+	q.mu.Unlock()
+	cl := &call{c: cases[0].c, d: chunker.SHA512_256}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		data, err := q.decode(cl, cases[0].stored, Readahead)
+		checkDecoded(t, cases[0], data, err)
+	}()
+	waitQueued(t, q, 1)
+	q.promote(cl, Foreground)
+	<-done // decoded in the free slot while the batch still holds the other
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.free != 1 || q.prefetching != 1 || cl.job != nil {
+		t.Fatalf("after: %d free, %d prefetching, job %v; want 1, 1, nil", q.free, q.prefetching, cl.job)
 	}
 }

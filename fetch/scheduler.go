@@ -123,8 +123,9 @@ type call struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	start    time.Time
-	data     []byte // set before done is closed
-	err      error  // set before done is closed
+	job      *decodeJob // waiting for a decode slot; guarded by decoder.mu
+	data     []byte     // set before done is closed
+	err      error      // set before done is closed
 }
 
 // NewScheduler starts the worker pool. Close stops it.
@@ -279,7 +280,9 @@ func (s *Scheduler) raise(cl *call, p Priority) {
 		s.queues[p] = append(s.queues[p], cl) // the old entry goes stale
 		s.Stats.Promoted.Add(1)
 		s.wake.Signal()
+		return
 	}
+	s.decode.promote(cl, p) // fetched, perhaps waiting to be decoded
 }
 
 // fgDone takes a call out of the Foreground count. s.mu held.
@@ -608,7 +611,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 				break
 			}
 			nraw = len(raw)
-			data, err = s.decode.decode(c, d, raw, s.prioOf(cl))
+			data, err = s.decode.decode(cl, raw, s.prioOf(cl))
 			if pooled {
 				if err == nil && len(data) > 0 && &data[0] == &raw[0] {
 					// Stored uncompressed: the chunk is the pooled buffer.
