@@ -1,7 +1,8 @@
 // Package catar reads and writes casync's catar archive format: an encoder
 // that serialises a directory tree byte-for-byte as casync does, a streaming
 // decoder, and random access over an io.ReaderAt through the goodbye tables.
-// It depends on the standard library only.
+// It depends on the standard library and package chunker (for the
+// feature-flag rules) only.
 //
 // All integers in the format are little-endian uint64; records are packed
 // without padding; every record starts with {le64 size, le64 type}.
@@ -12,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/camount/camount/chunker"
 )
 
 // Record types (FORMAT.md §4.1).
@@ -164,7 +167,9 @@ func FormatFeatures(flags uint64) string {
 // ErrUnsupportedFeatures reports feature-flag bits outside FeatureFlagsMax.
 var ErrUnsupportedFeatures = errors.New("unknown feature flag bits")
 
-// Normalize drops redundant bits as casync does (FORMAT.md §6.3).
+// Normalize rejects bits outside FeatureFlagsMax, then drops redundant bits
+// as casync does (FORMAT.md §6.3) by chunker.NormalizeFlags, so archives
+// and index files follow one set of rules.
 func Normalize(flags uint64) (uint64, error) {
 	if flags == ^uint64(0) {
 		return 0, fmt.Errorf("feature flags 0x%x: %w", flags, ErrUnsupportedFeatures)
@@ -172,34 +177,7 @@ func Normalize(flags uint64) (uint64, error) {
 	if flags&^FeatureFlagsMax != 0 {
 		return 0, fmt.Errorf("feature flags 0x%x: %w", flags, ErrUnsupportedFeatures)
 	}
-	if flags&WithACL != 0 && flags&(With16BitUIDs|With32BitUIDs|WithUserNames) == 0 {
-		flags |= With32BitUIDs | WithUserNames
-	}
-	if flags&With32BitUIDs != 0 {
-		flags &^= With16BitUIDs
-	}
-	if flags&WithNsecTime != 0 {
-		flags &^= WithUsecTime | WithSecTime | With2SecTime
-	}
-	if flags&WithUsecTime != 0 {
-		flags &^= WithSecTime | With2SecTime
-	}
-	if flags&WithSecTime != 0 {
-		flags &^= With2SecTime
-	}
-	if flags&WithACL != 0 {
-		flags &^= WithPermissions | WithReadOnly
-	}
-	if flags&WithPermissions != 0 {
-		flags &^= WithReadOnly
-	}
-	if flags&ExcludeNodump != 0 {
-		flags &^= WithFlagNodump
-	}
-	if flags&WithSubvolumeRO != 0 {
-		flags |= WithSubvolume
-	}
-	return flags, nil
+	return chunker.NormalizeFlags(flags), nil
 }
 
 // IsNormalized reports whether flags are what a writer must store.

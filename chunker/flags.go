@@ -23,7 +23,8 @@ const (
 	FlagExcludeSubmnts uint64 = 0x4000000000000000
 )
 
-// NormalizeFlags applies casync's normalization rules (FORMAT.md §6.3).
+// NormalizeFlags applies casync's normalization rules (FORMAT.md §6.3),
+// for index files here and for archives through catar.Normalize.
 func NormalizeFlags(f uint64) uint64 {
 	if f&flagACL != 0 && f&(flag16BitUIDs|flag32BitUIDs|flagUserNames) == 0 {
 		f |= flag32BitUIDs | flagUserNames
