@@ -557,7 +557,7 @@ func (n *TreeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // mode bits, which hold the ACL mask).
 func (n *TreeNode) xattrs() []catar.Xattr {
 	l := n.e.Xattrs
-	acc, def := aclXattrs(n.e)
+	acc, def := catar.ACLXattrs(n.e, catar.ACLXattrOptions{AlwaysMask: true})
 	if n.e.FCaps == nil && n.e.SELinux == "" && acc == nil && def == nil {
 		return l
 	}
@@ -576,68 +576,6 @@ func (n *TreeNode) xattrs() []catar.Xattr {
 	}
 	sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
 	return l
-}
-
-// Linux posix_acl_xattr encoding: le32 version 2, then entries of le16
-// tag, le16 perm, le32 id.
-const (
-	aclUserObj  = 0x01
-	aclUser     = 0x02
-	aclGroupObj = 0x04
-	aclGroup    = 0x08
-	aclMask     = 0x10
-	aclOther    = 0x20
-	aclNoID     = 0xffffffff
-)
-
-func aclAppend(b []byte, tag uint16, perm uint64, id uint32) []byte {
-	b = binary.LittleEndian.AppendUint16(b, tag)
-	b = binary.LittleEndian.AppendUint16(b, uint16(perm&7))
-	return binary.LittleEndian.AppendUint32(b, id)
-}
-
-func aclNamed(b []byte, tag uint16, l []catar.ACLEntry) []byte {
-	l = append([]catar.ACLEntry(nil), l...)
-	sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
-	for _, e := range l {
-		b = aclAppend(b, tag, e.Perm, uint32(e.ID))
-	}
-	return b
-}
-
-// aclXattrs encodes an entry's stored ACLs (nil when it has none beyond
-// its mode). The access ACL's owner, mask and other come from the mode, as
-// stat shows them; its owning group from ACL_GROUP_OBJ.
-func aclXattrs(e *catar.Entry) (access, dflt []byte) {
-	a := e.ACL
-	if a == nil {
-		return nil, nil
-	}
-	if len(a.User) > 0 || len(a.Group) > 0 || a.HasGroupObj {
-		groupObj := uint64(e.Mode>>3) & 7
-		if a.HasGroupObj {
-			groupObj = a.GroupObj
-		}
-		b := binary.LittleEndian.AppendUint32(nil, 2)
-		b = aclAppend(b, aclUserObj, uint64(e.Mode>>6), aclNoID)
-		b = aclNamed(b, aclUser, a.User)
-		b = aclAppend(b, aclGroupObj, groupObj, aclNoID)
-		b = aclNamed(b, aclGroup, a.Group)
-		b = aclAppend(b, aclMask, uint64(e.Mode>>3), aclNoID)
-		access = aclAppend(b, aclOther, uint64(e.Mode), aclNoID)
-	}
-	if d := a.Default; d != nil {
-		b := binary.LittleEndian.AppendUint32(nil, 2)
-		b = aclAppend(b, aclUserObj, d.UserObj, aclNoID)
-		b = aclNamed(b, aclUser, a.DefaultUser)
-		b = aclAppend(b, aclGroupObj, d.GroupObj, aclNoID)
-		b = aclNamed(b, aclGroup, a.DefaultGroup)
-		if d.Mask != catar.NoMask {
-			b = aclAppend(b, aclMask, d.Mask, aclNoID)
-		}
-		dflt = aclAppend(b, aclOther, d.Other, aclNoID)
-	}
-	return access, dflt
 }
 
 func (n *TreeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
