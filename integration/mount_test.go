@@ -643,6 +643,78 @@ func TestMountBigDirectory(t *testing.T) {
 	}
 }
 
+// TestMountWalkAttrs: a walk that only descends (find) gets attributes in
+// READDIRPLUS replies for subdirectories only, so the kernel builds no
+// inode per file; the first stat of a file in a listed directory costs a
+// LOOKUP and switches the mount to attributes for every entry, after which
+// listing a directory answers the stats of its files without LOOKUPs. The
+// attributes are exact either way.
+func TestMountWalkAttrs(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for _, d := range []string{"d1/sub1", "d2/sub2", "d3/sub3"} {
+		if err := os.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			f := filepath.Join(src, filepath.Dir(d), fmt.Sprintf("f%02d", i))
+			if err := os.WriteFile(f, bytes.Repeat([]byte{'x'}, i*100), os.FileMode(0o600+i%2*0o44)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "tree.caidx")
+	runCmd(t, "casync", "make", "--store="+store, index, src)
+	mnt := filepath.Join(dir, "mnt")
+	m := startMount(t, nil, "--fuse-debug", "--verbose", "--store="+store, index, mnt)
+	lookups := func() int { return strings.Count(m.stderr.String(), ": LOOKUP ") }
+	// The kernel logs a request before camount answers it, and the
+	// answer is in when the syscall returns: counts are exact after it.
+	checkStat := func(rel string) {
+		t.Helper()
+		var a, b unix.Stat_t
+		if err := unix.Lstat(filepath.Join(src, rel), &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Lstat(filepath.Join(mnt, rel), &b); err != nil {
+			t.Fatal(err)
+		}
+		if a.Mode&unix.S_IFMT == unix.S_IFDIR {
+			a.Size = 0 // catar records no directory sizes
+		}
+		if a.Mode != b.Mode || a.Size != b.Size || a.Mtim != b.Mtim || a.Uid != b.Uid {
+			t.Fatalf("%s: mode %o size %d mtime %v uid %d, want %o %d %v %d", rel, b.Mode, b.Size, b.Mtim, b.Uid, a.Mode, a.Size, a.Mtim, a.Uid)
+		}
+	}
+	out := runCmd(t, "find", filepath.Join(mnt, "d1"), filepath.Join(mnt, "d2"))
+	if n := strings.Count(out, "\n"); n != 2*(1+1+20) {
+		t.Fatalf("find listed %d paths, want %d:\n%s", n, 2*22, out)
+	}
+	before := lookups()
+	checkStat("d2/sub2") // a subdirectory came with its attributes
+	if n := lookups() - before; n != 0 {
+		t.Errorf("stat of a subdirectory the walk listed sent %d LOOKUPs, want 0", n)
+	}
+	checkStat("d1/f07") // a file did not: LOOKUP, and every entry from now on
+	if n := lookups() - before; n != 1 {
+		t.Errorf("stat of a file the walk listed sent %d LOOKUPs, want 1", n)
+	}
+	ents, err := os.ReadDir(filepath.Join(mnt, "d3"))
+	if err != nil || len(ents) != 21 {
+		t.Fatalf("d3: %d entries, %v", len(ents), err)
+	}
+	before = lookups()
+	for i := 0; i < 20; i++ {
+		checkStat(fmt.Sprintf("d3/f%02d", i))
+	}
+	if n := lookups() - before; n != 0 {
+		t.Errorf("stats of the files of a directory listed after the switch sent %d LOOKUPs, want 0", n)
+	}
+}
+
 // mntDiskImage builds a GPT disk image with one ext4 partition holding
 // src, and returns the image path and the partition's byte offset and size.
 func mntDiskImage(t *testing.T, dir, src string) (string, int64, int64) {

@@ -50,6 +50,10 @@ type tree struct {
 	// page cache (push.go). Nil without a Prefetcher.
 	pushJobs chan pushJob
 	pushed   atomic.Int64 // files pushed
+	// plusAll: READDIRPLUS replies carry the attributes of every entry,
+	// not only of subdirectories (treedir.go); set once a reader looks
+	// up a file of a listed directory.
+	plusAll atomic.Bool
 
 	// Directory listings read ahead in the background ("crawled"), by
 	// ENTRY offset, until a node adopts them. A walk of a tree (find, du,
@@ -142,7 +146,7 @@ func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 
 var (
 	_ = (gofs.NodeLookuper)((*TreeNode)(nil))
-	_ = (gofs.NodeReaddirer)((*TreeNode)(nil))
+	_ = (gofs.NodeOpendirHandler)((*TreeNode)(nil))
 	_ = (gofs.NodeGetattrer)((*TreeNode)(nil))
 	_ = (gofs.NodeOpener)((*TreeNode)(nil))
 	_ = (gofs.NodeReader)((*TreeNode)(nil))
@@ -473,34 +477,19 @@ func (n *TreeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 			return nil, n.fail("lookup of "+name, err)
 		}
 	}
-	fillAttr(&out.Attr, c)
-	child := n.NewInode(ctx, &TreeNode{t: n.t, e: c}, gofs.StableAttr{Mode: c.Type(), Ino: ino(c)})
-	return child, 0
+	if !c.IsDir() && n.listing.Load() != nil && !n.t.plusAll.Load() {
+		// A file of a directory listed without file attributes: the
+		// reader looks at files, not only at the tree (treedir.go).
+		n.t.plusAll.Store(true)
+	}
+	return n.child(ctx, c, out), 0
 }
 
-func (n *TreeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	if !n.e.IsDir() {
-		return nil, syscall.ENOTDIR
-	}
-	l, err := n.children()
-	if err != nil {
-		return nil, n.fail("readdir", err)
-	}
-	list := l.list
-	parent := n.e
-	if _, pi := n.Parent(); pi != nil {
-		if pn, ok := pi.Operations().(*TreeNode); ok {
-			parent = pn.e
-		}
-	}
-	out := make([]fuse.DirEntry, 0, len(list)+2)
-	out = append(out,
-		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino(n.e)},
-		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino(parent)})
-	for _, c := range list {
-		out = append(out, fuse.DirEntry{Name: c.Name, Mode: c.Type(), Ino: ino(c)})
-	}
-	return gofs.NewListDirStream(out), 0
+// child returns the inode of child c of directory n and fills its
+// attributes.
+func (n *TreeNode) child(ctx context.Context, c *catar.Entry, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(&out.Attr, c)
+	return n.NewInode(ctx, &TreeNode{t: n.t, e: c}, gofs.StableAttr{Mode: c.Type(), Ino: ino(c)})
 }
 
 func (n *TreeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
