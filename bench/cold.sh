@@ -12,33 +12,22 @@
 [ $# -eq 2 ] || { echo "usage: bench/cold.sh INDEX 'CMD'" >&2; exit 2; }
 index=$1 cmd=$2
 STORE=${STORE:-$CORPUS/store.castr}
-MNT=$(mktemp -d /tmp/camount-cold.XXXXXX)
-trap 'fusermount3 -u "$MNT" 2>/dev/null || true; rmdir "$MNT" 2>/dev/null || true' EXIT
+mount_setup /tmp/camount-cold.XXXXXX
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)  runs: $RUNS  $cmd"
 walls=() cpus=()
 for ((r = 1; r <= RUNS; r++)); do
 	prof=
 	[ "$r" -eq "$RUNS" ] && prof=${PROF:-}
-	CAMOUNT_CPUPROFILE=$prof "$CAMOUNT" mount --store="$STORE" ${MOUNT_FLAGS:---cache-size=256M} "$index" "$MNT" >/dev/null 2>&1 &
-	pid=$!
-	for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
-	mountpoint -q "$MNT" || { echo "bench/cold.sh: mount failed" >&2; exit 1; }
+	mount_start env CAMOUNT_CPUPROFILE="$prof" "$CAMOUNT" mount --store="$STORE" ${MOUNT_FLAGS:---cache-size=256M} "$index" "$MNT"
+	pid=$MOUNT_PID
 	drop_caches
-	i0=$(awk '/^cpu /{print $5+$6}' /proc/stat)
-	s=$(date +%s.%N)
-	out=$(MNT=$MNT bash -c "$cmd")
-	e=$(date +%s.%N)
-	i1=$(awk '/^cpu /{print $5+$6}' /proc/stat)
+	time_mounted "$cmd"
 	cpu=$(awk '{print ($14+$15)/100}' /proc/$pid/stat)
-	rss=$(awk '/VmHWM/{print int($2/1024)}' /proc/$pid/status)
 	flt=$(awk '{print $10}' /proc/$pid/stat)
 	cs=$(cat /proc/$pid/task/*/status 2>/dev/null | awk '/ctxt_switches/{n+=$2} END{print n}')
-	fusermount3 -u "$MNT"
-	wait $pid || true
-	wall=$(echo "$e - $s" | bc -l)
-	walls+=("$wall") cpus+=("$cpu")
+	mount_stop
+	walls+=("$WALL") cpus+=("$cpu")
 	printf 'run %d: wall %.2fs cpu %.2fs rss %dMiB minflt %d ctxsw %d idle %.2fs out %s\n' \
-		"$r" "$wall" "$cpu" "$rss" "$flt" "$cs" "$(echo "($i1 - $i0) / 100" | bc -l)" "$out"
+		"$r" "$WALL" "$cpu" "$((MOUNT_RSS / 1024))" "$flt" "$cs" "$IDLE" "$OUT"
 done
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f", m}'; }
-echo "median: wall $(med "${walls[@]}")s cpu $(med "${cpus[@]}")s"
+echo "median: wall $(MEDIAN_DIGITS=2 median "${walls[@]}")s cpu $(MEDIAN_DIGITS=2 median "${cpus[@]}")s"

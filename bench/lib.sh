@@ -34,7 +34,13 @@ median_time() {
 		eval "$setup"
 		ts+=("$(time_once "$@")")
 	done
-	printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'
+	median "${ts[@]}"
+}
+
+# median VALUES...: prints the median of VALUES with MEDIAN_DIGITS decimals
+# (default 3).
+median() {
+	printf '%s\n' "$@" | sort -g | awk -v f="%.${MEDIAN_DIGITS:-3}f\n" '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf f, m}'
 }
 
 table_header() {
@@ -51,6 +57,68 @@ table_row() {
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# Cold runs on FUSE mounts (bench/mount.sh, bench/cold.sh): a fresh mount
+# at MNT for each run, caches dropped, one timed command, unmount.
+
+# mount_setup TEMPLATE: makes the work directory W (mktemp -d TEMPLATE)
+# holding the mount point MNT and the mount's output MOUNT_LOG; on exit
+# mount_cleanup unmounts, stops the mount process and removes W.
+mount_setup() {
+	W=$(mktemp -d "$1")
+	MNT=$W/mnt MOUNT_LOG=$W/log MOUNT_PID=
+	mkdir -p "$MNT"
+	trap mount_cleanup EXIT
+}
+
+mount_cleanup() {
+	if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true; fi
+	[ -n "$MOUNT_PID" ] && { kill "$MOUNT_PID" 2>/dev/null; wait "$MOUNT_PID" 2>/dev/null; } || true
+	rm -rf "$W"
+}
+
+# mount_start [--listed] CMD...: runs the mount command CMD (which mounts at
+# MNT) in the background, output to MOUNT_LOG, sets MOUNT_PID and waits up to
+# 30 s until MNT is a mount point and, with --listed, its root lists
+# something (casync mount shows the mount point before it serves). Exits
+# with the log if it does not mount.
+mount_start() {
+	local listed= i
+	[ "$1" = --listed ] && { listed=1; shift; }
+	"$@" >"$MOUNT_LOG" 2>&1 &
+	MOUNT_PID=$!
+	for ((i = 0; i < 300; i++)); do
+		mountpoint -q "$MNT" && { [ -z "$listed" ] || [ -n "$(ls -A "$MNT" 2>/dev/null)" ]; } && return 0
+		kill -0 "$MOUNT_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "bench/${0##*/}: $* did not mount:" >&2
+	cat "$MOUNT_LOG" >&2
+	exit 1
+}
+
+# time_mounted CMD: runs the shell command CMD (which reads $MNT) once and
+# sets OUT (its output), WALL (seconds) and IDLE (the machine's idle CPU
+# seconds meanwhile). Exits if CMD fails. Drop the caches before.
+time_mounted() {
+	local s e i0 i1
+	i0=$(awk '/^cpu /{print $5+$6}' /proc/stat)
+	s=$(date +%s.%N)
+	OUT=$(MNT=$MNT bash -c "$1") || { echo "bench/${0##*/}: $1 failed" >&2; exit 1; }
+	e=$(date +%s.%N)
+	i1=$(awk '/^cpu /{print $5+$6}' /proc/stat)
+	WALL=$(echo "$e - $s" | bc -l)
+	IDLE=$(echo "($i1 - $i0) / 100" | bc -l)
+}
+
+# mount_stop: sets MOUNT_RSS to the mount process's peak RSS (KiB), unmounts
+# MNT (lazily if it stays busy) and waits for the process to end.
+mount_stop() {
+	MOUNT_RSS=$(awk '/^VmHWM/ {print $2}' "/proc/$MOUNT_PID/status" 2>/dev/null || echo 0)
+	fusermount3 -u "$MNT" 2>/dev/null || { sleep 1; fusermount3 -uz "$MNT"; }
+	wait "$MOUNT_PID" 2>/dev/null || true
+	MOUNT_PID=
+}
 
 # free_port: prints a loopback TCP port nothing listens on.
 free_port() {

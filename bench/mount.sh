@@ -23,70 +23,31 @@ if [ ! -x "$DESYNC" ]; then
 	GOBIN=$(dirname "$DESYNC") go install github.com/folbricht/desync/cmd/desync@v0.9.3 >&2
 fi
 
-W=$(mktemp -d /var/tmp/camount-bench-mount.XXXXXX)
-MNT=$W/mnt
-PID=
-cleanup() {
-	if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true; fi
-	[ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; } || true
-	rm -rf "$W"
-}
-trap cleanup EXIT
-mkdir -p "$MNT"
+mount_setup /var/tmp/camount-bench-mount.XXXXXX
 
-# up TOOL INDEX: mounts INDEX at $MNT with TOOL (camount, casync, desync) in
-# the background, sets PID and waits for the mount.
+# up TOOL INDEX: mounts INDEX at $MNT with TOOL (camount, casync, desync).
 up() {
 	case $1 in
-	camount) "$CAMOUNT" mount --store="$STORE" --cache-size="$CACHE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
-	casync) casync mount --store="$STORE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
-	desync) "$DESYNC" mount-index -s "$STORE" "$2" "$MNT" >"$W/log" 2>&1 & ;;
+	camount) mount_start --listed "$CAMOUNT" mount --store="$STORE" --cache-size="$CACHE" "$2" "$MNT" ;;
+	casync) mount_start --listed casync mount --store="$STORE" "$2" "$MNT" ;;
+	desync) mount_start --listed "$DESYNC" mount-index -s "$STORE" "$2" "$MNT" ;;
 	esac
-	PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		mountpoint -q "$MNT" && [ -n "$(ls -A "$MNT" 2>/dev/null)" ] && return 0
-		kill -0 "$PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "bench/mount.sh: $1 did not mount $2:" >&2
-	cat "$W/log" >&2
-	exit 1
 }
 
-# down: unmounts and records the mount process's peak RSS (KiB) in $RSS.
-down() {
-	RSS=$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status" 2>/dev/null || echo 0)
-	fusermount3 -u "$MNT" 2>/dev/null || { sleep 1; fusermount3 -uz "$MNT"; }
-	wait "$PID" 2>/dev/null || true
-	PID=
-}
-
-# cold TOOL INDEX CMD: one cold run of the shell command CMD (MNT set) on a
-# fresh mount; prints "seconds rss_kib output".
-cold() {
-	local tool=$1 index=$2 cmd=$3 s e out
-	up "$tool" "$index"
-	drop_caches
-	s=$(date +%s.%N)
-	out=$(MNT=$MNT bash -c "$cmd") || { echo "bench/mount.sh: $tool: $cmd failed" >&2; exit 1; }
-	e=$(date +%s.%N)
-	down
-	echo "$(echo "$e - $s" | bc -l) $RSS $out"
-}
-
-# measure TOOL INDEX CMD: MOUNT_RUNS cold runs; sets T (median seconds),
-# R (max peak RSS, MiB) and OUT (the command's output of the last run).
+# measure TOOL INDEX CMD: MOUNT_RUNS cold runs (fresh mount, dropped caches)
+# of the shell command CMD (MNT set); sets T (median seconds), R (max peak
+# RSS, MiB) and OUT (the command's output of the last run).
 measure() {
-	local ts=() rs=0 i line
+	local ts=() rs=0 i
 	for ((i = 0; i < MOUNT_RUNS; i++)); do
-		line=$(cold "$@")
-		ts+=("${line%% *}")
-		line=${line#* }
-		rs=$((${line%% *} > rs ? ${line%% *} : rs))
-		OUT=${line#* }
+		up "$1" "$2"
+		drop_caches
+		time_mounted "$3"
+		mount_stop
+		ts+=("$WALL")
+		rs=$((MOUNT_RSS > rs ? MOUNT_RSS : rs))
 	done
-	T=$(printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f\n", m}')
+	T=$(MEDIAN_DIGITS=2 median "${ts[@]}")
 	R=$((rs / 1024))
 }
 
@@ -114,7 +75,7 @@ d_cat=$T d_cat_rss=$R d_cat_n=$OUT
 # The bytes are right: the mounted file equals the image.
 up camount "$disk"
 cmp "$MNT/disk" "$CORPUS/disk.img" || { echo "bench/mount.sh: mounted disk differs from disk.img" >&2; exit 1; }
-down
+mount_stop
 
 cache_mib=$(numfmt --from=iec "$CACHE" | awk '{printf "%d", $1 / 1048576}')
 table_header "FUSE mounts, cold (fresh mount, dropped caches), median of $MOUNT_RUNS; share.caidx = /usr/share ($entries entries, $m_tar_n tar bytes), disk.caibx = $(numfmt --to=iec "$m_cat_n") ext4 disk image; camount --cache-size=$CACHE" peer
