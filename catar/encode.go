@@ -551,7 +551,7 @@ type rawACL struct {
 }
 
 func (e *encoder) parseACLXattr(path string, v []byte) (*rawACL, error) {
-	if len(v) < 4 || le.Uint32(v) != 2 || (len(v)-4)%8 != 0 {
+	if len(v) < 4 || le.Uint32(v) != aclXattrVersion || (len(v)-4)%8 != 0 {
 		return nil, fmt.Errorf("%s: malformed POSIX ACL xattr", path)
 	}
 	a := &rawACL{userObj: NoMask, groupObj: NoMask, other: NoMask, mask: NoMask}
