@@ -291,6 +291,11 @@ func (s *Scheduler) fgDone(cl *call) {
 		cl.fg = false
 		s.fgActive--
 		s.lastFg = time.Now()
+		if s.fgActive == 0 {
+			// Background may use its full cap again: more than one
+			// worker may have work now.
+			s.wake.Broadcast()
+		}
 	}
 }
 
@@ -519,7 +524,9 @@ func (s *Scheduler) worker() {
 		s.fgDone(cl)
 		close(cl.done)
 		cl.cancel()
-		s.wake.Broadcast()
+		// This worker takes the next runnable call itself: the one slot
+		// its fetch held is all that freed (fgDone wakes the others
+		// when the Background cap rises), so idle workers sleep on.
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"syscall"
@@ -52,17 +53,25 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
 func main() {
-	// CAMOUNT_CPUPROFILE=FILE writes a CPU profile, for performance work.
+	// For performance work: CAMOUNT_CPUPROFILE=FILE writes a CPU profile,
+	// CAMOUNT_TRACE=FILE a runtime execution trace (go tool trace), of
+	// the whole command.
+	var stops []func()
 	if p := os.Getenv("CAMOUNT_CPUPROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(f)
-			code := run(os.Args[1:], os.Stdout, os.Stderr)
-			pprof.StopCPUProfile()
-			f.Close()
-			os.Exit(code)
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	if p := os.Getenv("CAMOUNT_TRACE"); p != "" {
+		if f, err := os.Create(p); err == nil && trace.Start(f) == nil {
+			stops = append(stops, func() { trace.Stop(); f.Close() })
+		}
+	}
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	for _, stop := range stops {
+		stop()
+	}
+	os.Exit(code)
 }
 
 func run(argv []string, stdout, stderr io.Writer) int {
