@@ -126,6 +126,37 @@ func TestFillWholeImage(t *testing.T) {
 	}
 }
 
+// TestPrefetchUsedByBackgroundReads: chunks prefetched and then read at
+// Readahead priority (a crawler listing directories ahead of the reader
+// reads so) count as used; chunks only held by readahead tickets do not.
+func TestPrefetchUsedByBackgroundReads(t *testing.T) {
+	st := newGateStore()
+	b, data := fakeBlob(t, st, 20, 4096, 29)
+	if n := b.Prefetch(0, 10*4096, Readahead); n != 10 {
+		t.Fatalf("prefetch queued %d, want 10", n)
+	}
+	for i := 0; i < 10; i++ { // read while fetched or after
+		got, err := b.Chunk(context.Background(), i, Readahead)
+		if err != nil || !bytes.Equal(got, data[i*4096:(i+1)*4096]) {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	var held []*Ticket
+	for i := 10; i < 20; i++ { // fetched ahead, never read
+		held = append(held, b.s.Start(b.idx.Chunks[i], b.d, Readahead))
+	}
+	for _, tk := range held {
+		if _, err := tk.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tk.Release()
+	}
+	ss := b.s.Snapshot()
+	if ss.PrefetchUsed != 10 || ss.PrefetchUnused != 10 {
+		t.Fatalf("prefetch used %d unused %d, want 10 and 10", ss.PrefetchUsed, ss.PrefetchUnused)
+	}
+}
+
 // TestFillResumesThroughDiskCache interrupts a fill, then fills again in a
 // new process (new scheduler, same disk cache): only the rest is fetched.
 func TestFillResumesThroughDiskCache(t *testing.T) {

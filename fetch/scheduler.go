@@ -114,7 +114,7 @@ type call struct {
 	prio     Priority // highest priority asked for; guarded by Scheduler.mu
 	waiters  int      // tickets holding the call; guarded by Scheduler.mu
 	detached bool     // a prefetch holds it: never cancelled once started; guarded by mu
-	read     bool     // a Foreground reader asked for it; guarded by mu
+	read     bool     // a reader asked for it (Fetch, or a Foreground Start); guarded by mu
 	fg       bool     // counted in Scheduler.fgActive; guarded by mu
 	started  bool     // a worker took it; guarded by mu
 	gone     bool     // abandoned: removed from inflight; guarded by mu
@@ -208,8 +208,15 @@ type Ticket struct {
 // Start requests a chunk at priority p and returns at once. The fetch
 // starts when a worker is free for priority p.
 func (s *Scheduler) Start(c chunker.Chunk, d chunker.Digest, p Priority) *Ticket {
+	return s.start(c, d, p, p == Foreground)
+}
+
+// start is Start; read says the caller reads the chunk (Fetch, or a
+// Foreground ticket) rather than fetching it ahead, which makes a
+// prefetched chunk count as used.
+func (s *Scheduler) start(c chunker.Chunk, d chunker.Digest, p Priority, read bool) *Ticket {
 	if b, ok := s.mem.Get(c.ID); ok {
-		s.memHit(c.ID, p)
+		s.memHit(c.ID, read)
 		return &Ticket{data: b}
 	}
 	s.mu.Lock()
@@ -222,7 +229,7 @@ func (s *Scheduler) Start(c chunker.Chunk, d chunker.Digest, p Priority) *Ticket
 		// A fetch may have finished since the lookup above: it fills the
 		// cache before it leaves inflight, so looking again is enough.
 		if b, ok := s.mem.Get(c.ID); ok {
-			s.memHit(c.ID, p)
+			s.memHit(c.ID, read)
 			return &Ticket{data: b}
 		}
 		cl = s.newCall(c, d, p)
@@ -230,15 +237,15 @@ func (s *Scheduler) Start(c chunker.Chunk, d chunker.Digest, p Priority) *Ticket
 		s.raise(cl, p)
 	}
 	cl.waiters++
-	if p == Foreground {
+	if read {
 		cl.read = true
 	}
 	return &Ticket{s: s, cl: cl, held: true}
 }
 
-func (s *Scheduler) memHit(id chunker.ID, p Priority) {
+func (s *Scheduler) memHit(id chunker.ID, read bool) {
 	s.Stats.MemHits.Add(1)
-	if p != Foreground {
+	if !read {
 		return
 	}
 	s.pmu.Lock()
@@ -380,7 +387,7 @@ func (s *Scheduler) isClosed() bool {
 // Fetch returns the verified bytes of chunk c, fetching it at priority p if
 // it is not cached.
 func (s *Scheduler) Fetch(ctx context.Context, c chunker.Chunk, d chunker.Digest, p Priority) ([]byte, error) {
-	return s.Start(c, d, p).Wait(ctx)
+	return s.start(c, d, p, true).Wait(ctx)
 }
 
 // Prefetch asks for a chunk to be cached at priority p, without waiting.

@@ -23,7 +23,7 @@ type Stats struct {
 	Cancelled, Dropped           atomic.Int64 // running fetches cancelled, queued ones dropped, because no one wanted them any more
 	Promoted, Prefetched         atomic.Int64
 	PrefetchFetched              atomic.Int64 // chunks fetched at Readahead or Background priority
-	PrefetchUsed                 atomic.Int64 // of those, chunks a reader asked for later (or while they were fetched)
+	PrefetchUsed                 atomic.Int64 // of those, chunks read later, or while they were fetched (Fetch at any priority, such as a crawler's listing, or a Foreground Start)
 	FetchLatency                 Histogram    // store fetches (Get + decode + verify), every priority
 	ForegroundWait               Histogram    // from the first request to the chunk for Foreground fetches
 
