@@ -95,6 +95,17 @@ func FuzzDecodeChunk(f *testing.F) {
 		f.Add(b)
 	}
 	c := chunkOf(chunker.SHA512_256, data)
+	// A batch (DecodeChunks, hashing side by side) of good chunks around
+	// the fuzzed one must give the fuzzed one what DecodeChunk gives it.
+	var cs []chunker.Chunk
+	var stores, want [][]byte
+	for i := 0; i < 7; i++ {
+		d := bytes.Repeat([]byte{byte('a' + i)}, 200+i*977)
+		b, _ := Compress(Zstd, d)
+		cs, stores, want = append(cs, chunkOf(chunker.SHA512_256, d)), append(stores, b), append(want, d)
+	}
+	const mid = 3
+	cs[mid], want[mid] = c, data
 	f.Fuzz(func(t *testing.T, stored []byte) {
 		got, err := DecodeChunk(c, chunker.SHA512_256, stored)
 		if err == nil && !bytes.Equal(got, data) {
@@ -102,6 +113,17 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		if err != nil && got != nil {
 			t.Fatal("returned bytes with an error")
+		}
+		batch := append([][]byte(nil), stores...)
+		batch[mid] = stored
+		outs, errs := DecodeChunks(cs, chunker.SHA512_256, batch)
+		for i := range cs {
+			switch {
+			case i == mid && ((errs[i] == nil) != (err == nil) || !bytes.Equal(outs[i], got)):
+				t.Fatalf("in a batch: %q, %v; alone: %q, %v", outs[i], errs[i], got, err)
+			case i != mid && (errs[i] != nil || !bytes.Equal(outs[i], want[i])):
+				t.Fatalf("good chunk %d in a batch with the fuzzed one: %v", i, errs[i])
+			}
 		}
 	})
 }
