@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
 )
 
@@ -842,6 +844,155 @@ func TestMountBlobDisk(t *testing.T) {
 	runCmd(t, "umount", fsdir)
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.wait(t)
+}
+
+// TestMountTreeBadChunks: in a tree mount whose store lost one chunk and
+// has another corrupt, every directory lists completely or fails with EIO,
+// every file reads its exact bytes or fails with EIO, the failures are
+// logged with the chunk, and the mount keeps serving everything else
+// (the crawl ahead of the walk, batch decoding and handle-less directory
+// reads all meet the bad chunks on the way).
+func TestMountTreeBadChunks(t *testing.T) {
+	needFUSE(t)
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for d := 0; d < 12; d++ {
+		sub := filepath.Join(src, fmt.Sprintf("d%02d", d), "sub")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := 0; f < 30; f++ {
+			p := filepath.Join(filepath.Dir(sub), fmt.Sprintf("f%02d", f))
+			if f%3 == 0 {
+				p = filepath.Join(sub, fmt.Sprintf("g%02d", f))
+			}
+			if err := os.WriteFile(p, mntRandom(1000+(d*30+f)*97%9000, uint64(d*100+f)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Fixed times: the same archive, hence the same chunks, every run.
+	stamp := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			err = os.Chtimes(p, stamp, stamp)
+		}
+		return err
+	})
+	store := filepath.Join(dir, "store.castr")
+	index := filepath.Join(dir, "tree.caidx")
+	runCmd(t, "casync", "make", "--chunk-size=16384", "--store="+store, index, src)
+	// The chunk holding the record of d05/sub/g15, which listing d05/sub
+	// reads, goes corrupt: that listing must fail.
+	cat := filepath.Join(dir, "tree.catar")
+	runCmd(t, "casync", "make", cat, src)
+	cf, err := os.Open(cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	cst, _ := cf.Stat()
+	arc, err := catar.Open(cf, cst.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g15, err := arc.LookupPath("d05/sub/g15")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := chunker.ReadIndex(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.Chunks) < 20 {
+		t.Fatalf("only %d chunks", len(x.Chunks))
+	}
+	chunkFile := func(c chunker.Chunk) string {
+		id := c.ID.String()
+		return filepath.Join(store, id[:4], id+".cacnk")
+	}
+	corrupt, missing := x.Chunks[x.Find(g15.Offset)], x.Chunks[len(x.Chunks)/5]
+	if corrupt.ID == missing.ID {
+		missing = x.Chunks[len(x.Chunks)/5+1]
+	}
+	b, err := os.ReadFile(chunkFile(corrupt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+16; i++ {
+		b[i] ^= 0x5a
+	}
+	os.WriteFile(chunkFile(corrupt), b, 0o644)
+	os.Remove(chunkFile(missing))
+
+	mnt := filepath.Join(dir, "mnt")
+	m := startMount(t, nil, "--store="+store, index, mnt)
+	if _, err := os.ReadDir(filepath.Join(mnt, "d05", "sub")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("listing d05/sub, whose records are in a corrupt chunk: %v, want EIO", err)
+	}
+	var good, failed int
+	var walk func(rel string)
+	walk = func(rel string) {
+		ents, err := os.ReadDir(filepath.Join(mnt, rel))
+		if err != nil {
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("listing %s: %v, want success or EIO", rel, err)
+			}
+			failed++
+			return
+		}
+		want, err := os.ReadDir(filepath.Join(src, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != len(want) {
+			t.Fatalf("%s lists %d entries, the source %d", rel, len(ents), len(want))
+		}
+		for i, e := range ents {
+			p := filepath.Join(rel, e.Name())
+			if e.Name() != want[i].Name() || e.IsDir() != want[i].IsDir() {
+				t.Fatalf("%s: entry %d is %s (dir %v), want %s (dir %v)", rel, i, e.Name(), e.IsDir(), want[i].Name(), want[i].IsDir())
+			}
+			if e.IsDir() {
+				walk(p)
+				continue
+			}
+			got, err := os.ReadFile(filepath.Join(mnt, p))
+			switch {
+			case errors.Is(err, syscall.EIO):
+				failed++
+			case err != nil:
+				t.Fatalf("reading %s: %v, want its bytes or EIO", p, err)
+			default:
+				exp, _ := os.ReadFile(filepath.Join(src, p))
+				if !bytes.Equal(got, exp) {
+					t.Fatalf("%s: %d bytes differ from the source's %d", p, len(got), len(exp))
+				}
+				good++
+			}
+		}
+	}
+	walk(".")
+	if failed == 0 || good < 100 {
+		t.Fatalf("%d good files, %d failures: want some of each", good, failed)
+	}
+	t.Logf("%d files read exactly, %d reads or listings failed with EIO", good, failed)
+	log := m.stderr.String()
+	for _, c := range []chunker.Chunk{corrupt, missing} {
+		if !strings.Contains(log, c.ID.String()) {
+			t.Errorf("the log does not name bad chunk %s:\n%s", c.ID, log)
+		}
+	}
+	// Still serving: a file read before reads again.
+	if _, err := os.Stat(filepath.Join(mnt, "d00")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestMountBadChunks checks that a corrupt and a missing chunk fail only
