@@ -542,8 +542,8 @@ func (n *TreeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // xattrs returns the extended attributes the node shows: the stored ones,
 // the file capability as security.capability, the SELinux label as
 // security.selinux, and the ACLs as system.posix_acl_access and
-// system.posix_acl_default (getfacl shows them; the kernel checks only the
-// mode bits, which hold the ACL mask).
+// system.posix_acl_default (getfacl shows them, and the kernel enforces
+// them: the mount runs with FUSE_POSIX_ACL).
 func (n *TreeNode) xattrs() []catar.Xattr {
 	l := n.e.Xattrs
 	acc, def := catar.ACLXattrs(n.e, catar.ACLXattrOptions{AlwaysMask: true})
