@@ -308,8 +308,14 @@ func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 	}
 	t.preMu.Lock()
 	defer t.preMu.Unlock()
-	for t.running[dir.Offset] {
-		t.preCond.Wait()
+	if t.running[dir.Offset] {
+		// A crawler is listing it: its reads now hold up the reader.
+		t.preMu.Unlock()
+		t.hurry(dir)
+		t.preMu.Lock()
+		for t.running[dir.Offset] {
+			t.preCond.Wait()
+		}
 	}
 	l := t.prelist[dir.Offset]
 	if l != nil {
@@ -319,6 +325,23 @@ func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 	}
 	delete(t.queued, dir.Offset) // still pending: the crawlers skip it
 	return l
+}
+
+// hurry raises the fetches of the records listing dir reads to the
+// priority of a waiting reader, for a directory a crawler is listing when
+// the reader gets there.
+func (t *tree) hurry(dir *catar.Entry) {
+	up, ok := t.pre.(UrgentPrefetcher)
+	if !ok {
+		return
+	}
+	spans, err := t.arc.ChildSpans(dir)
+	if err != nil {
+		return // the crawler's listing reports it
+	}
+	for _, s := range spans {
+		up.PrefetchUrgent(s.Start, min(s.Size, prefetchHead))
+	}
 }
 
 // prelistChildren makes the subdirectories of a directory just listed (by

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,5 +228,98 @@ func TestTreePush(t *testing.T) {
 	}
 	if tr.pushed.Load() == 0 {
 		t.Error("reading the files in walk order pushed none into the kernel's cache")
+	}
+}
+
+// gatedSource is a bgSource whose background reads wait for open, and
+// which records urgent prefetches.
+type gatedSource struct {
+	*memSource
+	open   chan struct{}
+	mu     sync.Mutex
+	urgent [][2]int64
+}
+
+func (s *gatedSource) PrefetchRange(off, n int64) {}
+
+func (s *gatedSource) PrefetchUrgent(off, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.urgent = append(s.urgent, [2]int64{off, n})
+}
+
+func (s *gatedSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (int, error) {
+	<-s.open
+	return s.ReadAtContext(ctx, p, off)
+}
+
+// TestTreeHurry: when the reader comes to a directory a crawler is still
+// listing, it raises the records that listing reads to its own priority
+// (PrefetchUrgent) and then takes the crawler's listing.
+func TestTreeHurry(t *testing.T) {
+	tree := t.TempDir()
+	os.MkdirAll(filepath.Join(tree, "a", "b"), 0o755)
+	os.WriteFile(filepath.Join(tree, "a", "f"), []byte("f"), 0o644)
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src := &gatedSource{memSource: newMemSource(buf.Bytes()), open: make(chan struct{})}
+	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := NewTree(arc, src, TreeOptions{})
+	tr := root.t
+	if _, err := root.children(); err != nil { // makes a/ pending
+		t.Fatal(err)
+	}
+	a, _ := arc.LookupPath("a")
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		tr.preMu.Lock()
+		running := tr.running[a.Offset]
+		tr.preMu.Unlock()
+		if running {
+			break // a crawler reads a/ and waits for the gate
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no crawler started listing a/")
+		}
+	}
+	type result struct {
+		l   *listing
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		l, err := (&TreeNode{t: tr, e: a}).children()
+		done <- result{l, err}
+	}()
+	covered := func(off int64) bool {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		for _, u := range src.urgent {
+			if off >= u[0] && off < u[0]+u[1] {
+				return true
+			}
+		}
+		return false
+	}
+	b, _ := arc.LookupPath("a/b")
+	f, _ := arc.LookupPath("a/f")
+	for start := time.Now(); !covered(b.Offset) || !covered(f.Offset); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the reader did not hurry the records of a/'s children: %v", src.urgent)
+		}
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the reader listed a/ before the crawler did: %v, %v", r.l, r.err)
+	default:
+	}
+	close(src.open)
+	r := <-done
+	if r.err != nil || len(r.l.list) != 2 || r.l.list[0].Name != "b" || r.l.list[1].Name != "f" {
+		t.Fatalf("listing of a/: %v, %v", r.l, r.err)
 	}
 }

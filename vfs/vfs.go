@@ -79,6 +79,15 @@ type Prefetcher interface {
 	PrefetchRange(off, n int64)
 }
 
+// UrgentPrefetcher is an optional interface of a Prefetcher:
+// PrefetchUrgent asks for [off, off+n) at the priority of a waiting
+// reader, raising fetches already queued or running for it. A tree mount
+// calls it when the reader comes to a directory a crawler is still
+// listing, for the records that listing reads.
+type UrgentPrefetcher interface {
+	PrefetchUrgent(off, n int64)
+}
+
 // Errno maps an error to the errno the kernel gets. It is the only place
 // vfs turns errors into errnos.
 func Errno(err error) syscall.Errno {

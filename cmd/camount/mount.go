@@ -319,6 +319,8 @@ func (s treeSource) ReadAtBackground(ctx context.Context, p []byte, off int64) (
 func (s treeSource) Size() int64                { return s.b.Size() }
 func (s treeSource) PrefetchRange(off, n int64) { s.b.Prefetch(off, n, fetch.Readahead) }
 
+func (s treeSource) PrefetchUrgent(off, n int64) { s.b.Prefetch(off, n, fetch.Foreground) }
+
 // fileSource reads a local .catar file.
 type fileSource struct {
 	f    *os.File
