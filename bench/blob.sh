@@ -34,7 +34,6 @@ for ((i = 0; i < RUNS; i++)); do
 	mt+=("$w") mc+=("$c")
 done
 echo "make runs (wall s): casync ${ct[*]}; camount ${mt[*]}" >&2
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
 c_make=$(median "${ct[@]}")
 m_make=$(median "${mt[@]}")
 c_cpu=$(median "${cc[@]}")

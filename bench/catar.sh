@@ -13,7 +13,6 @@ entries=$(find "$TREE" | wc -l)
 # pair SETUP_C CMD_C -- SETUP_M CMD_M: runs casync and camount alternately
 # RUNS times (each after its untimed setup and a sync, so that neither pays
 # for the other's dirty pages) and sets C and M to the median seconds.
-median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
 pair() {
 	local sc=$1 sm=$2 i tc=() tm=()
 	local cc=$3 cm=$4
@@ -23,8 +22,8 @@ pair() {
 		eval "$sm"; sync
 		tm+=("$(eval "time_once $cm")")
 	done
-	C=$(printf '%s\n' "${tc[@]}" | median)
-	M=$(printf '%s\n' "${tm[@]}" | median)
+	C=$(median "${tc[@]}")
+	M=$(median "${tm[@]}")
 }
 tar cf - "$TREE" 2>/dev/null >/dev/null # both tools read the tree from the page cache
 

@@ -182,7 +182,6 @@ for round in $(seq "${TRACE_ROUNDS:-2}"); do
 	drop_caches
 	tq+=("$(timed_trace --prefetch-profile="$work/boot.profile")")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
 t_plain=$(median "${tp[@]}")
 t_prof=$(median "${tq[@]}")
 table_header "boot-like trace (list ext4 tree, read heads of 300 files), cold, median of ${TRACE_ROUNDS:-2}" "no profile"
