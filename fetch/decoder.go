@@ -53,6 +53,10 @@ func (q *decoder) decode(cl *call, stored []byte, p Priority) ([]byte, error) {
 	c, d := cl.c, cl.d
 	j := &decodeJob{cl: cl, c: c, d: d, stored: stored, prio: p}
 	q.mu.Lock()
+	if cl.promoted && cl.promotedTo < p {
+		// Raised after the caller read p, before the job was queued.
+		p, j.prio = cl.promotedTo, cl.promotedTo
+	}
 	if q.free > 0 && (p == Foreground || q.prefetching < q.prefetchCap) {
 		q.take(p)
 	} else {
@@ -168,7 +172,15 @@ func (q *decoder) promote(cl *call, p Priority) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	j := cl.job
-	if j == nil || p >= j.prio {
+	if j == nil {
+		// Not queued: the fetch may be about to queue its job at the
+		// priority it read before this raise; decode takes this one.
+		if !cl.promoted || p < cl.promotedTo {
+			cl.promoted, cl.promotedTo = true, p
+		}
+		return
+	}
+	if p >= j.prio {
 		return
 	}
 	w := q.waiting[j.prio]

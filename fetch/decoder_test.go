@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/camount/camount/chunker"
 )
@@ -242,4 +243,31 @@ func TestDecoderPromote(t *testing.T) {
 	if q.free != 1 || q.prefetching != 1 || cl.job != nil {
 		t.Fatalf("after: %d free, %d prefetching, job %v; want 1, 1, nil", q.free, q.prefetching, cl.job)
 	}
+}
+
+// TestDecoderPromoteBeforeQueued: a reader that raises a fetch to
+// Foreground after the worker read the fetch's priority but before its
+// decode job is queued (Scheduler.raise calls promote while cl.job is
+// still nil) still gets the chunk decoded at once in the free slot, not
+// behind the prefetch cap.
+func TestDecoderPromoteBeforeQueued(t *testing.T) {
+	q := newDecoder(2)
+	cases := decodeCases(t, 1)
+	q.mu.Lock()
+	q.take(Readahead) // a prefetch batch holds the one slot prefetch may have
+	q.mu.Unlock()
+	cl := &call{c: cases[0].c, d: chunker.SHA512_256}
+	q.promote(cl, Foreground) // raise: the worker read Readahead just before
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		data, err := q.decode(cl, cases[0].stored, Readahead)
+		checkDecoded(t, cases[0], data, err)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the promoted decode waits behind the prefetch cap although a slot is free")
+	}
+	q.release(Readahead)
 }

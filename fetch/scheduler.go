@@ -126,6 +126,11 @@ type call struct {
 	job      *decodeJob // waiting for a decode slot; guarded by decoder.mu
 	data     []byte     // set before done is closed
 	err      error      // set before done is closed
+
+	// promoted: decoder.promote raised the call to promotedTo while no
+	// job of it was queued; guarded by decoder.mu.
+	promoted   bool
+	promotedTo Priority
 }
 
 // NewScheduler starts the worker pool. Close stops it.
