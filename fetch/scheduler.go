@@ -505,6 +505,7 @@ func (s *Scheduler) next() (*call, Priority) {
 func (s *Scheduler) worker() {
 	defer s.wg.Done()
 	s.mu.Lock()
+	freed := Priority(-1) // the priority of the fetch this worker just finished; -1: none
 	for {
 		if s.closed {
 			s.failQueued()
@@ -513,9 +514,18 @@ func (s *Scheduler) worker() {
 		}
 		cl, p := s.next()
 		if cl == nil {
+			freed = -1
 			s.wake.Wait()
 			continue
 		}
+		// The finished fetch freed room under the cap of every class
+		// from Foreground down to its own priority; this call uses it
+		// only down to p, so a queued call of a class between p and
+		// freed may fit now: wake a worker for each such class.
+		for q := p; q < freed; q++ {
+			s.wake.Signal()
+		}
+		freed = -1
 		cl.started = true
 		s.running[p]++
 		s.mu.Unlock()
@@ -536,9 +546,10 @@ func (s *Scheduler) worker() {
 		s.fgDone(cl)
 		close(cl.done)
 		cl.cancel()
-		// This worker takes the next runnable call itself: the one slot
-		// its fetch held is all that freed (fgDone wakes the others
-		// when the Background cap rises), so idle workers sleep on.
+		// This worker takes the next runnable call itself; idle workers
+		// sleep on unless that call leaves room it freed unused (above),
+		// or fgDone woke them all because the Background cap rose.
+		freed = p
 	}
 }
 

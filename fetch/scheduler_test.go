@@ -607,3 +607,31 @@ func TestSchedulerPrefetchVerified(t *testing.T) {
 		})
 	}
 }
+
+// TestSchedulerWakeSecondRunnable: one finishing Background fetch can make
+// two queued calls runnable (a Readahead one, under the Readahead cap, and a
+// Background one, under its own): the finishing worker takes the first, an
+// idle worker the second.
+func TestSchedulerWakeSecondRunnable(t *testing.T) {
+	st := newGateStore()
+	cs := st.add(5, 256, 77)
+	r1, b1, b2, r2, b3 := cs[0], cs[1], cs[2], cs[3], cs[4]
+	for _, c := range cs {
+		st.gate(c.ID)
+	}
+	s := newSched(t, st, 4) // caps: all 4, Readahead+Background 3, Background 2
+	s.Prefetch(r1, chunker.SHA512_256, Readahead)
+	s.Prefetch(b1, chunker.SHA512_256, Background)
+	s.Prefetch(b2, chunker.SHA512_256, Background)
+	waitFor(t, "3 running", func() bool { return st.total() == 3 })
+	s.Prefetch(r2, chunker.SHA512_256, Readahead)
+	s.Prefetch(b3, chunker.SHA512_256, Background)
+	time.Sleep(20 * time.Millisecond)
+	if n := st.total(); n != 3 {
+		t.Fatalf("%d started, want 3 (caps)", n)
+	}
+	st.mu.Lock()
+	close(st.gates[b1.ID])
+	st.mu.Unlock()
+	waitFor(t, "r2 and b3 started", func() bool { return st.getsOf(r2.ID) == 1 && st.getsOf(b3.ID) == 1 })
+}
