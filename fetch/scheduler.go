@@ -579,12 +579,16 @@ func (s *Scheduler) account(cl *call, p Priority, src, stored int, el time.Durat
 	}
 	st.PrefetchFetched.Add(1)
 	if read {
-		st.PrefetchUsed.Add(1)
-		return
+		// fetchVerified marked it prefetched; a reader that found it in
+		// the cache since then counted it already.
+		s.pmu.Lock()
+		_, ok := s.prefetched[cl.c.ID]
+		delete(s.prefetched, cl.c.ID)
+		s.pmu.Unlock()
+		if ok {
+			st.PrefetchUsed.Add(1)
+		}
 	}
-	s.pmu.Lock()
-	s.prefetched[cl.c.ID] = struct{}{}
-	s.pmu.Unlock()
 }
 
 // failQueued fails every queued call with ErrClosed. s.mu held.
@@ -677,6 +681,13 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 		}
 		if i > 0 {
 			s.Stats.Failovers.Add(1)
+		}
+		if p != Foreground {
+			// Before the cache has it: a reader may find it there
+			// before account runs, and must see it as prefetched.
+			s.pmu.Lock()
+			s.prefetched[c.ID] = struct{}{}
+			s.pmu.Unlock()
 		}
 		if s.disk == nil || p != Background || s.prioOf(cl) != Background {
 			s.mem.Add(c.ID, data)
