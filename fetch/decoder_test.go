@@ -120,16 +120,23 @@ func TestDecoderPriority(t *testing.T) {
 	waitQueued(t, q, 2)
 	start(cases[2], Foreground)
 	waitQueued(t, q, 3)
-	q.release(Foreground) // one slot
-	// The Foreground decode leads alone; releasing, it hands the slot to
-	// the Readahead one, which takes the Background one into its batch.
-	waitFor(t, "all decoded", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
-	wg.Wait()
-	if order[0] != Foreground {
-		t.Fatalf("decode order %v, want the Foreground decode first", order)
+	// A prefetch batch holds the prefetch cap (without a slot, so the
+	// prefetch decodes stay queued until it ends), and one slot frees:
+	// the Foreground decode leads alone.
+	q.mu.Lock()
+	q.prefetching++
+	q.mu.Unlock()
+	q.release(Foreground)
+	waitFor(t, "the Foreground decode", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 1 })
+	if order[0] != Foreground || q.queued() != 2 {
+		t.Fatalf("decoded first: %v, %d left queued; want the Foreground decode, 2", order, q.queued())
 	}
-	if q.queued() != 0 || q.free != 1 {
-		t.Fatalf("after: %d queued, %d free slots, want 0 and 1", q.queued(), q.free)
+	// The batch ends: the Readahead decode leads and takes the Background
+	// one into its batch.
+	q.release(Readahead)
+	wg.Wait()
+	if q.queued() != 0 || q.free != 2 || q.prefetching != 0 {
+		t.Fatalf("after: %d queued, %d free slots, %d prefetching; want 0, 2, 0", q.queued(), q.free, q.prefetching)
 	}
 }
 
