@@ -47,7 +47,7 @@ type memSource struct {
 	data       []byte
 	bad, stall [2]int64 // [start, end)
 	stalling   atomic.Bool
-	delay      time.Duration
+	delay      atomic.Int64 // time.Duration: set while the kernel may be reading
 
 	active, maxActive atomic.Int32
 	reads             atomic.Int64
@@ -78,8 +78,8 @@ func (s *memSource) ReadAtContext(ctx context.Context, p []byte, off int64) (int
 			break
 		}
 	}
-	if s.delay > 0 {
-		time.Sleep(s.delay)
+	if d := time.Duration(s.delay.Load()); d > 0 {
+		time.Sleep(d)
 	}
 	if s.stalling.Load() && overlaps(off, int64(len(p)), s.stall) {
 		<-ctx.Done()
@@ -186,7 +186,7 @@ func TestBlobMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.delay = 50 * time.Millisecond
+	src.delay.Store(int64(50 * time.Millisecond))
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
@@ -200,7 +200,7 @@ func TestBlobMount(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	src.delay = 0
+	src.delay.Store(0)
 	if m := src.maxActive.Load(); m < 4 {
 		t.Errorf("at most %d reads ran at once through one handle; want parallel reads", m)
 	}
