@@ -278,3 +278,29 @@ func TestDecoderPromoteBeforeQueued(t *testing.T) {
 	}
 	q.release(Readahead)
 }
+
+// TestDecoderTakeBatchBytes: a batch holds at most maxDecodeBatchBytes of
+// chunks (the lead always goes); a chunk that does not fit stays queued for
+// the next batch while smaller ones after it may join.
+func TestDecoderTakeBatchBytes(t *testing.T) {
+	q := newDecoder(0)
+	mk := func(size uint64) *decodeJob {
+		return &decodeJob{cl: &call{}, prio: Readahead, d: chunker.SHA512_256, c: chunker.Chunk{Size: size}}
+	}
+	big, small1, huge, small2 := mk(2<<20), mk(1<<20), mk(3<<20), mk(1<<20)
+	q.waiting[Readahead] = []*decodeJob{big, huge, small1, small2}
+	b := q.takeBatch(mk(1 << 20))
+	var total uint64
+	for _, o := range b {
+		total += o.c.Size
+	}
+	if len(b) != 3 || b[1] != big || b[2] != small1 || total > maxDecodeBatchBytes {
+		t.Fatalf("batch of %d jobs, %d bytes; want lead, big, small1 (4 MiB)", len(b), total)
+	}
+	if w := q.waiting[Readahead]; len(w) != 2 || w[0] != huge || w[1] != small2 {
+		t.Fatalf("left queued: %d jobs, want huge and small2", len(w))
+	}
+	if b := q.takeBatch(mk(8 << 20)); len(b) != 1 {
+		t.Fatalf("a lead beyond the byte bound took %d others", len(b)-1)
+	}
+}

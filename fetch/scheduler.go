@@ -484,7 +484,9 @@ func (s *Scheduler) next() (*call, Priority) {
 			limit = s.bgBusyCap
 		}
 		if busy >= limit {
-			continue
+			// Lower classes are held too: the running total of this
+			// class and all below it is what the cap bounds.
+			break
 		}
 		q := s.queues[p]
 		for len(q) > 0 {

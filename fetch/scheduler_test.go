@@ -608,16 +608,20 @@ func TestSchedulerPrefetchVerified(t *testing.T) {
 	}
 }
 
-// TestSchedulerWakeSecondRunnable: one finishing Background fetch can make
-// two queued calls runnable (a Readahead one, under the Readahead cap, and a
-// Background one, under its own): the finishing worker takes the first, an
-// idle worker the second.
+// TestSchedulerWakeSecondRunnable: the caps bound running totals (all
+// classes; Readahead and Background together; Background alone), and a
+// finishing fetch lets queued calls start as far as the caps then allow.
 func TestSchedulerWakeSecondRunnable(t *testing.T) {
 	st := newGateStore()
 	cs := st.add(5, 256, 77)
 	r1, b1, b2, r2, b3 := cs[0], cs[1], cs[2], cs[3], cs[4]
 	for _, c := range cs {
 		st.gate(c.ID)
+	}
+	open := func(c chunker.Chunk) {
+		st.mu.Lock()
+		close(st.gates[c.ID])
+		st.mu.Unlock()
 	}
 	s := newSched(t, st, 4) // caps: all 4, Readahead+Background 3, Background 2
 	s.Prefetch(r1, chunker.SHA512_256, Readahead)
@@ -630,8 +634,15 @@ func TestSchedulerWakeSecondRunnable(t *testing.T) {
 	if n := st.total(); n != 3 {
 		t.Fatalf("%d started, want 3 (caps)", n)
 	}
-	st.mu.Lock()
-	close(st.gates[b1.ID])
-	st.mu.Unlock()
-	waitFor(t, "r2 and b3 started", func() bool { return st.getsOf(r2.ID) == 1 && st.getsOf(b3.ID) == 1 })
+	// b1 ends: one place under the Readahead+Background cap, which r2
+	// (the higher class) takes; b3 still does not fit.
+	open(b1)
+	waitFor(t, "r2 started", func() bool { return st.getsOf(r2.ID) == 1 })
+	time.Sleep(20 * time.Millisecond)
+	if st.getsOf(b3.ID) != 0 {
+		t.Fatal("b3 started beyond the Readahead+Background cap")
+	}
+	// r1 ends: b3 fits under both caps now.
+	open(r1)
+	waitFor(t, "b3 started", func() bool { return st.getsOf(b3.ID) == 1 })
 }
