@@ -672,9 +672,30 @@ func TestMountWalkAttrs(t *testing.T) {
 	runCmd(t, "casync", "make", "--store="+store, index, src)
 	mnt := filepath.Join(dir, "mnt")
 	m := startMount(t, nil, "--fuse-debug", "--verbose", "--store="+store, index, mnt)
-	lookups := func() int { return strings.Count(m.stderr.String(), ": LOOKUP ") }
-	// The kernel logs a request before camount answers it, and the
-	// answer is in when the syscall returns: counts are exact after it.
+	// lookups counts the LOOKUPs camount logged so far, but for its own
+	// probes. camount logs a request before it answers it, but the log
+	// reaches the test through a pipe: lookups first stats a new missing
+	// name and waits for that LOOKUP to show, so every request answered
+	// before it shows too.
+	probes := 0
+	lookups := func() int {
+		t.Helper()
+		probes++
+		probe := fmt.Sprintf(".probe-%d", probes)
+		unix.Lstat(filepath.Join(mnt, probe), new(unix.Stat_t)) // ENOENT
+		for start := time.Now(); !strings.Contains(m.stderr.String(), probe); time.Sleep(time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("the LOOKUP of %s did not show in the log", probe)
+			}
+		}
+		n := 0
+		for _, line := range strings.Split(m.stderr.String(), "\n") {
+			if strings.Contains(line, ": LOOKUP ") && !strings.Contains(line, ".probe-") {
+				n++
+			}
+		}
+		return n
+	}
 	checkStat := func(rel string) {
 		t.Helper()
 		var a, b unix.Stat_t
