@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/camount/camount/chunker"
 )
 
 // camountBin is the path of the camount binary built once for all tests.
@@ -84,4 +86,53 @@ func camount(t testing.TB, args ...string) string {
 // tryCamount runs the built binary and returns stdout and the error.
 func tryCamount(args ...string) (string, error) {
 	return tryCmd(camountBin, args...)
+}
+
+// readIndex reads an index file (.caibx, .caidx).
+func readIndex(t testing.TB, path string) *chunker.Index {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	x, err := chunker.ReadIndex(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return x
+}
+
+// chunkFile is the path of chunk c's file in the local store.
+func chunkFile(store string, c chunker.Chunk) string {
+	id := c.ID.String()
+	return filepath.Join(store, id[:4], id+".cacnk")
+}
+
+// damageChunk flips 16 bytes in the middle of chunk c's file in store, so
+// the chunk no longer matches its ID.
+func damageChunk(t testing.TB, store string, c chunker.Chunk) {
+	t.Helper()
+	p := chunkFile(store, c)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+16 && i < len(b); i++ {
+		b[i] ^= 0x5a
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// casyncMakeTree packs the directory src with casync make (flags first)
+// into the store dir/store.castr and the index dir/tree.caidx, and returns
+// their paths.
+func casyncMakeTree(t testing.TB, dir, src string, flags ...string) (store, index string) {
+	t.Helper()
+	store = filepath.Join(dir, "store.castr")
+	index = filepath.Join(dir, "tree.caidx")
+	runCmd(t, "casync", append(append([]string{"make"}, flags...), "--store="+store, index, src)...)
+	return store, index
 }

@@ -520,9 +520,7 @@ func TestMountLargeTree(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	store := filepath.Join(dir, "store.castr")
-	index := filepath.Join(dir, "big.caidx")
-	runCmd(t, "casync", "make", "--store="+store, index, src)
+	store, index := casyncMakeTree(t, dir, src)
 	probe := filepath.Join("a17", "b123", fmt.Sprintf("f%06d", 17+123*50))
 	var inos []uint64
 	for round := 0; round < 2; round++ {
@@ -579,9 +577,7 @@ func TestMountBigDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	store := filepath.Join(dir, "store.castr")
-	index := filepath.Join(dir, "tree.caidx")
-	runCmd(t, "casync", "make", "--store="+store, index, src)
+	store, index := casyncMakeTree(t, dir, src)
 	mnt := filepath.Join(dir, "mnt")
 	startMount(t, nil, "--store="+store, index, mnt)
 	check := func(what string, ents []os.DirEntry) {
@@ -667,9 +663,7 @@ func TestMountWalkAttrs(t *testing.T) {
 			}
 		}
 	}
-	store := filepath.Join(dir, "store.castr")
-	index := filepath.Join(dir, "tree.caidx")
-	runCmd(t, "casync", "make", "--store="+store, index, src)
+	store, index := casyncMakeTree(t, dir, src)
 	mnt := filepath.Join(dir, "mnt")
 	m := startMount(t, nil, "--fuse-debug", "--verbose", "--store="+store, index, mnt)
 	// lookups counts the LOOKUPs camount logged so far, but for its own
@@ -901,9 +895,7 @@ func TestMountTreeBadChunks(t *testing.T) {
 		}
 		return err
 	})
-	store := filepath.Join(dir, "store.castr")
-	index := filepath.Join(dir, "tree.caidx")
-	runCmd(t, "casync", "make", "--chunk-size=16384", "--store="+store, index, src)
+	store, index := casyncMakeTree(t, dir, src, "--chunk-size=16384")
 	// The chunk holding the record of d05/sub/g15, which listing d05/sub
 	// reads, goes corrupt: that listing must fail.
 	cat := filepath.Join(dir, "tree.catar")
@@ -922,35 +914,16 @@ func TestMountTreeBadChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := chunker.ReadIndex(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := readIndex(t, index)
 	if len(x.Chunks) < 20 {
 		t.Fatalf("only %d chunks", len(x.Chunks))
-	}
-	chunkFile := func(c chunker.Chunk) string {
-		id := c.ID.String()
-		return filepath.Join(store, id[:4], id+".cacnk")
 	}
 	corrupt, missing := x.Chunks[x.Find(g15.Offset)], x.Chunks[len(x.Chunks)/5]
 	if corrupt.ID == missing.ID {
 		missing = x.Chunks[len(x.Chunks)/5+1]
 	}
-	b, err := os.ReadFile(chunkFile(corrupt))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := len(b) / 2; i < len(b)/2+16; i++ {
-		b[i] ^= 0x5a
-	}
-	os.WriteFile(chunkFile(corrupt), b, 0o644)
-	os.Remove(chunkFile(missing))
+	damageChunk(t, store, corrupt)
+	os.Remove(chunkFile(store, missing))
 
 	mnt := filepath.Join(dir, "mnt")
 	m := startMount(t, nil, "--store="+store, index, mnt)
@@ -1028,32 +1001,13 @@ func TestMountBadChunks(t *testing.T) {
 	store := filepath.Join(dir, "store.castr")
 	index := filepath.Join(dir, "data.caibx")
 	runCmd(t, "casync", "make", "--store="+store, index, in)
-	f, err := os.Open(index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := chunker.ReadIndex(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := readIndex(t, index)
 	if len(x.Chunks) < 40 {
 		t.Fatalf("only %d chunks", len(x.Chunks))
 	}
-	chunkFile := func(c chunker.Chunk) string {
-		id := c.ID.String()
-		return filepath.Join(store, id[:4], id+".cacnk")
-	}
 	corrupt, missing := x.Chunks[len(x.Chunks)/3], x.Chunks[2*len(x.Chunks)/3]
-	b, err := os.ReadFile(chunkFile(corrupt))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := len(b) / 2; i < len(b)/2+16; i++ {
-		b[i] ^= 0x5a
-	}
-	os.WriteFile(chunkFile(corrupt), b, 0o644)
-	os.Remove(chunkFile(missing))
+	damageChunk(t, store, corrupt)
+	os.Remove(chunkFile(store, missing))
 
 	mnt := filepath.Join(dir, "mnt")
 	m := startMount(t, nil, "--store="+store, index, mnt)

@@ -691,40 +691,24 @@ func TestNBDMissingAndCorruptChunks(t *testing.T) {
 	f := nbdFixtureFor(t)
 	store := filepath.Join(t.TempDir(), "store")
 	runCmd(t, "cp", "-a", f.store, store)
-	fh, err := os.Open(f.diskIdx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := chunker.ReadIndex(fh)
-	fh.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunkPath := func(off int64) (string, chunker.Chunk) {
-		c := x.Chunks[x.Find(off)]
-		id := c.ID.String()
-		return filepath.Join(store, id[:4], id+".cacnk"), c
-	}
-	missing, mc := chunkPath(nbdPatternOff)
+	x := readIndex(t, f.diskIdx)
+	mc := x.Chunks[x.Find(nbdPatternOff)]
 	// the first data (not all-zero) chunk in the partition
-	var corrupt string
 	var cc chunker.Chunk
 	for i := x.Find(f.partStart + 1<<20); i < len(x.Chunks); i++ {
 		c := x.Chunks[i]
 		if c.ID != x.Digest().Sum(make([]byte, c.Size)) && c.ID != mc.ID {
-			corrupt, cc = chunkPath(int64(c.Start))
+			cc = c
 			break
 		}
 	}
-	if corrupt == "" {
+	if cc.Size == 0 {
 		t.Fatal("fixture: no data chunk in the partition")
 	}
-	if err := os.Remove(missing); err != nil {
+	if err := os.Remove(chunkFile(store, mc)); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := os.ReadFile(corrupt)
-	raw[len(raw)/2] ^= 0xff
-	os.WriteFile(corrupt, raw, 0o644)
+	damageChunk(t, store, cc)
 
 	s := startNBD(t, "unix", []string{"--store=" + store}, f.diskIdx)
 	uri := s.uris[0]

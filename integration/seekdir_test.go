@@ -79,9 +79,7 @@ func TestMountSeekdir(t *testing.T) {
 			}
 		}
 	}
-	store := filepath.Join(dir, "store.castr")
-	index := filepath.Join(dir, "tree.caidx")
-	runCmd(t, "casync", "make", "--store="+store, index, src)
+	store, index := casyncMakeTree(t, dir, src)
 	mnt := filepath.Join(dir, "mnt")
 	startMount(t, nil, "--store="+store, index, mnt)
 
