@@ -37,15 +37,9 @@ func crawlFixture(t *testing.T, mSize int) (*catar.Archive, *bgSource, *TreeNode
 	os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644)
 	os.WriteFile(filepath.Join(tree, "m"), pattern(mSize), 0o644) // between a/ and z/
 	os.MkdirAll(filepath.Join(tree, "z", "y"), 0o755)
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := &bgSource{memSource: newMemSource(buf.Bytes())}
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeDir(t, tree)
+	src := &bgSource{memSource: newMemSource(buf)}
+	arc := openArchive(t, src)
 	return arc, src, NewTree(arc, src, TreeOptions{})
 }
 
@@ -179,16 +173,10 @@ func TestTreePush(t *testing.T) {
 	big := pattern(3 << 20)
 	os.WriteFile(filepath.Join(srcDir, "d1", "big"), big, 0o644)
 	want["d1/big"] = big
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, srcDir, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeDir(t, srcDir)
 	mount := func() (string, *tree) {
-		src := &bgSource{memSource: newMemSource(buf.Bytes())}
-		arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
+		src := &bgSource{memSource: newMemSource(buf)}
+		arc := openArchive(t, src)
 		root := NewTree(arc, src, TreeOptions{})
 		return mountT(t, root), root.t
 	}
@@ -260,15 +248,9 @@ func TestTreeHurry(t *testing.T) {
 	tree := t.TempDir()
 	os.MkdirAll(filepath.Join(tree, "a", "b"), 0o755)
 	os.WriteFile(filepath.Join(tree, "a", "f"), []byte("f"), 0o644)
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := &gatedSource{memSource: newMemSource(buf.Bytes()), open: make(chan struct{})}
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeDir(t, tree)
+	src := &gatedSource{memSource: newMemSource(buf), open: make(chan struct{})}
+	arc := openArchive(t, src)
 	root := NewTree(arc, src, TreeOptions{})
 	tr := root.t
 	if _, err := root.children(); err != nil { // makes a/ pending

@@ -2,7 +2,6 @@ package vfs
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/camount/camount/catar"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 )
 
@@ -38,15 +36,9 @@ func TestTreeDirHandles(t *testing.T) {
 		}
 		want = append(want, name)
 	}
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := newMemSource(buf.Bytes())
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeDir(t, tree)
+	src := newMemSource(buf)
+	arc := openArchive(t, src)
 	dir := t.TempDir()
 	sec := time.Second
 	srv, err := gofs.Mount(dir, NewTree(arc, src, TreeOptions{}), &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec, NullPermissions: true})

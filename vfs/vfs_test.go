@@ -268,15 +268,9 @@ func TestTreeMount(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		os.WriteFile(filepath.Join(tree, "a", fmt.Sprintf("f%03d", i)), []byte(fmt.Sprint(i)), 0o644)
 	}
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	src := newMemSource(buf.Bytes())
-	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeDir(t, tree)
+	src := newMemSource(buf)
+	arc := openArchive(t, src)
 	dir := mountT(t, NewTree(arc, hintedSource{src}, TreeOptions{}))
 
 	// A deep lookup before any listing.
@@ -318,7 +312,7 @@ func TestTreeMount(t *testing.T) {
 
 	// A stat of a deep path on a fresh mount reads only the records on its
 	// way: no directory is listed and a few goodbye items per level are read.
-	fresh := newMemSource(buf.Bytes())
+	fresh := newMemSource(buf)
 	arc2, err := catar.Open(ReaderAt(context.Background(), fresh), fresh.Size())
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +333,7 @@ func TestTreeMount(t *testing.T) {
 
 	// Over a source without hints, OPEN is answered with ENOSYS (the
 	// kernel then opens files without asking); reads still work.
-	plain := newMemSource(buf.Bytes())
+	plain := newMemSource(buf)
 	dir2 := mountT(t, NewTree(arc, plain, TreeOptions{}))
 	for i := 0; i < 2; i++ {
 		b, err := os.ReadFile(filepath.Join(dir2, "a", "b", "file"))
@@ -363,11 +357,8 @@ func TestTreeMountCorrupt(t *testing.T) {
 		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%02d", i)), pattern(100+i*37), 0o644)
 	}
 	os.Symlink("d0/f00", filepath.Join(tree, "link"))
-	var buf bytes.Buffer
-	if _, err := catar.Encode(context.Background(), &buf, tree, catar.EncodeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	good := buf.Bytes()
+	buf := encodeDir(t, tree)
+	good := buf
 	mounted := 0
 	for seed := 0; seed < 12; seed++ {
 		data := append([]byte(nil), good...)
@@ -404,4 +395,24 @@ func TestTreeMountCorrupt(t *testing.T) {
 	if mounted == 0 {
 		t.Error("no corrupted archive opened; the test checks nothing")
 	}
+}
+
+// encodeDir returns the catar archive of the directory dir.
+func encodeDir(t *testing.T, dir string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := catar.Encode(context.Background(), &buf, dir, catar.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// openArchive opens the archive src holds.
+func openArchive(t *testing.T, src Source) *catar.Archive {
+	t.Helper()
+	arc, err := catar.Open(ReaderAt(context.Background(), src), src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return arc
 }
