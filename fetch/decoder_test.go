@@ -198,20 +198,33 @@ func TestDecoderTakeBatch(t *testing.T) {
 	}
 }
 
-// TestDecoderPrefetchCap: prefetch batches hold at most all slots but one,
-// so a Foreground decode finds a slot while prefetch decodes wait.
-func TestDecoderPrefetchCap(t *testing.T) {
+// capHeld returns a two-slot decoder one of whose slots a prefetch batch
+// holds (the one slot prefetch may have), and n chunks to decode.
+func capHeld(t *testing.T, n int) (*decoder, []decodeCase) {
 	q := newDecoder(2)
-	cases := decodeCases(t, 2)
 	q.mu.Lock()
-	q.take(Readahead) // a prefetch batch holds a slot
+	q.take(Readahead)
 	q.mu.Unlock()
+	return q, decodeCases(t, n)
+}
+
+// decodeAsync decodes a chunk of fetch cl at priority p in a goroutine
+// and checks the result; the returned channel closes when it is done.
+func decodeAsync(t *testing.T, q *decoder, cl *call, dc decodeCase, p Priority) chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		data, err := q.decode(&call{c: cases[0].c, d: chunker.SHA512_256}, cases[0].stored, Background)
-		checkDecoded(t, cases[0], data, err)
+		data, err := q.decode(cl, dc.stored, p)
+		checkDecoded(t, dc, data, err)
 	}()
+	return done
+}
+
+// TestDecoderPrefetchCap: prefetch batches hold at most all slots but one,
+// so a Foreground decode finds a slot while prefetch decodes wait.
+func TestDecoderPrefetchCap(t *testing.T) {
+	q, cases := capHeld(t, 2)
+	done := decodeAsync(t, q, &call{c: cases[0].c, d: chunker.SHA512_256}, cases[0], Background)
 	waitQueued(t, q, 1) // the free slot is not for it
 	data, err := q.decode(&call{c: cases[1].c, d: chunker.SHA512_256}, cases[1].stored, Foreground)
 	checkDecoded(t, cases[1], data, err)
@@ -230,18 +243,9 @@ func TestDecoderPrefetchCap(t *testing.T) {
 // TestDecoderPromote: a prefetch decode waiting behind the prefetch cap is
 // decoded at once when a reader comes to wait for its chunk.
 func TestDecoderPromote(t *testing.T) {
-	q := newDecoder(2)
-	cases := decodeCases(t, 1)
-	q.mu.Lock()
-	q.take(Readahead) // a prefetch batch holds the one slot prefetch may have
-	q.mu.Unlock()
+	q, cases := capHeld(t, 1)
 	cl := &call{c: cases[0].c, d: chunker.SHA512_256}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		data, err := q.decode(cl, cases[0].stored, Readahead)
-		checkDecoded(t, cases[0], data, err)
-	}()
+	done := decodeAsync(t, q, cl, cases[0], Readahead)
 	waitQueued(t, q, 1)
 	q.promote(cl, Foreground)
 	<-done // decoded in the free slot while the batch still holds the other
@@ -258,19 +262,10 @@ func TestDecoderPromote(t *testing.T) {
 // still nil) still gets the chunk decoded at once in the free slot, not
 // behind the prefetch cap.
 func TestDecoderPromoteBeforeQueued(t *testing.T) {
-	q := newDecoder(2)
-	cases := decodeCases(t, 1)
-	q.mu.Lock()
-	q.take(Readahead) // a prefetch batch holds the one slot prefetch may have
-	q.mu.Unlock()
+	q, cases := capHeld(t, 1)
 	cl := &call{c: cases[0].c, d: chunker.SHA512_256}
 	q.promote(cl, Foreground) // raise: the worker read Readahead just before
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		data, err := q.decode(cl, cases[0].stored, Readahead)
-		checkDecoded(t, cases[0], data, err)
-	}()
+	done := decodeAsync(t, q, cl, cases[0], Readahead)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
