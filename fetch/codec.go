@@ -103,11 +103,13 @@ const zstdScratchMax = 4 << 20
 
 var zstdScratch sync.Pool // *[]byte, cap >= len + zstdSlack of a recent chunk
 
-// decodeZstd decodes a zstd frame of want bytes into a fresh slice of
-// exactly want bytes' capacity (rounded to the allocator's size class): it
-// decodes into a pooled scratch buffer with zstdSlack room, then copies
-// out, which is cheaper than decoding into an exact-size buffer.
-func decodeZstd(b []byte, want uint64) ([]byte, error) {
+// decodeZstdGo decodes a zstd frame of want bytes with the pure-Go
+// decoder into a fresh slice of exactly want bytes' capacity (rounded to
+// the allocator's size class): it decodes into a pooled scratch buffer with
+// zstdSlack room, then copies out, which is cheaper than decoding into an
+// exact-size buffer. Builds with cgo decode with libzstd instead
+// (decodeZstd in compress_cgo.go), straight into the result.
+func decodeZstdGo(b []byte, want uint64) ([]byte, error) {
 	if want > zstdScratchMax {
 		out, err := zstdDecoder().DecodeAll(b, make([]byte, 0, want))
 		if err != nil {

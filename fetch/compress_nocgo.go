@@ -23,3 +23,6 @@ var zstdEnc = sync.OnceValue(func() *zstd.Encoder {
 func zstdAppend(dst, data []byte) ([]byte, error) {
 	return zstdEnc().EncodeAll(data, dst), nil
 }
+
+// decodeZstd decodes with the pure-Go decoder (builds without cgo).
+func decodeZstd(b []byte, want uint64) ([]byte, error) { return decodeZstdGo(b, want) }
