@@ -33,6 +33,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if fixtureRoot != "" {
+		// The fixture trees hold immutable and append-only files.
+		exec.Command("chattr", "-R", "-i", "-a", fixtureRoot).Run()
+		os.RemoveAll(fixtureRoot)
+	}
 	os.Exit(code)
 }
 
