@@ -228,11 +228,7 @@ func (r bgReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // to prefetch the start of every child so the reads run in parallel.
 func (t *tree) list(arc *catar.Archive, dir *catar.Entry) (*listing, error) {
 	if t.pre != nil {
-		if spans, err := arc.ChildSpans(dir); err == nil {
-			for _, s := range spans {
-				t.pre.PrefetchRange(s.Start, min(s.Size, prefetchHead))
-			}
-		}
+		prefetchChildren(arc, dir, t.pre.PrefetchRange)
 	}
 	list, err := arc.ListDir(dir, catar.ListWindow)
 	if err != nil {
@@ -331,16 +327,21 @@ func (t *tree) takePrelisted(dir *catar.Entry) *listing {
 // priority of a waiting reader, for a directory a crawler is listing when
 // the reader gets there.
 func (t *tree) hurry(dir *catar.Entry) {
-	up, ok := t.pre.(UrgentPrefetcher)
-	if !ok {
+	if up, ok := t.pre.(UrgentPrefetcher); ok {
+		prefetchChildren(t.arc, dir, up.PrefetchUrgent)
+	}
+}
+
+// prefetchChildren asks prefetch for the head of each of dir's children:
+// the records listing dir reads. A failure to find them is left to the
+// listing to report.
+func prefetchChildren(arc *catar.Archive, dir *catar.Entry, prefetch func(off, n int64)) {
+	spans, err := arc.ChildSpans(dir)
+	if err != nil {
 		return
 	}
-	spans, err := t.arc.ChildSpans(dir)
-	if err != nil {
-		return // the crawler's listing reports it
-	}
 	for _, s := range spans {
-		up.PrefetchUrgent(s.Start, min(s.Size, prefetchHead))
+		prefetch(s.Start, min(s.Size, prefetchHead))
 	}
 }
 
