@@ -41,9 +41,7 @@ const (
 )
 
 type decodeJob struct {
-	cl     *call // the fetch; cl.job points back while the job is queued
-	c      chunker.Chunk
-	d      chunker.Digest
+	cl     *call // the fetch (its chunk and digest); cl.job points back while the job is queued
 	stored []byte
 	prio   Priority
 	done   chan struct{} // closed once decoded by another's batch, or given a slot (lead)
@@ -57,16 +55,15 @@ func newDecoder(slots int) *decoder {
 }
 
 // decode decodes and verifies one chunk of fetch cl (DecodeChunk),
-// possibly in a batch with others. cl may be nil (no promotion).
+// possibly in a batch with others.
 func (q *decoder) decode(cl *call, stored []byte, p Priority) ([]byte, error) {
-	c, d := cl.c, cl.d
-	j := &decodeJob{cl: cl, c: c, d: d, stored: stored, prio: p}
+	j := &decodeJob{cl: cl, stored: stored, prio: p}
 	q.mu.Lock()
 	if cl.promoted && cl.promotedTo < p {
 		// Raised after the caller read p, before the job was queued.
 		p, j.prio = cl.promotedTo, cl.promotedTo
 	}
-	if q.free > 0 && (p == Foreground || q.prefetching < q.prefetchCap) {
+	if q.free > 0 && q.mayStart(p) {
 		q.take(p)
 	} else {
 		j.done = make(chan struct{})
@@ -83,7 +80,7 @@ func (q *decoder) decode(cl *call, stored []byte, p Priority) ([]byte, error) {
 	batch := q.takeBatch(j)
 	q.mu.Unlock()
 	if len(batch) == 1 {
-		j.data, j.err = DecodeChunk(c, d, stored)
+		j.data, j.err = DecodeChunk(cl.c, cl.d, stored)
 	} else {
 		runBatch(batch)
 	}
@@ -92,6 +89,12 @@ func (q *decoder) decode(cl *call, stored []byte, p Priority) ([]byte, error) {
 	}
 	q.release(p)
 	return j.data, j.err
+}
+
+// mayStart reports whether a job of priority p may take a free slot:
+// Foreground always, prefetch within prefetchCap. q.mu held.
+func (q *decoder) mayStart(p Priority) bool {
+	return p == Foreground || q.prefetching < q.prefetchCap
 }
 
 // take gives a slot to a job of priority p. q.mu held.
@@ -110,13 +113,13 @@ func (q *decoder) takeBatch(lead *decodeJob) []*decodeJob {
 	if lead.prio == Foreground {
 		return batch
 	}
-	size := lead.c.Size
+	size := lead.cl.c.Size
 	for p := Readahead; p < numPriorities && len(batch) < maxDecodeBatch; p++ {
 		w := q.waiting[p]
 		kept := w[:0]
 		for _, o := range w {
-			if len(batch) < maxDecodeBatch && o.d == lead.d && size+o.c.Size <= maxDecodeBatchBytes {
-				size += o.c.Size
+			if len(batch) < maxDecodeBatch && o.cl.d == lead.cl.d && size+o.cl.c.Size <= maxDecodeBatchBytes {
+				size += o.cl.c.Size
 				o.cl.job = nil
 				batch = append(batch, o)
 			} else {
@@ -133,9 +136,9 @@ func runBatch(batch []*decodeJob) {
 	cs := make([]chunker.Chunk, len(batch))
 	stored := make([][]byte, len(batch))
 	for i, o := range batch {
-		cs[i], stored[i] = o.c, o.stored
+		cs[i], stored[i] = o.cl.c, o.stored
 	}
-	out, errs := DecodeChunks(cs, batch[0].d, stored)
+	out, errs := DecodeChunks(cs, batch[0].cl.d, stored)
 	for i, o := range batch {
 		o.data, o.err = out[i], errs[i]
 	}
@@ -160,7 +163,7 @@ func (q *decoder) dispatch() {
 	for q.free > 0 {
 		var j *decodeJob
 		for p := range q.waiting {
-			if w := q.waiting[p]; len(w) > 0 && (Priority(p) == Foreground || q.prefetching < q.prefetchCap) {
+			if w := q.waiting[p]; len(w) > 0 && q.mayStart(Priority(p)) {
 				j = w[0]
 				w[0] = nil
 				q.waiting[p] = w[1:]

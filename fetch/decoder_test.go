@@ -168,7 +168,7 @@ func TestDecoderBatches(t *testing.T) {
 // only, FIFO, at most maxDecodeBatch, and leaves Foreground jobs queued.
 func TestDecoderTakeBatch(t *testing.T) {
 	q := newDecoder(0)
-	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{cl: &call{}, prio: p, d: d} }
+	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{cl: &call{d: d}, prio: p} }
 	fg := mk(Foreground, chunker.SHA512_256)
 	other := mk(Readahead, chunker.SHA256)
 	q.waiting[Foreground] = []*decodeJob{fg}
@@ -280,14 +280,14 @@ func TestDecoderPromoteBeforeQueued(t *testing.T) {
 func TestDecoderTakeBatchBytes(t *testing.T) {
 	q := newDecoder(0)
 	mk := func(size uint64) *decodeJob {
-		return &decodeJob{cl: &call{}, prio: Readahead, d: chunker.SHA512_256, c: chunker.Chunk{Size: size}}
+		return &decodeJob{cl: &call{d: chunker.SHA512_256, c: chunker.Chunk{Size: size}}, prio: Readahead}
 	}
 	big, small1, huge, small2 := mk(2<<20), mk(1<<20), mk(3<<20), mk(1<<20)
 	q.waiting[Readahead] = []*decodeJob{big, huge, small1, small2}
 	b := q.takeBatch(mk(1 << 20))
 	var total uint64
 	for _, o := range b {
-		total += o.c.Size
+		total += o.cl.c.Size
 	}
 	if len(b) != 3 || b[1] != big || b[2] != small1 || total > maxDecodeBatchBytes {
 		t.Fatalf("batch of %d jobs, %d bytes; want lead, big, small1 (4 MiB)", len(b), total)
