@@ -17,6 +17,8 @@ func TestSumBatch(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		lengths = append(lengths, rng.Intn(300<<10))
 	}
+	defer func(m int) { minBatch = m }(minBatch)
+	minBatch = 2 // the vector code for the smallest batches too
 	for _, x8 := range []bool{haveX8, false} {
 		saved := haveX8
 		haveX8 = x8
@@ -78,6 +80,8 @@ func BenchmarkSumBatch(b *testing.B) {
 func FuzzSumBatch(f *testing.F) {
 	f.Add([]byte("abc"), []byte{1, 2})
 	f.Add(make([]byte, 4096), []byte{0, 127, 128, 129, 255, 17, 111, 112})
+	defer func(m int) { minBatch = m }(minBatch)
+	minBatch = 2 // the vector code for the smallest batches too
 	f.Fuzz(func(t *testing.T, data []byte, cuts []byte) {
 		// Each cut byte makes a chunk of up to ~2 KiB (scaled so that
 		// lengths around the 128-byte block and 112-byte padding limits

@@ -189,39 +189,22 @@ func DecodeChunk(c chunker.Chunk, d chunker.Digest, stored []byte) ([]byte, erro
 	return settle(c, d, stored, comp, data, sum, err)
 }
 
-// minBatch is the smallest batch DecodeChunks hashes with SumBatch: the
-// eight-lane hash takes about as long for one chunk as for eight, and
-// beats hashing them one by one from about four chunks on.
-const minBatch = 6
-
 // DecodeChunks decodes and verifies several chunks at once, as DecodeChunk
-// does each, hashing them side by side (chunker.SumBatch) when there are
-// enough of them. out[i] and errs[i] are chunk i's result.
+// does each, hashing them side by side (chunker.SumBatch) where that is
+// faster. out[i] and errs[i] are chunk i's result.
 func DecodeChunks(cs []chunker.Chunk, d chunker.Digest, stored [][]byte) (out [][]byte, errs []error) {
 	out = make([][]byte, len(cs))
 	errs = make([]error, len(cs))
 	comps := make([]Compression, len(cs))
-	sums := make([]chunker.ID, len(cs))
-	var okIdx []int
-	var okData [][]byte
+	hash := make([][]byte, len(cs)) // what unpacked; nil (nothing to hash) for the rest
 	for i, c := range cs {
 		out[i], comps[i], errs[i] = unpack(c, stored[i])
 		if errs[i] == nil {
-			okIdx = append(okIdx, i)
-			okData = append(okData, out[i])
+			hash[i] = out[i]
 		}
 	}
-	if len(okData) >= minBatch {
-		ids := make([]chunker.ID, len(okData))
-		d.SumBatch(ids, okData)
-		for k, i := range okIdx {
-			sums[i] = ids[k]
-		}
-	} else {
-		for _, i := range okIdx {
-			sums[i] = d.Sum(out[i])
-		}
-	}
+	sums := make([]chunker.ID, len(cs))
+	d.SumBatch(sums, hash)
 	for i, c := range cs {
 		out[i], errs[i] = settle(c, d, stored[i], comps[i], out[i], sums[i], errs[i])
 	}
