@@ -7,11 +7,15 @@
 // ROUND(a, b, c, d, e, f, g, h): one SHA-512 round on eight lanes; leaves
 // the new a in h and d+T1 in d (the callers rotate the names). BX points at
 // W[t] for the eight lanes, R8 at K[t].
+// SIGMA(x, r1, r2, r3): Z8 = x>>>r1 ^ x>>>r2 ^ x>>>r3 (Σ0, Σ1 of a round).
+#define SIGMA(x, r1, r2, r3) \
+	VPRORQ $r1, x, Z8; \
+	VPRORQ $r2, x, Z9; \
+	VPRORQ $r3, x, Z10; \
+	VPTERNLOGQ $0x96, Z10, Z9, Z8
+
 #define ROUND(a, b, c, d, e, f, g, h) \
-	VPRORQ $14, e, Z8; \
-	VPRORQ $18, e, Z9; \
-	VPRORQ $41, e, Z10; \
-	VPTERNLOGQ $0x96, Z10, Z9, Z8; \
+	SIGMA(e, 14, 18, 41); \
 	VMOVDQA64 e, Z9; \
 	VPTERNLOGQ $0xca, g, f, Z9; \
 	VPADDQ Z8, h, h; \
@@ -19,10 +23,7 @@
 	VPADDQ (BX), h, h; \
 	VPADDQ.BCST (R8), h, h; \
 	VPADDQ h, d, d; \
-	VPRORQ $28, a, Z8; \
-	VPRORQ $34, a, Z9; \
-	VPRORQ $39, a, Z10; \
-	VPTERNLOGQ $0x96, Z10, Z9, Z8; \
+	SIGMA(a, 28, 34, 39); \
 	VMOVDQA64 a, Z9; \
 	VPTERNLOGQ $0xe8, c, b, Z9; \
 	VPADDQ Z8, h, h; \
