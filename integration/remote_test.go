@@ -191,6 +191,14 @@ func (p *faultProxy) set(mode string, times int) {
 	p.faults.Store(0)
 }
 
+// setStall sets how long mode "stall" holds a request. Under the lock: the
+// proxy already serves.
+func (p *faultProxy) setStall(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stall = d
+}
+
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
 	p.mu.Lock()
@@ -351,7 +359,7 @@ func TestRemoteExtractIndexURL(t *testing.T) {
 func TestRemoteFaults(t *testing.T) {
 	im := makeRemoteImage(t, 4<<20, nil)
 	px := startFaultProxy(t, im.ngx.URL)
-	px.stall = 5 * time.Second
+	px.setStall(5 * time.Second)
 	index := px.URL + "/img.caibx"
 	args := []string{"--http-timeout", "700ms", "--http-retries", "3"}
 	for _, tc := range []struct {
@@ -400,7 +408,7 @@ func TestRemoteFaults(t *testing.T) {
 func TestRemoteMountFaults(t *testing.T) {
 	im := makeRemoteImage(t, 4<<20, nil)
 	px := startFaultProxy(t, im.ngx.URL)
-	px.stall = 5 * time.Second
+	px.setStall(5 * time.Second)
 	mnt := remoteMount(t, "--http-timeout", "300ms", "--http-retries", "2", "--cache-size", "0", px.URL+"/img.caibx")
 	file := filepath.Join(mnt, "img")
 	// readRound drops the kernel's page cache and reads the file (at most
