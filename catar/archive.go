@@ -281,6 +281,11 @@ func (a *Archive) goodbyeTail(w *window, dir *Entry) (g int64, n int, err error)
 	if size < 40 || (size-40)%goodbyeItemSize != 0 || size > uint64(dir.End-dir.metaEnd) {
 		return 0, 0, formatErr(tailOff, "goodbye size %d invalid", size)
 	}
+	if size > maxRecordSize(TypeGoodbye) {
+		// Listing reads the whole table into memory: an image repeating
+		// a chunk is huge at no cost, and its table must not be.
+		return 0, 0, formatErr(tailOff, "goodbye table of %d bytes is too large (at most %d items)", size, (maxRecordSize(TypeGoodbye)-40)/goodbyeItemSize)
+	}
 	g = dir.End - int64(size)
 	if entOff != uint64(g-dir.Offset) {
 		return 0, 0, formatErr(tailOff, "goodbye tail points to entry %d, not the directory's entry at %d", g-int64(entOff), dir.Offset)
@@ -502,19 +507,26 @@ func (a *Archive) readChildren(w *window, dir *Entry, g int64, items []goodbyeIt
 }
 
 // checkGoodbyeLayout checks that items (in slot order) are in casync's
-// binary-search-tree layout.
+// binary-search-tree layout: an in-order walk of the implicit tree over
+// the slots (FORMAT.md §4.5) visits them sorted by hash, then offset. It
+// walks in place, without copies of the table.
 func checkGoodbyeLayout(items []goodbyeItem, g int64) error {
-	sorted := append([]goodbyeItem(nil), items...)
-	sort.Slice(sorted, func(i, j int) bool {
-		if sorted[i].hash != sorted[j].hash {
-			return sorted[i].hash < sorted[j].hash
+	var prev *goodbyeItem
+	var stack [64]int // the tree's depth is at most log2(len(items))+1
+	sp := 0
+	for i := 0; i < len(items) || sp > 0; {
+		for ; i < len(items); i = 2*i + 1 {
+			stack[sp] = i
+			sp++
 		}
-		return sorted[i].start < sorted[j].start
-	})
-	for slot, k := range eytzinger(len(items)) {
-		if items[slot] != sorted[k] {
-			return formatErr(g, "goodbye table is not in binary-search-tree order (slot %d)", slot)
+		sp--
+		i = stack[sp]
+		it := &items[i]
+		if prev != nil && (prev.hash > it.hash || prev.hash == it.hash && prev.start > it.start) {
+			return formatErr(g, "goodbye table is not in binary-search-tree order (slot %d)", i)
 		}
+		prev = it
+		i = 2*i + 2
 	}
 	return nil
 }

@@ -1,0 +1,95 @@
+package catar
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// sparseArchive is an io.ReaderAt of size bytes, zero but for the given
+// pieces: the stream of an index that repeats one chunk, as large as its
+// author likes at no cost.
+type sparseArchive struct {
+	size   int64
+	pieces map[int64][]byte
+}
+
+func (s *sparseArchive) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	for at, b := range s.pieces {
+		if at < off+int64(len(p)) && at+int64(len(b)) > off {
+			lo := max(at, off)
+			copy(p[lo-off:], b[lo-at:])
+		}
+	}
+	return len(p), nil
+}
+
+// TestHugeGoodbyeTable: a directory whose goodbye table claims more than
+// casync's 2^24 items is refused with a format error naming it, before
+// anything reads the table into memory (here almost 1 TiB: listing the
+// root used to allocate that much and crash).
+func TestHugeGoodbyeTable(t *testing.T) {
+	const size = 1 << 40
+	w := &builder{}
+	w.rec(TypeEntry, entryBody(0xb000000000000000, ModeDir|0777))
+	w.rec(TypeFilename, []byte("a\x00")) // what the root's ENTRY is followed by
+	const g = 24 << 16                   // (size-g-40) is a multiple of 24: a table of whole items
+	gsize := uint64(size - g)
+	var tail []byte
+	tail = le.AppendUint64(tail, g)
+	tail = le.AppendUint64(tail, gsize)
+	tail = le.AppendUint64(tail, GoodbyeTailMarker)
+	r := &sparseArchive{size: size, pieces: map[int64][]byte{
+		0:                      w.b,
+		g:                      appendHeader(nil, gsize, TypeGoodbye),
+		size - goodbyeItemSize: tail,
+	}}
+	a, err := Open(r, size)
+	if err == nil {
+		_, err = a.ListDir(a.Root(), 0)
+	}
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != size-goodbyeItemSize {
+		t.Fatalf("a directory with a %d-byte goodbye table: %v, want a format error at its tail", gsize, err)
+	}
+	t.Log(err)
+}
+
+// TestGoodbyeLayout: tables in casync's layout are accepted whatever their
+// size; a table with two items swapped is refused.
+func TestGoodbyeLayout(t *testing.T) {
+	for n := 1; n <= 40; n++ {
+		var names []string
+		for i := 0; i < n; i++ {
+			names = append(names, fmt.Sprintf("f%02d", i))
+		}
+		b := build(names, nil)
+		a, err := Open(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := a.ReadDir(a.Root()); err != nil || len(l) != n {
+			t.Fatalf("%d names: %d listed, %v", n, len(l), err)
+		}
+		if n < 2 {
+			continue
+		}
+		g := len(b) - (16 + 24*(n+1))
+		bad := append([]byte(nil), b...)
+		for _, k := range [][2]int{{0, 1}, {n - 2, n - 1}} {
+			copy(bad[g+16+24*k[0]:], b[g+16+24*k[1]:g+16+24*k[1]+24])
+			copy(bad[g+16+24*k[1]:], b[g+16+24*k[0]:g+16+24*k[0]+24])
+			a, err := Open(bytes.NewReader(bad), int64(len(bad)))
+			if err == nil {
+				_, err = a.ReadDir(a.Root())
+			}
+			if err == nil || !strings.Contains(err.Error(), "binary-search-tree order") {
+				t.Fatalf("%d names, slots %v swapped: %v", n, k, err)
+			}
+			copy(bad, b)
+		}
+	}
+}
