@@ -313,6 +313,11 @@ func (a *Archive) child(w *window, dir *Entry, g int64, it goodbyeItem) (*Entry,
 	if it.start < dir.metaEnd || it.start >= g || it.size < entrySize+18 || it.size > g-it.start {
 		return nil, formatErr(g, "goodbye item (start %d, size %d) lies outside directory %q", it.start, it.size, dir.Path)
 	}
+	if dir.depth+1 >= maxDepth {
+		// As casync and Decoder: it also bounds the length of the
+		// paths entries carry, and so what a walk holds.
+		return nil, formatErr(it.start, "directories nested deeper than %d levels", maxDepth)
+	}
 	end := it.start + it.size
 	size, typ, err := w.header(it.start, end)
 	if err != nil {
@@ -339,7 +344,12 @@ func (a *Archive) child(w *window, dir *Entry, g int64, it goodbyeItem) (*Entry,
 	if dir.Path != "" {
 		p = dir.Path + "/" + name
 	}
-	return a.readNode(w, it.start+int64(size), it.start, end, name, p)
+	c, err := a.readNode(w, it.start+int64(size), it.start, end, name, p)
+	if err != nil {
+		return nil, err
+	}
+	c.depth = dir.depth + 1
+	return c, nil
 }
 
 // Lookup finds name in directory dir by a binary search of its goodbye

@@ -93,6 +93,7 @@ type Entry struct {
 	DevMinor      uint64
 
 	metaEnd int64 // offset of the body record (PAYLOAD/SYMLINK/DEVICE/FILENAME/GOODBYE) or of what follows
+	depth   int   // Archive: directories above the entry (0 for the root)
 }
 
 // Type returns the S_IFMT bits of the mode.

@@ -93,3 +93,58 @@ func TestGoodbyeLayout(t *testing.T) {
 		}
 	}
 }
+
+// nested returns an archive of directories d/d/d/... levels deep below
+// the root.
+func nested(levels int) []byte {
+	const f = 0xb000000000000000
+	w := &builder{}
+	var node func(level int)
+	node = func(level int) {
+		entryOff := int64(len(w.b))
+		w.rec(TypeEntry, entryBody(f, ModeDir|0777))
+		var items []goodbyeItem
+		if level > 0 {
+			start := w.rec(TypeFilename, []byte("d\x00"))
+			node(level - 1)
+			items = append(items, goodbyeItem{hash: NameHash("d"), start: start, size: int64(len(w.b)) - start})
+		}
+		w.b = appendGoodbye(w.b, items, entryOff, int64(len(w.b)))
+	}
+	node(levels)
+	return w.b
+}
+
+// TestArchiveDepth: random access accepts what casync and Decoder accept,
+// 63 levels below the root, and refuses one more, which also bounds the
+// paths entries carry (a deeper chain made a walk hold memory growing
+// with the square of its depth).
+func TestArchiveDepth(t *testing.T) {
+	for _, levels := range []int{maxDepth - 1, maxDepth, 5000} {
+		b := nested(levels)
+		errSeq := Validate(bytes.NewReader(b))
+		a, err := Open(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deepest := a.Root()
+		for deepest.IsDir() {
+			var l []*Entry
+			if l, err = a.ReadDir(deepest); err != nil || len(l) == 0 {
+				break
+			}
+			deepest = l[0]
+		}
+		_, errLookup := a.LookupPath(strings.Repeat("d/", levels))
+		ok := levels < maxDepth
+		if (errSeq == nil) != ok || (err == nil) != ok || (errLookup == nil) != ok {
+			t.Fatalf("%d levels: decoder: %v; listing: %v; lookup: %v", levels, errSeq, err, errLookup)
+		}
+		if ok && strings.Count(deepest.Path, "/") != levels-1 {
+			t.Fatalf("%d levels: deepest entry %q", levels, deepest.Path)
+		}
+		if !ok && !strings.Contains(err.Error(), "nested deeper than 64") {
+			t.Fatalf("%d levels: %v", levels, err)
+		}
+	}
+}
