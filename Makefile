@@ -12,7 +12,8 @@ FUZZ_TARGETS = \
 	./blockdev:FuzzOptions \
 	./blockdev:FuzzRequests \
 	./catar:FuzzDecoder \
-	./catar:FuzzArchive
+	./catar:FuzzArchive \
+	./vfs:FuzzTree
 
 .PHONY: all build deps test test-long fuzz bench demo install clean vet
 

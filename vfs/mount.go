@@ -155,8 +155,9 @@ func timeAttr(a *fuse.Attr, ns int64) {
 	a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
 }
 
-// blocks512 is st_blocks for n bytes stored in 4 KiB blocks.
-func blocks512(n int64) uint64 { return uint64((n+4095)/4096) * 8 }
+// blocks512 is st_blocks for n bytes stored in 4 KiB blocks (no overflow
+// for any size an archive can claim).
+func blocks512(n int64) uint64 { return (uint64(max(n, 0)) + 4095) / 4096 * 8 }
 
 // fileHandle is one open of a regular file: its handle number for
 // HintedSource.

@@ -59,10 +59,17 @@ func (t *tree) pushAfter(n *TreeNode) {
 // pusher serves push jobs, in order, on its own goroutine. When a job
 // pushed the rest of its directory, it goes on with the files that follow
 // the directory in its parent (the reader comes back there next), within
-// the same lead.
+// the same lead. It returns when the tree is stopped.
 func (t *tree) pusher() {
+	defer t.background.Done()
 	p := &pushState{t: t}
-	for j := range t.pushJobs {
+	for {
+		var j pushJob
+		select {
+		case j = <-t.pushJobs:
+		case <-t.done:
+			return // stopped
+		}
 		limit := j.after + pushLead
 		for p.pushDir(j, limit) {
 			_, pi := j.dir.Parent()

@@ -85,6 +85,11 @@ type tree struct {
 	queued    map[int64]bool // guarded by preMu: pending, to list
 	running   map[int64]bool // guarded by preMu: being listed now
 	pending   []*catar.Entry // guarded by preMu: directories to list, by offset, largest first
+	// stopped: stop was called, the crawlers and the pusher end; guarded
+	// by preMu. done is closed then, background counts them.
+	stopped    bool
+	done       chan struct{}
+	background sync.WaitGroup
 }
 
 const (
@@ -135,6 +140,8 @@ func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 		t.preCond = sync.NewCond(&t.preMu)
 		t.wakeAt.Store(math.MaxInt64)
 		t.lead = crawlLead
+		t.done = make(chan struct{})
+		t.background.Add(prelistWorker + 1)
 		for i := 0; i < prelistWorker; i++ {
 			go t.prelister()
 		}
@@ -386,9 +393,12 @@ func (t *tree) pushDirs(l *listing) {
 // nextToList returns the pending directory to list next, waiting until
 // there is one within the lead of the reader and room for its listing.
 // Pending directories behind the reader were skipped by it and are
-// dropped. t.preMu held.
+// dropped. It returns nil once the tree is stopped. t.preMu held.
 func (t *tree) nextToList() *catar.Entry {
 	for {
+		if t.stopped {
+			return nil
+		}
 		pos := t.pos.Load()
 		for len(t.pending) > 0 {
 			d := t.pending[len(t.pending)-1]
@@ -449,10 +459,14 @@ func (t *tree) dropPrelistedBehind(pos int64) {
 // prelister is a crawler: it lists pending directories in the background
 // and makes their subdirectories pending in turn.
 func (t *tree) prelister() {
+	defer t.background.Done()
 	t.preMu.Lock()
 	defer t.preMu.Unlock()
 	for {
 		dir := t.nextToList()
+		if dir == nil {
+			return // stopped
+		}
 		t.running[dir.Offset] = true
 		t.preMu.Unlock()
 		l, err := t.list(t.bgArc, dir)
@@ -468,6 +482,24 @@ func (t *tree) prelister() {
 		t.droppedTo = min(t.droppedTo, dir.Offset-1) // behind the reader by now? the next scan sees it
 		t.pushDirs(l)
 	}
+}
+
+// stop ends the tree's background work (the crawlers and the pusher) and
+// waits for it to end. A mount's tree serves until the process exits, so
+// only tests, which make many trees, stop theirs. The tree still answers
+// requests afterwards, without crawling ahead.
+func (t *tree) stop() {
+	if t.pre == nil {
+		return
+	}
+	t.preMu.Lock()
+	if !t.stopped {
+		t.stopped = true
+		close(t.done)
+		t.preCond.Broadcast()
+	}
+	t.preMu.Unlock()
+	t.background.Wait()
 }
 
 // fail logs err about the node and returns its errno.
