@@ -575,11 +575,12 @@ func (n *TreeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	if !n.e.IsRegular() {
 		return nil, syscall.EISDIR
 	}
-	if n.t.pre != nil && off < n.e.Size {
+	if n.t.pre != nil && off >= 0 && off < n.e.Size {
 		n.t.advance(n.e.PayloadOffset + off)
 		pOff, pLen, inRun := n.t.seq.observe(n.e.PayloadOffset+off, min(int64(len(dest)), n.e.Size-off))
-		if pLen > 0 {
-			n.t.pre.PrefetchRange(pOff, min(pLen, n.t.src.Size()-pOff))
+		if size := n.t.src.Size(); pLen > 0 && pOff < size {
+			// The run's window may reach past the end of the archive.
+			n.t.pre.PrefetchRange(pOff, min(pLen, size-pOff))
 		}
 		if inRun && off == 0 {
 			n.t.pushAfter(n)

@@ -305,3 +305,33 @@ func TestTreeHurry(t *testing.T) {
 		t.Fatalf("listing of a/: %v, %v", r.l, r.err)
 	}
 }
+
+// TestTreeReadHintsInArchive: a sequential reader of the last files of
+// an archive gets prefetches within the archive, though the run's window
+// reaches past its end.
+func TestTreeReadHintsInArchive(t *testing.T) {
+	tree := t.TempDir()
+	for i := 0; i < 10; i++ {
+		os.WriteFile(filepath.Join(tree, fmt.Sprintf("f%d", i)), pattern(300<<10), 0o644)
+	}
+	src := &fuzzSource{memSource: newMemSource(encodeDir(t, tree))}
+	arc := openArchive(t, src)
+	root := NewTree(arc, src, TreeOptions{})
+	defer root.t.stop()
+	files, err := arc.ReadDir(arc.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 128<<10)
+	for _, e := range files {
+		n := &TreeNode{t: root.t, e: e}
+		for off := int64(0); off < e.Size; off += int64(len(buf)) {
+			if _, errno := n.Read(context.Background(), nil, buf, off); errno != 0 {
+				t.Fatal(errno)
+			}
+		}
+	}
+	if h := src.badHint.Load(); h != nil {
+		t.Errorf("prefetch hint %s", h)
+	}
+}
