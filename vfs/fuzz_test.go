@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -196,6 +197,7 @@ type fuzzWalker struct {
 	root *TreeNode
 	raw  fuse.RawFileSystem
 	data []byte
+	log  *fuzzLog
 	ops  int
 	// found: the entries walked, by path ("" the root), in walk order.
 	found []*catar.Entry
@@ -204,18 +206,60 @@ type fuzzWalker struct {
 	listed map[string]bool
 }
 
+// fuzzLog counts a tree's error records and keeps the first whose error
+// does not name a malformed archive (the fuzz sources never fail reads).
+type fuzzLog struct {
+	errors atomic.Int64
+	bad    atomic.Value // string
+}
+
+func (h *fuzzLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *fuzzLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *fuzzLog) WithGroup(string) slog.Handler            { return h }
+func (h *fuzzLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError {
+		return nil
+	}
+	h.errors.Add(1)
+	named := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "err" && errors.Is(err, catar.ErrFormat) {
+			named = true
+		}
+		return true
+	})
+	if !named {
+		h.bad.CompareAndSwap(nil, fmt.Sprintf("%s %v", r.Message, r))
+	}
+	return nil
+}
+
 func newFuzzWalker(t *testing.T, arc *catar.Archive, src Source, data []byte) *fuzzWalker {
-	root := NewTree(arc, src, TreeOptions{})
+	lg := &fuzzLog{}
+	root := NewTree(arc, src, TreeOptions{Log: slog.New(lg)})
 	sec := time.Second
 	raw := gofs.NewNodeFS(root, &gofs.Options{
 		EntryTimeout: &sec, AttrTimeout: &sec, NegativeTimeout: &sec,
 		NullPermissions: true,
 		RootStableAttr:  &gofs.StableAttr{Ino: 1, Mode: syscall.S_IFDIR},
 	})
-	return &fuzzWalker{t: t, root: root, raw: raw, data: data, names: map[string]bool{}, listed: map[string]bool{}}
+	return &fuzzWalker{t: t, root: root, raw: raw, data: data, log: lg, names: map[string]bool{}, listed: map[string]bool{}}
 }
 
-func (w *fuzzWalker) stop() { w.root.t.stop() }
+// stop stops the tree's background work and checks its log.
+func (w *fuzzWalker) stop() {
+	w.root.t.stop()
+	if b := w.log.bad.Load(); b != nil {
+		w.t.Errorf("logged an error that does not name a malformed archive: %s", b)
+	}
+}
+
+// eio checks that a request answered EIO logged why.
+func (w *fuzzWalker) eio(what string, st fuse.Status, before int64) {
+	if st == fuse.EIO && w.log.errors.Load() == before {
+		w.t.Errorf("%s: EIO without an error logged", what)
+	}
+}
 
 // op counts a request; false when the budget is spent.
 func (w *fuzzWalker) op() bool {
@@ -316,7 +360,9 @@ func (w *fuzzWalker) attrs(n fuzzNode, e *catar.Entry) {
 func (w *fuzzWalker) dir(n fuzzNode, e *catar.Entry) []fuzzNode {
 	var oout fuse.OpenOut
 	oin := &fuse.OpenIn{InHeader: hdr(n.id), Flags: syscall.O_RDONLY | syscall.O_DIRECTORY}
+	logged := w.log.errors.Load()
 	if st := w.raw.OpenDir(nil, oin, &oout); !st.Ok() {
+		w.eio("opendir /"+e.Path, st, logged)
 		if st != fuse.EIO {
 			w.t.Errorf("opendir /%s: %v, want EIO for a malformed directory", e.Path, st)
 		}
@@ -407,7 +453,9 @@ func (w *fuzzWalker) lookupNames(n fuzzNode, e *catar.Entry, names []string) []f
 			break
 		}
 		var out fuse.EntryOut
-		w.raw.Lookup(nil, &fuse.InHeader{NodeId: n.id}, name, &out)
+		logged := w.log.errors.Load()
+		st := w.raw.Lookup(nil, &fuse.InHeader{NodeId: n.id}, name, &out)
+		w.eio(fmt.Sprintf("lookup of %q in /%s", name, e.Path), st, logged)
 	}
 	return kids
 }
@@ -472,7 +520,9 @@ func (w *fuzzWalker) lookupPaths(v *fuzzWalker) {
 			continue
 		}
 		var out fuse.EntryOut
+		logged := w.log.errors.Load()
 		st := w.raw.Lookup(nil, &fuse.InHeader{NodeId: p.id}, name, &out)
+		w.eio("lookup of /"+e.Path, st, logged)
 		if !st.Ok() || out.NodeId == 0 {
 			if v.listed[dir] {
 				w.t.Errorf("lookup of /%s without a listing: %v", e.Path, st)
