@@ -30,10 +30,10 @@ import (
 // would send for a walk that reads everything (LOOKUP of every listed
 // name, OPENDIR/READDIRPLUS/READDIR with seeks, GETATTR, OPEN/READ,
 // READLINK, LISTXATTR/GETXATTR, STATFS, IOCTL), then resolves the names it
-// saw again on a second tree by lookups alone (goodbye-table searches,
-// no listings). mode%3 picks the source: plain, one that prefetches (so
-// that the background crawl, its hurry and the pusher run too), or one
-// that takes open hints. With mode bit 7 set, data is not the archive but
+// saw again on a second tree by lookups alone (goodbye-table searches, no
+// listings) and walks that tree too. mode%3 picks the source: plain, one
+// that prefetches (so that the background crawl, its hurry and the pusher
+// run too), or one that takes open hints. With mode bit 7 set, data is not the archive but
 // edits to one of the catar package's test archives (fuzzEdit), which
 // keeps most of an input well formed so that the fuzzer gets past the
 // root more often than with raw bytes.
@@ -184,6 +184,7 @@ func exerciseTree(t *testing.T, data []byte, mode uint8) {
 	w2 := newFuzzWalker(t, arc, src, data)
 	defer w2.stop()
 	w2.lookupPaths(w)
+	w2.walk() // listings of directories looked up first, as after a stat of a path
 	if fsrc != nil {
 		if h := fsrc.badHint.Load(); h != nil {
 			t.Errorf("prefetch hint %s", h)
