@@ -300,6 +300,28 @@ func (a *Archive) goodbyeTail(w *window, dir *Entry) (g int64, n int, err error)
 	return g, int(size-40) / goodbyeItemSize, nil
 }
 
+// eachItem calls fn with the n items of the goodbye table at g, in slot
+// order. It reads the table 64 KiB at a time, so that a listing holds the
+// table once, decoded, not also its bytes.
+func (a *Archive) eachItem(w *window, g int64, n int, fn func(i int, it goodbyeItem) error) error {
+	const per = (64 << 10) / goodbyeItemSize
+	for i := 0; i < n; i += per {
+		k := min(per, n-i)
+		tb, err := w.get(g+headerSize+int64(i)*goodbyeItemSize, k*goodbyeItemSize)
+		if err != nil {
+			return err
+		}
+		for j := 0; j < k; j++ {
+			b := tb[j*goodbyeItemSize:]
+			it := goodbyeItem{start: g - int64(le.Uint64(b)), size: int64(le.Uint64(b[8:])), hash: le.Uint64(b[16:])}
+			if err := fn(i+j, it); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (a *Archive) item(w *window, g int64, i int) (goodbyeItem, error) {
 	b, err := w.get(g+headerSize+int64(i)*goodbyeItemSize, goodbyeItemSize)
 	if err != nil {
@@ -430,14 +452,13 @@ func (a *Archive) childItems(w *window, dir *Entry) (g int64, items []goodbyeIte
 	if err != nil {
 		return 0, nil, err
 	}
-	tb, err := w.get(g+headerSize, n*goodbyeItemSize)
+	items = make([]goodbyeItem, n)
+	err = a.eachItem(w, g, n, func(i int, it goodbyeItem) error {
+		items[i] = it
+		return nil
+	})
 	if err != nil {
 		return 0, nil, err
-	}
-	items = make([]goodbyeItem, n)
-	for i := range items {
-		b := tb[i*goodbyeItemSize:]
-		items[i] = goodbyeItem{start: g - int64(le.Uint64(b)), size: int64(le.Uint64(b[8:])), hash: le.Uint64(b[16:])}
 	}
 	if err := checkGoodbyeLayout(items, g); err != nil {
 		return 0, nil, err

@@ -59,20 +59,37 @@ func TestHugeGoodbyeTable(t *testing.T) {
 }
 
 // TestGoodbyeLayout: tables in casync's layout are accepted whatever their
-// size; a table with two items swapped is refused.
+// size (also those read in several pieces, over 2730 items); a table with
+// two items swapped is refused.
 func TestGoodbyeLayout(t *testing.T) {
+	sizes := []int{2730, 2731, 6000}
 	for n := 1; n <= 40; n++ {
+		sizes = append(sizes, n)
+	}
+	for _, n := range sizes {
 		var names []string
 		for i := 0; i < n; i++ {
-			names = append(names, fmt.Sprintf("f%02d", i))
+			names = append(names, fmt.Sprintf("f%05d", i))
 		}
 		b := build(names, nil)
 		a, err := Open(bytes.NewReader(b), int64(len(b)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l, err := a.ReadDir(a.Root()); err != nil || len(l) != n {
+		if l, err := a.ReadDir(a.Root()); err != nil || len(l) != n || l[n-1].Name != names[n-1] {
 			t.Fatalf("%d names: %d listed, %v", n, len(l), err)
+		}
+		if l, err := a.ListDir(a.Root(), 0); err != nil || len(l) != n {
+			t.Fatalf("%d names: ListDir: %d listed, %v", n, len(l), err)
+		}
+		spans, err := a.ChildSpans(a.Root())
+		if err != nil || len(spans) != n {
+			t.Fatalf("%d names: %d spans, %v", n, len(spans), err)
+		}
+		for i := 1; i < n; i++ {
+			if spans[i].Start != spans[i-1].Start+spans[i-1].Size {
+				t.Fatalf("%d names: span %d %+v does not follow %+v", n, i, spans[i], spans[i-1])
+			}
 		}
 		if n < 2 {
 			continue

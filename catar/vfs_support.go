@@ -23,18 +23,16 @@ func (a *Archive) ChildSpans(dir *Entry) ([]ChildSpan, error) {
 	if err != nil {
 		return nil, err
 	}
-	tb, err := w.get(g+headerSize, n*goodbyeItemSize)
+	out := make([]ChildSpan, n)
+	err = a.eachItem(w, g, n, func(i int, it goodbyeItem) error {
+		if it.start < dir.metaEnd || it.start >= g || it.size <= 0 || it.size > g-it.start {
+			return formatErr(g, "goodbye item (start %d, size %d) lies outside directory %q", it.start, it.size, dir.Path)
+		}
+		out[i] = ChildSpan{Start: it.start, Size: it.size}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := make([]ChildSpan, n)
-	for i := range out {
-		b := tb[i*goodbyeItemSize:]
-		start, size := g-int64(le.Uint64(b)), int64(le.Uint64(b[8:]))
-		if start < dir.metaEnd || start >= g || size <= 0 || size > g-start {
-			return nil, formatErr(g, "goodbye item (start %d, size %d) lies outside directory %q", start, size, dir.Path)
-		}
-		out[i] = ChildSpan{Start: start, Size: size}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
 	return out, nil
