@@ -17,6 +17,7 @@ import (
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 // makeFlags are the flags of `camount make` for any kind of image.
@@ -36,13 +37,8 @@ func addMakeFlags(fs *flag.FlagSet) *makeFlags {
 	return o
 }
 
-func (o *makeFlags) storeDir(index string) string {
-	if o.store != "" {
-		return o.store
-	}
-	if s := os.Getenv("CASYNC_STORE"); s != "" {
-		return s
-	}
+// defaultLocalStore is casync's default store of a local index.
+func defaultLocalStore(index string) string {
 	return filepath.Join(filepath.Dir(index), "default.castr")
 }
 
@@ -59,6 +55,14 @@ func init() {
 					return usagef("want an output image and an input")
 				}
 				out, in := args[0], args[1]
+				// Every location is checked before any work (locations.go).
+				out, err := parseLocal("OUT", out, location.Output)
+				if err != nil {
+					return err
+				}
+				if _, err := mf.storeLocation(out); err != nil {
+					return err
+				}
 				switch kindOf(out) {
 				case kindBlobIndex:
 					return makeBlob(ctx, e, mf, out, in)
@@ -136,7 +140,14 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 			flags |= chunker.FlagSHA512_256
 		}
 	}
-	store := fetch.NewLocalStore(mf.storeDir(out))
+	loc, err := mf.storeLocation(out)
+	if err != nil {
+		return zero, err
+	}
+	if !loc.IsLocal() {
+		return zero, fmt.Errorf("chunk store %s: no writer for %s:// stores", loc, loc.Scheme)
+	}
+	store := fetch.NewLocalStore(loc.Path)
 	if err := os.MkdirAll(store.Dir, 0o755); err != nil {
 		return zero, fmt.Errorf("chunk store: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 // remoteFlags are the flags for HTTP(S) stores and index URLs, store
@@ -124,20 +125,21 @@ func (r *remoteFlags) openStore(e *env, spec string) (fetch.Store, error) {
 		}
 		return fetch.NewFailover(mirrors, fetch.FailoverOptions{FailBack: r.failBack, Log: e.log})
 	}
-	if fetch.IsURL(spec) {
+	loc, err := location.Parse("--store", spec, location.ReadStore)
+	if err != nil {
+		return nil, err
+	}
+	switch loc.Scheme {
+	case "":
+		return openStore(loc.Path)
+	case "http", "https":
 		o, err := r.httpOptions(e.log)
 		if err != nil {
 			return nil, err
 		}
 		return fetch.NewHTTPStore(spec, o)
 	}
-	if rest, ok := strings.CutPrefix(spec, "file://"); ok {
-		spec = rest
-	}
-	if i := strings.Index(spec, "://"); i > 0 && !strings.ContainsAny(spec[:i], "/.") {
-		return nil, fmt.Errorf("chunk store %s: unsupported URL scheme %q (want http, https or file)", spec, spec[:i])
-	}
-	return openStore(spec)
+	return nil, fmt.Errorf("chunk store %s: no reader for %s:// stores", loc, loc.Scheme)
 }
 
 // openDisk opens the --cache directory, or returns nil without one.
