@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
-	"strings"
 	"syscall"
 )
 
@@ -75,90 +73,26 @@ func main() {
 }
 
 func run(argv []string, stdout, stderr io.Writer) int {
-	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" {
-		printUsage(stderr)
+	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" && len(argv) == 1 {
 		if len(argv) == 0 {
+			printUsage(stderr)
 			return 2
 		}
+		printUsage(stdout)
 		return 0
 	}
 	if argv[0] == "--version" || argv[0] == "version" {
 		fmt.Fprintln(stdout, "camount", version)
 		return 0
 	}
-	c, ok := commands[argv[0]]
-	if !ok {
+	if _, ok := commands[argv[0]]; !ok && !cobraVerbs[argv[0]] {
 		fmt.Fprintf(stderr, "camount: unknown command %q\n\n", argv[0])
 		printUsage(stderr)
 		return 2
 	}
-	fs := flag.NewFlagSet("camount "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	verbose := fs.Bool("verbose", false, "log debug messages")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: camount %s %s\n\n%s\n\nflags:\n", c.name, c.args, c.summary)
-		fs.PrintDefaults()
-	}
-	runFn := c.setup(fs)
-	if err := fs.Parse(reorderFlags(fs, argv[1:])); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	e := &env{stdout: stdout, stderr: stderr,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runFn(ctx, e, fs.Args()); err != nil {
-		var ue *usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "camount %s: %s\n", c.name, ue.msg)
-			fmt.Fprintf(stderr, "usage: camount %s %s\n", c.name, c.args)
-			return 2
-		}
-		fmt.Fprintf(stderr, "camount %s: %v\n", c.name, err)
-		return 1
-	}
-	return 0
-}
-
-// reorderFlags lets flags follow positional arguments (casync style:
-// "camount make out.caibx in --store=x"). A lone "--" ends flag parsing.
-func reorderFlags(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) > 1 && a[0] == '-' {
-			flags = append(flags, a)
-			name := strings.TrimLeft(a, "-")
-			if strings.Contains(name, "=") {
-				continue
-			}
-			f := fs.Lookup(name)
-			if f == nil {
-				continue
-			}
-			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-				continue
-			}
-			if i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, append([]string{"--"}, pos...)...)
+	return execute(ctx, argv, stdout, stderr)
 }
 
 var version = "dev"
