@@ -3,18 +3,92 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 CAMOUNT=${CAMOUNT:-$REPO/bin/camount}
-CORPUS=${CORPUS:-/work/corpus}
+# BENCH_QUICK=1 (bench/run.sh --quick, which make test runs): every benchmark
+# once on a small corpus, to prove that each still runs to its table; the
+# figures of a quick run mean nothing.
+if [ -n "${BENCH_QUICK:-}" ]; then
+	CORPUS=${CORPUS:-$REPO/corpus-quick}
+	export RUNS=1 MOUNT_RUNS=1 NBD_BENCH_RUNS=1 NBD_BENCH_COLD_RUNS=1 REMOTE_BENCH_RUNS=1 FULL_RUNS=1 RAND_N=20 RAND_ROUNDS=1 TRACE_ROUNDS=1
+	# The tree the corpus's share.caidx was made of (catar.sh makes its own images of it).
+	SHARE_TREE=$CORPUS/share
+else
+	# The reference corpus lives in the checkout (git ignores it), or at $CORPUS.
+	CORPUS=${CORPUS:-$REPO/corpus}
+	SHARE_TREE=/usr/share
+fi
 RUNS=${RUNS:-3}
+# Peer programs built for the benchmarks only (desync) are kept here.
+BENCH_TOOLS=${BENCH_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/camount-bench}
 
-# ensure_corpus builds the reference corpus once (../shared/bench/mkcorpus.sh).
+# ensure_corpus builds the corpus once: the reference corpus
+# (../shared/bench/mkcorpus.sh), or with BENCH_QUICK a small one of the same
+# shape (make_quick_corpus).
 ensure_corpus() {
-	if [ ! -f "$CORPUS/disk.caibx" ] || [ ! -f "$CORPUS/share.caidx" ]; then
-		local mk
-		for mk in "$REPO/../shared/bench/mkcorpus.sh" /work/shared/bench/mkcorpus.sh; do
-			[ -f "$mk" ] && break
-		done
-		bash "$mk" "$CORPUS" >&2
+	if [ -f "$CORPUS/disk.caibx" ] && [ -f "$CORPUS/share.caidx" ]; then
+		return 0
 	fi
+	if [ -n "${BENCH_QUICK:-}" ]; then
+		make_quick_corpus "$CORPUS" >&2
+		return
+	fi
+	local mk
+	for mk in "$REPO/../shared/bench/mkcorpus.sh" /work/shared/bench/mkcorpus.sh; do
+		[ -f "$mk" ] && break
+	done
+	[ -f "$mk" ] || { echo "bench: the reference corpus needs ../shared/bench/mkcorpus.sh beside the checkout (or set CORPUS= to a built one)" >&2; return 1; }
+	bash "$mk" "$CORPUS" >&2
+}
+
+# make_quick_corpus DIR: the reference corpus's layout at a small scale:
+# disk.img (96 MiB sparse GPT image, one ext4 partition holding some of
+# /usr/bin), disk.caibx, share/ (a copy of /usr/share/perl5 and
+# /usr/share/common-licenses) and its share.caidx, all in store.castr, made
+# by casync as mkcorpus.sh does.
+make_quick_corpus() {
+	local dir=$1 start size loop mnt
+	mkdir -p "$dir"
+	rm -rf "$dir/disk.img" "$dir/disk.caibx" "$dir/share" "$dir/share.caidx" "$dir/store.castr"
+	truncate -s 96M "$dir/disk.img"
+	printf 'label: gpt\n,,L\n' | sfdisk -q "$dir/disk.img"
+	start=$(sfdisk -d "$dir/disk.img" | sed -n 's/.*start= *\([0-9]*\).*/\1/p')
+	size=$(sfdisk -d "$dir/disk.img" | sed -n 's/.*size= *\([0-9]*\).*/\1/p')
+	loop=$(losetup -f --show -o $((start * 512)) --sizelimit $((size * 512)) "$dir/disk.img")
+	mnt=$(mktemp -d)
+	mkfs.ext4 -q -L benchquick "$loop"
+	mount "$loop" "$mnt"
+	mkdir "$mnt/bin"
+	# About 40 MiB of /usr/bin, the same files on every run of one machine.
+	find /usr/bin -maxdepth 1 -type f -size -4M -printf '%s %p\n' | sort -k2 |
+		awk -v lim=$((40 << 20)) '{ t += $1; if (t > lim) exit; sub(/^[0-9]+ /, ""); print }' |
+		xargs -r -d '\n' cp -a -t "$mnt/bin"
+	umount "$mnt"
+	losetup -d "$loop"
+	rmdir "$mnt"
+	mkdir -p "$dir/share"
+	cp -a /usr/share/perl5 /usr/share/common-licenses "$dir/share/"
+	casync make --store="$dir/store.castr" "$dir/disk.caibx" "$dir/disk.img" >/dev/null
+	casync make --store="$dir/store.castr" "$dir/share.caidx" "$dir/share" >/dev/null
+	echo "quick corpus ready in $dir: $(du -sh "$dir/store.castr" | cut -f1) store"
+}
+
+# ensure_desync sets DESYNC to a desync v0.9.3 binary, built once into
+# $BENCH_TOOLS for the comparisons (benchmark only). The module proxy may
+# refuse the version list `go install …@v0.9.3` asks for, so it is built in
+# a scratch module that requires that exact version.
+ensure_desync() {
+	DESYNC=${DESYNC:-$BENCH_TOOLS/desync}
+	[ -x "$DESYNC" ] && return 0
+	echo "bench: building desync v0.9.3 into $(dirname "$DESYNC") (benchmark only)" >&2
+	local d
+	mkdir -p "$(dirname "$DESYNC")"
+	d=$(mktemp -d)
+	(cd "$d" && printf 'module desyncbuild\n\ngo 1.22\n\nrequire github.com/folbricht/desync v0.9.3\n' >go.mod &&
+		GOFLAGS=-mod=mod go mod download github.com/folbricht/desync@v0.9.3 &&
+		GOFLAGS=-mod=mod go build -o "$DESYNC.tmp" github.com/folbricht/desync/cmd/desync) >&2 &&
+		mv "$DESYNC.tmp" "$DESYNC"
+	local rc=$?
+	rm -rf "$d"
+	[ $rc -eq 0 ] || { echo "bench: could not build desync v0.9.3" >&2; return 1; }
 }
 
 # time_once CMD... : prints the wall time of one run in seconds (output discarded).
@@ -58,7 +132,7 @@ table_row() {
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-# Cold runs on FUSE mounts (bench/mount.sh, bench/cold.sh): a fresh mount
+# Cold runs on FUSE mounts (bench/mount.sh, bench/tools/cold.sh): a fresh mount
 # at MNT for each run, caches dropped, one timed command, unmount.
 
 # mount_setup TEMPLATE: makes the work directory W (mktemp -d TEMPLATE)

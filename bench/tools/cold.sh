@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench/cold.sh INDEX 'CMD' — camount alone, for performance work: RUNS cold
+# bench/tools/cold.sh INDEX 'CMD' — camount alone, for performance work: RUNS cold
 # runs (fresh mount, dropped caches) of CMD (which reads $MNT), each printing
 # wall seconds, camount CPU seconds (user+system), peak RSS, minor page
 # faults, context switches of all its threads and the machine's idle CPU
@@ -10,10 +10,10 @@
 # BUILDS="bin/a bin/b ...": compare camount builds instead, run after run in
 # turn (the host's speed drifts over minutes on this VM, so only
 # interleaved runs compare), with the medians of each at the end.
-# Example: bench/cold.sh /work/corpus/disk.caibx 'cat $MNT/* | wc -c'
-#          BUILDS="/tmp/old /tmp/new" RUNS=7 bench/cold.sh share.caidx 'find $MNT | wc -l'
-. "$(dirname "$0")/lib.sh"
-[ $# -eq 2 ] || { echo "usage: bench/cold.sh INDEX 'CMD'" >&2; exit 2; }
+# Example: bench/tools/cold.sh corpus/disk.caibx 'cat $MNT/* | wc -c'
+#          BUILDS="/tmp/old /tmp/new" RUNS=7 bench/tools/cold.sh share.caidx 'find $MNT | wc -l'
+. "$(dirname "$0")/../lib.sh"
+[ $# -eq 2 ] || { echo "usage: bench/tools/cold.sh INDEX 'CMD'" >&2; exit 2; }
 index=$1 cmd=$2
 STORE=${STORE:-$CORPUS/store.castr}
 mount_setup /tmp/camount-cold.XXXXXX
