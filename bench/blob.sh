@@ -33,7 +33,7 @@ for ((i = 0; i < RUNS; i++)); do
 	read -r w c <<<"$r"
 	mt+=("$w") mc+=("$c")
 done
-echo "make runs (wall s): casync ${ct[*]}; camount ${mt[*]}" >&2
+echo "make runs (wall s): casync ${ct[*]}; camount ${mt[*]}; (CPU s): casync ${cc[*]}; camount ${mc[*]}" >&2
 c_make=$(median "${ct[@]}")
 m_make=$(median "${mt[@]}")
 c_cpu=$(median "${cc[@]}")

@@ -5,7 +5,7 @@
 # Targets (issue 3): make >= 1.5x casync, extract >= 1.5x, lookup <= 3 chunk reads.
 . "$(dirname "$0")/lib.sh"
 command -v casync >/dev/null || { echo "bench/catar.sh: casync not installed" >&2; exit 1; }
-TREE=${TREE:-/usr/share}
+TREE=${TREE:-$SHARE_TREE}
 W=$(mktemp -d /var/tmp/camount-bench-catar.XXXXXX)
 trap 'chattr -R -i -a "$W" 2>/dev/null; rm -rf "$W"' EXIT
 entries=$(find "$TREE" | wc -l)

@@ -17,11 +17,7 @@ ensure_corpus
 STORE=$CORPUS/store.castr
 CACHE=${CACHE:-256M}
 MOUNT_RUNS=${MOUNT_RUNS:-1}
-DESYNC=${DESYNC:-/tmp/desync-bin/desync}
-if [ ! -x "$DESYNC" ]; then
-	echo "bench/mount.sh: installing desync v0.9.3 into $(dirname "$DESYNC") (benchmark only)" >&2
-	GOBIN=$(dirname "$DESYNC") go install github.com/folbricht/desync/cmd/desync@v0.9.3 >&2
-fi
+ensure_desync
 
 mount_setup /var/tmp/camount-bench-mount.XXXXXX
 
@@ -53,7 +49,7 @@ measure() {
 
 share=$CORPUS/share.caidx
 disk=$CORPUS/disk.caibx
-entries=$(find /usr/share | wc -l)
+entries=$(find "$SHARE_TREE" | wc -l)
 
 measure camount "$share" 'find "$MNT" | wc -l'
 m_find=$T m_find_rss=$R m_find_n=$OUT
@@ -78,7 +74,7 @@ cmp "$MNT/disk" "$CORPUS/disk.img" || { echo "bench/mount.sh: mounted disk diffe
 mount_stop
 
 cache_mib=$(numfmt --from=iec "$CACHE" | awk '{printf "%d", $1 / 1048576}')
-table_header "FUSE mounts, cold (fresh mount, dropped caches), median of $MOUNT_RUNS; share.caidx = /usr/share ($entries entries, $m_tar_n tar bytes), disk.caibx = $(numfmt --to=iec "$m_cat_n") ext4 disk image; camount --cache-size=$CACHE" peer
+table_header "FUSE mounts, cold (fresh mount, dropped caches), median of $MOUNT_RUNS; share.caidx = $SHARE_TREE ($entries entries, $m_tar_n tar bytes), disk.caibx = $(numfmt --to=iec "$m_cat_n") ext4 disk image; camount --cache-size=$CACHE" peer
 table_row "find MNT | wc -l (casync mount)" "$c_find" "$m_find"
 table_row "tar cf - MNT | wc -c (casync mount)" "$c_tar" "$m_tar"
 table_row "cat MNT/disk, .caibx (desync mount-index)" "$d_cat" "$m_cat"

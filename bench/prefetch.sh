@@ -41,17 +41,7 @@ trap cleanup EXIT
 
 # Tools: the delaying proxy, and desync for the comparison (benchmark only).
 go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
-DESYNC=${DESYNC:-/tmp/desync-bin/desync}
-if [ ! -x "$DESYNC" ]; then
-	echo "installing desync v0.9.3 into /tmp/desync-bin (benchmark only)" >&2
-	if ! GOBIN=/tmp/desync-bin go install github.com/folbricht/desync/cmd/desync@v0.9.3 2>/dev/null; then
-		# Some module proxies refuse the version list go install asks for; build it in a scratch module.
-		d=$(mktemp -d) && (cd "$d" && printf 'module desyncbuild\n\ngo 1.22\n\nrequire github.com/folbricht/desync v0.9.3\n' >go.mod &&
-			GOFLAGS=-mod=mod go mod download github.com/folbricht/desync@v0.9.3 &&
-			GOFLAGS=-mod=mod GOBIN=/tmp/desync-bin go install github.com/folbricht/desync/cmd/desync) >&2
-		rm -rf "$d"
-	fi
-fi
+ensure_desync
 
 start_nginx "$work/nginx" "$CORPUS"
 pids+=("$NGINX_PID")
@@ -110,7 +100,7 @@ RUNS=$FULL_RUNS
 t_cam=$(median_time drop_caches full_cam)
 t_des=$(median_time drop_caches full_desync)
 t_cas=$(median_time drop_caches full_casync)
-table_header "cold full read of disk.caibx (1.5 GiB) over HTTP with $DELAY per request (median of $FULL_RUNS)" "peer"
+table_header "cold full read of disk.caibx ($(numfmt --to=iec "$(stat -c %s "$CORPUS/disk.img")")B image) over HTTP with $DELAY per request (median of $FULL_RUNS)" "peer"
 table_row "full read: casync extract vs camount mount+dd" "$t_cas" "$t_cam"
 table_row "full read: desync mount-index+dd vs camount" "$t_des" "$t_cam"
 fi
