@@ -15,7 +15,7 @@ FUZZ_TARGETS = \
 	./catar:FuzzArchive \
 	./vfs:FuzzTree
 
-.PHONY: all build deps test test-long fuzz bench demo install clean vet
+.PHONY: all build deps test test-long fuzz bench bench-quick demo install clean vet
 
 all: build
 
@@ -32,6 +32,11 @@ vet:
 test: deps build vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
+	$(MAKE) bench-quick
+
+# Every benchmark once on a small corpus: a broken benchmark fails make test.
+bench-quick: build
+	./bench/run.sh --quick
 
 # A found crasher is saved under PKG/testdata/fuzz and replayed as a seed, so
 # it fails again on the retry. The retry is for Go's fuzz engine reporting
