@@ -1,0 +1,177 @@
+package seed
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/camount/camount/chunker"
+)
+
+// FileSeed is a regular file or block device chunked with the target's
+// parameters, as casync does with --seed. Its bytes are read twice: once
+// by the scan (chunking and hashing), once when a chunk is used.
+type FileSeed struct {
+	path string
+	f    *os.File
+	p    Params
+	// cache, if set, remembers scans (see ScanCache).
+	cache *ScanCache
+}
+
+// OpenFile opens a file seed.
+func OpenFile(path string, p Params) (*FileSeed, error) {
+	if err := p.Chunk.Check(); err != nil {
+		return nil, fmt.Errorf("seed %s: %w", path, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("seed %s: %w", path, err)
+	}
+	return &FileSeed{path: path, f: f, p: p}, nil
+}
+
+func (s *FileSeed) String() string { return s.path }
+
+// File returns the open seed file.
+func (s *FileSeed) File() *os.File { return s.f }
+
+// Close closes the seed file.
+func (s *FileSeed) Close() error { return s.f.Close() }
+
+// scanBatch is the bytes of chunks hashed together by one worker.
+const scanBatch = 4 << 20
+
+type scanJob struct {
+	buf    []byte
+	offs   []int64 // seed offset of each chunk
+	sizes  []int
+	ids    []chunker.ID
+	done   chan struct{}
+	readAt int64
+}
+
+// Scan chunks the seed and reports each chunk. Chunking runs on one core,
+// hashing on the others; memory stays at a few batches of 4 MiB.
+func (s *FileSeed) Scan(ctx context.Context, found Found) error {
+	if s.cache != nil {
+		if ok := s.cache.load(s, found); ok {
+			return nil
+		}
+	}
+	var rec *cacheWriter
+	if s.cache != nil {
+		rec = s.cache.writer(s)
+	}
+	err := s.scan(ctx, func(id chunker.ID, l Location) {
+		if rec != nil {
+			rec.add(id, l.Off, l.Size)
+		}
+		found(id, l)
+	})
+	if rec != nil {
+		rec.finish(err == nil)
+	}
+	return err
+}
+
+func (s *FileSeed) scan(ctx context.Context, found Found) error {
+	ck, err := chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, 0, 1<<62)}, s.p.Chunk)
+	if err != nil {
+		return fmt.Errorf("seed %s: %w", s.path, err)
+	}
+	workers := max(1, runtime.GOMAXPROCS(0)-1)
+	jobs := make(chan *scanJob, workers)
+	order := make(chan *scanJob, 2*workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var datas [][]byte
+			for j := range jobs {
+				datas = datas[:0]
+				o := 0
+				for _, n := range j.sizes {
+					datas = append(datas, j.buf[o:o+n])
+					o += n
+				}
+				j.ids = make([]chunker.ID, len(datas))
+				s.p.Digest.SumBatch(j.ids, datas)
+				close(j.done)
+			}
+		}()
+	}
+	// The reporter hands results out in seed order.
+	repDone := make(chan struct{})
+	go func() {
+		defer close(repDone)
+		for j := range order {
+			<-j.done
+			for i, id := range j.ids {
+				found(id, Location{R: s.f, Off: j.offs[i], Size: int64(j.sizes[i]), File: s.f})
+			}
+		}
+	}()
+	var off int64
+	j := &scanJob{done: make(chan struct{})}
+	send := func() {
+		if len(j.sizes) == 0 {
+			return
+		}
+		order <- j
+		jobs <- j
+		j = &scanJob{done: make(chan struct{})}
+	}
+	for {
+		b, err := ck.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			send()
+			close(jobs)
+			close(order)
+			wg.Wait()
+			<-repDone
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, off, err)
+		}
+		j.buf = append(j.buf, b...)
+		j.offs = append(j.offs, off)
+		j.sizes = append(j.sizes, len(b))
+		off += int64(len(b))
+		if len(j.buf) >= scanBatch {
+			send()
+		}
+	}
+	send()
+	close(jobs)
+	close(order)
+	wg.Wait()
+	<-repDone
+	return ctx.Err()
+}
+
+// ctxReader stops reading when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func isIndexPath(p string) bool {
+	return strings.HasSuffix(p, ".caibx") || strings.HasSuffix(p, ".caidx")
+}

@@ -1,0 +1,240 @@
+package seed
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/camount/camount/cache"
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
+)
+
+var params = chunker.Params{Min: 1 << 10, Avg: 4 << 10, Max: 16 << 10}
+
+// index chunks data as casync would and returns the index and a store.
+func index(t testing.TB, data []byte) (*chunker.Index, *countStore) {
+	t.Helper()
+	x := &chunker.Index{Flags: chunker.FlagSHA512_256, Min: params.Min, Avg: params.Avg, Max: params.Max}
+	st := &countStore{chunks: map[chunker.ID][]byte{}}
+	ck, _ := chunker.NewChunker(bytes.NewReader(data), params)
+	off := uint64(0)
+	for {
+		b, err := ck.Next()
+		if err == io.EOF {
+			break
+		}
+		id := x.Digest().Sum(b)
+		x.Chunks = append(x.Chunks, chunker.Chunk{ID: id, Start: off, Size: uint64(len(b))})
+		off += uint64(len(b))
+		z, _ := fetch.Compress(fetch.Zstd, b)
+		st.chunks[id] = z
+	}
+	return x, st
+}
+
+type countStore struct {
+	mu     sync.Mutex
+	chunks map[chunker.ID][]byte
+	gets   map[chunker.ID]int
+}
+
+func (s *countStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gets == nil {
+		s.gets = map[chunker.ID]int{}
+	}
+	s.gets[id]++
+	b, ok := s.chunks[id]
+	if !ok {
+		return nil, fetch.ErrNotFound
+	}
+	return b, nil
+}
+func (s *countStore) String() string { return "store" }
+
+// versions returns v1 and v2: v2 changes a few ranges and moves a block.
+func versions(n int) (v1, v2 []byte) {
+	rng := rand.New(rand.NewSource(1))
+	v1 = make([]byte, n)
+	rng.Read(v1)
+	v2 = append([]byte(nil), v1...)
+	rng.Read(v2[n/5 : n/5+20000])
+	copy(v2[n/2:], v1[n/10:n/10+100000]) // moved data
+	return v1, v2
+}
+
+func write(t testing.TB, data []byte) string {
+	p := filepath.Join(t.TempDir(), "seed.img")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func scanned(t *testing.T, x *chunker.Index, seeds ...Seed) *Set {
+	t.Helper()
+	s := NewSet(x, SetOptions{})
+	for _, sd := range seeds {
+		s.Add(sd)
+	}
+	s.Start(context.Background())
+	if err := s.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// readAll reads the target through a scheduler whose first store is the set.
+func readAll(t *testing.T, x *chunker.Index, set *Set, st fetch.Store) []byte {
+	t.Helper()
+	sch, err := fetch.NewScheduler(fetch.SchedulerOptions{Stores: []fetch.Store{set, st}, Memory: cache.NewMemory(-1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sch.Close()
+	b := fetch.NewBlob(x, sch, "v2.caibx")
+	out := make([]byte, b.Size())
+	if _, err := b.ReadAt(out, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestFileSeedServesVerifiedChunks(t *testing.T) {
+	v1, v2 := versions(2 << 20)
+	x1, _ := index(t, v1)
+	x2, st := index(t, v2)
+	fs, err := OpenFile(write(t, v1), ParamsOf(x2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := scanned(t, x2, fs)
+	in1 := map[chunker.ID]bool{}
+	for _, c := range x1.Chunks {
+		in1[c.ID] = true
+	}
+	for _, c := range x2.Chunks {
+		if _, ok := set.Lookup(c.ID); ok != in1[c.ID] {
+			t.Fatalf("chunk %s: found %v, in v1 %v", c.ID, ok, in1[c.ID])
+		}
+	}
+	if got := readAll(t, x2, set, st); !bytes.Equal(got, v2) {
+		t.Fatal("read differs from v2")
+	}
+	for id, n := range st.gets {
+		if in1[id] {
+			t.Errorf("chunk %s fetched %d times although the seed holds it", id, n)
+		}
+	}
+}
+
+func TestSeedChangedAfterScanCostsAFetch(t *testing.T) {
+	v1, v2 := versions(1 << 20)
+	x2, st := index(t, v2)
+	path := write(t, v1)
+	fs, _ := OpenFile(path, ParamsOf(x2))
+	set := scanned(t, x2, fs)
+	// Overwrite the seed with garbage after the scan.
+	f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+	f.WriteAt(bytes.Repeat([]byte{0xaa}, 300000), 100000)
+	f.Close()
+	if got := readAll(t, x2, set, st); !bytes.Equal(got, v2) {
+		t.Fatal("a seed changed after its scan produced wrong bytes")
+	}
+	// Shrink it: reads past the end fail and are fetched.
+	os.Truncate(path, 1000)
+	if got := readAll(t, x2, set, st); !bytes.Equal(got, v2) {
+		t.Fatal("a truncated seed produced wrong bytes")
+	}
+}
+
+func TestIndexSeed(t *testing.T) {
+	v1, v2 := versions(1 << 20)
+	x1, _ := index(t, v1)
+	x2, st := index(t, v2)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "v1"), v1, 0o644)
+	f, _ := os.Create(filepath.Join(dir, "v1.caibx"))
+	x1.WriteTo(f)
+	f.Close()
+	sd, err := Open(filepath.Join(dir, "v1.caibx"), ParamsOf(x2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := scanned(t, x2, sd)
+	if set.Known() == 0 {
+		t.Fatal("index seed found nothing")
+	}
+	if got := readAll(t, x2, set, st); !bytes.Equal(got, v2) {
+		t.Fatal("read differs from v2")
+	}
+	// Another digest is refused.
+	x1.Flags = 0
+	f, _ = os.Create(filepath.Join(dir, "v1.caibx"))
+	x1.WriteTo(f)
+	f.Close()
+	if _, err := Open(filepath.Join(dir, "v1.caibx"), ParamsOf(x2), nil); err == nil {
+		t.Error("an index seed of another digest was accepted")
+	}
+	if _, err := Open(filepath.Join(dir, "nope.img"), ParamsOf(x2), nil); err == nil {
+		t.Error("a missing seed was accepted")
+	}
+}
+
+func TestScanCache(t *testing.T) {
+	v1, v2 := versions(1 << 20)
+	x2, _ := index(t, v2)
+	path := write(t, v1)
+	c := &ScanCache{Dir: t.TempDir()}
+	collect := func() map[chunker.ID]Location {
+		sd, err := Open(path, ParamsOf(x2), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sd.Close()
+		m := map[chunker.ID]Location{}
+		if err := sd.Scan(context.Background(), func(id chunker.ID, l Location) { m[id] = Location{Off: l.Off, Size: l.Size} }); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	first := collect()
+	ents, _ := os.ReadDir(filepath.Join(c.Dir, "seeds"))
+	if len(ents) != 1 {
+		t.Fatalf("cache holds %d entries, want 1", len(ents))
+	}
+	// Make the cache entry lie: if it is used, the lie shows.
+	p := filepath.Join(c.Dir, "seeds", ents[0].Name())
+	b, _ := os.ReadFile(p)
+	b[len(cacheMagic)+32] ^= 1 // first record's offset
+	os.WriteFile(p, b, 0o644)
+	second := collect()
+	if len(second) != len(first) {
+		t.Fatalf("cached scan has %d chunks, the scan %d", len(second), len(first))
+	}
+	diff := 0
+	for id, l := range first {
+		if second[id] != l {
+			diff++
+		}
+	}
+	if diff != 1 {
+		t.Fatalf("%d chunks differ: the cache was not used", diff)
+	}
+	// A changed seed gets a new key: scanned again.
+	os.WriteFile(path, v2, 0o644)
+	third := collect()
+	for _, c := range x2.Chunks {
+		if _, ok := third[c.ID]; !ok {
+			t.Fatalf("rescan of the changed seed lacks chunk %s", c.ID)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package seed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
+)
+
+// SetOptions configure a Set. The zero value of each field is the default.
+type SetOptions struct {
+	// Log receives warnings (a seed that failed to scan); nil discards.
+	Log *slog.Logger
+	// OnFound, if set, is called (from scanning goroutines) the first time
+	// a location of a wanted chunk becomes known.
+	OnFound func(id chunker.ID)
+	// Optional makes a seed that fails to scan a warning instead of an
+	// error of Wait (--seed-optional).
+	Optional bool
+	// Zero lists chunks never to look for (the target's zero chunks,
+	// served without any store); nil: none.
+	Zero []bool
+}
+
+// Set gathers, from any number of seeds, the locations of the chunks a
+// target index wants, and serves them as a fetch.Store (Get returns the
+// raw chunk bytes; the scheduler verifies them like any store's). Only
+// wanted chunk IDs are kept: memory is bounded by the target, not the
+// seeds. Lookups work while seeds are still being scanned.
+type Set struct {
+	o     SetOptions
+	p     Params
+	want  map[chunker.ID]int64 // wanted chunk ID -> its size
+	seeds []Seed
+
+	mu   sync.RWMutex
+	locs map[chunker.ID]Location // guarded by mu
+
+	started atomic.Bool
+	done    chan struct{}
+	err     error // set before done is closed
+
+	// Served and ServedBytes count chunks read for Get (before the
+	// scheduler verifies them).
+	Served, ServedBytes atomic.Int64
+}
+
+// NewSet returns an empty set for target x.
+func NewSet(x *chunker.Index, o SetOptions) *Set {
+	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]int64, len(x.Chunks)),
+		locs: map[chunker.ID]Location{}, done: make(chan struct{})}
+	if s.o.Log == nil {
+		s.o.Log = slog.New(slog.DiscardHandler)
+	}
+	for i, c := range x.Chunks {
+		if o.Zero != nil && o.Zero[i] {
+			continue
+		}
+		s.want[c.ID] = int64(c.Size)
+	}
+	return s
+}
+
+// Params returns the parameters seeds must be opened with.
+func (s *Set) Params() Params { return s.p }
+
+// Add adds a seed; it must be called before Start. The set closes it.
+func (s *Set) Add(sd Seed) { s.seeds = append(s.seeds, sd) }
+
+// Len returns the number of seeds.
+func (s *Set) Len() int { return len(s.seeds) }
+
+// Start scans the seeds in the background, one after the other (index
+// seeds first, as they cost nothing), and returns at once. Wait or Done
+// tell when every scan has ended.
+func (s *Set) Start(ctx context.Context) {
+	if s.started.Swap(true) {
+		return
+	}
+	go func() {
+		var errs []error
+		for _, sd := range s.seeds {
+			if err := sd.Scan(ctx, s.found); err != nil {
+				if ctx.Err() != nil {
+					errs = append(errs, ctx.Err())
+					break
+				}
+				if s.o.Optional {
+					s.o.Log.Warn("seed not used", "seed", sd.String(), "err", err)
+					continue
+				}
+				errs = append(errs, err)
+			}
+		}
+		s.err = errors.Join(errs...)
+		close(s.done)
+	}()
+}
+
+// Done returns a channel closed when every scan has ended.
+func (s *Set) Done() <-chan struct{} { return s.done }
+
+// Wait waits for every scan to end and returns their errors.
+func (s *Set) Wait(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Set) found(id chunker.ID, loc Location) {
+	size, ok := s.want[id]
+	if !ok || size != loc.Size {
+		return
+	}
+	s.mu.Lock()
+	_, had := s.locs[id]
+	if !had {
+		s.locs[id] = loc
+	}
+	s.mu.Unlock()
+	if !had && s.o.OnFound != nil {
+		s.o.OnFound(id)
+	}
+}
+
+// Lookup returns where a wanted chunk lies, if a seed scanned so far has it.
+func (s *Set) Lookup(id chunker.ID) (Location, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l, ok := s.locs[id]
+	return l, ok
+}
+
+// Forget drops the location of a chunk whose seeded bytes failed
+// verification, so it is not read again.
+func (s *Set) Forget(id chunker.ID) {
+	s.mu.Lock()
+	delete(s.locs, id)
+	s.mu.Unlock()
+}
+
+// Known returns the number of wanted chunks found so far.
+func (s *Set) Known() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.locs)
+}
+
+// Read returns the bytes at a location (unverified).
+func Read(l Location) ([]byte, error) {
+	b := make([]byte, l.Size)
+	n, err := l.R.ReadAt(b, l.Off)
+	if n == len(b) {
+		return b, nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF // the seed shrank since its scan
+	}
+	return nil, err
+}
+
+// Get implements fetch.Store: the raw bytes of a chunk a seed holds, or
+// an error wrapping fetch.ErrNotFound. The scheduler verifies them.
+func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	l, ok := s.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("seeds: %w", fetch.ErrNotFound)
+	}
+	b, err := Read(l)
+	if err != nil {
+		s.Forget(id)
+		return nil, fmt.Errorf("reading chunk %s from a seed at offset %d: %w", id, l.Off, err)
+	}
+	s.Served.Add(1)
+	s.ServedBytes.Add(l.Size)
+	return b, nil
+}
+
+// String implements fetch.Store.
+func (s *Set) String() string { return "seeds" }
+
+// Close closes every seed (after stopping nothing: cancel Start's ctx first).
+func (s *Set) Close() error {
+	var errs []error
+	for _, sd := range s.seeds {
+		errs = append(errs, sd.Close())
+	}
+	return errors.Join(errs...)
+}
+
+var _ fetch.Store = (*Set)(nil)
