@@ -204,7 +204,7 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 				clear(datas) // no references to chunk data between batches
 				clear(hashed)
 				for _, j := range js {
-					if _, dup := known.LoadOrStore(j.id, true); !dup && !store.Has(j.id) {
+					if _, dup := known.LoadOrStore(j.id, true); !dup && !keepStored(store, j.id) {
 						b, err := fetch.AppendCompress(buf[:0], comp, j.data)
 						if err == nil {
 							buf = b
