@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/location"
 )
 
 // HTTPOptions configure HTTP(S) access to chunk stores and index files. The
@@ -193,6 +194,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 	}
 	retries := g.o.retries()
 	attempts := 0
+	shown := location.Redact(u) // u may carry a password: errors and logs show this
 	for attempt := 0; ; attempt++ {
 		attempts++
 		var b []byte
@@ -204,7 +206,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 			return nil, ctx.Err()
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("GET %s: no complete response within %v", u, g.o.timeout())
+			err = fmt.Errorf("GET %s: no complete response within %v", shown, g.o.timeout())
 		}
 		if attempt >= retries || !retryable(err) {
 			break
@@ -214,7 +216,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 		if se := (*HTTPStatusError)(nil); errors.As(err, &se) && se.RetryAfter > wait {
 			wait = se.RetryAfter
 		}
-		g.log.Debug("retrying HTTP request", "url", u, "attempt", attempt+1, "wait", wait, "err", err)
+		g.log.Debug("retrying HTTP request", "url", shown, "attempt", attempt+1, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -231,7 +233,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 	// A network failure: keep its text but not its chain, so that an
 	// attempt's timeout or a reset is not mistaken for the caller's
 	// cancellation or a local errno (a FUSE read must fail with EIO).
-	return nil, &NetworkError{URL: u, Attempts: attempts, Msg: err.Error()}
+	return nil, &NetworkError{URL: shown, Attempts: attempts, Msg: location.RedactText(err.Error())}
 }
 
 // NetworkError is a request that failed at the network level (refused,
@@ -257,6 +259,9 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
+	// The request itself needs u's password (basic auth); what is shown
+	// of it never does.
+	shown := location.Redact(u)
 	req.Header.Set("User-Agent", "camount")
 	if g.o.Authorization != "" {
 		req.Header.Set("Authorization", g.o.Authorization)
@@ -269,17 +274,17 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection
-		return nil, fmt.Errorf("GET %s: %s: %w", u, resp.Status, ErrNotFound)
+		return nil, fmt.Errorf("GET %s: %s: %w", shown, resp.Status, ErrNotFound)
 	case resp.StatusCode != http.StatusOK:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		se := &HTTPStatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
+		se := &HTTPStatusError{URL: shown, Status: resp.Status, Code: resp.StatusCode}
 		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
 			se.RetryAfter = min(time.Duration(secs)*time.Second, 30*time.Second)
 		}
 		return nil, se
 	}
 	if resp.ContentLength > limit {
-		return nil, fmt.Errorf("GET %s: %d bytes is more than %d", u, resp.ContentLength, limit)
+		return nil, fmt.Errorf("GET %s: %d bytes is more than %d", shown, resp.ContentLength, limit)
 	}
 	n := resp.ContentLength
 	if n < 0 {
@@ -292,10 +297,10 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 	if err != nil {
 		// A body shorter than its Content-Length is io.ErrUnexpectedEOF:
 		// a truncated response, retried.
-		return nil, fmt.Errorf("GET %s: reading body: %w", u, err)
+		return nil, fmt.Errorf("GET %s: reading body: %w", shown, err)
 	}
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
-		return nil, fmt.Errorf("GET %s: got %d bytes of %d: %w", u, len(b), resp.ContentLength, io.ErrUnexpectedEOF)
+		return nil, fmt.Errorf("GET %s: got %d bytes of %d: %w", shown, len(b), resp.ContentLength, io.ErrUnexpectedEOF)
 	}
 	return b, nil
 }
@@ -333,13 +338,13 @@ type HTTPStore struct {
 func NewHTTPStore(base string, o HTTPOptions) (*HTTPStore, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil, fmt.Errorf("chunk store %s: %w", base, err)
+		return nil, fmt.Errorf("chunk store %s: %s", location.Redact(base), location.RedactText(err.Error()))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("chunk store %s: not an http or https URL", base)
+		return nil, fmt.Errorf("chunk store %s: not an http or https URL", location.Redact(base))
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("chunk store %s: no host", base)
+		return nil, fmt.Errorf("chunk store %s: no host", location.Redact(base))
 	}
 	g, err := newHTTPGetter(o)
 	if err != nil {
@@ -348,7 +353,8 @@ func NewHTTPStore(base string, o HTTPOptions) (*HTTPStore, error) {
 	return &HTTPStore{base: strings.TrimSuffix(base, "/"), g: g}, nil
 }
 
-func (s *HTTPStore) String() string { return s.base }
+// String names the store with its password redacted.
+func (s *HTTPStore) String() string { return location.Redact(s.base) }
 
 // URL returns where a chunk lives.
 func (s *HTTPStore) URL(id chunker.ID) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 // stringList is a repeatable string flag.
@@ -163,7 +164,7 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	if err != nil {
 		return nil, nil, err
 	}
-	return fetch.NewBlob(x, s, index), x, nil
+	return fetch.NewBlob(x, s, location.Redact(index)), x, nil
 }
 
 // indexKind tells a blob index from a tree index or archive by suffix, as casync does.

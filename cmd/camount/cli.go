@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/camount/camount/location"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
@@ -113,7 +114,7 @@ func newVerb(c *command, e *env) *cobra.Command {
 			if *verbose {
 				level = slog.LevelDebug
 			}
-			e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
 			return runFn(cc.Context(), e, args)
 		},
 	}
@@ -184,7 +185,7 @@ func newRoot(e *env) *cobra.Command {
 // execute parses argv with the command tree and runs the verb.
 func execute(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: redactAttr}))}
 	root := newRoot(e)
 	if sub, _, err := root.Find(argv[:1]); err == nil && sub != root {
 		argv = append(argv[:1:1], normalizeArgs(sub.Flags(), argv[1:])...)
@@ -206,7 +207,7 @@ func execute(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	fmt.Fprintf(stderr, "camount %s: %v\n", name, err)
+	fmt.Fprintf(stderr, "camount %s: %s\n", name, location.RedactText(err.Error()))
 	return 1
 }
 

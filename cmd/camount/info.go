@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 func init() {
@@ -48,7 +49,7 @@ func init() {
 					Max            uint64 `json:"chunk_size_max"`
 					Digest         string `json:"digest"`
 					Flags          string `json:"feature_flags"`
-				}{args[0], kind, x.Size(), len(x.Chunks), len(distinct), zero, x.Min, x.Avg, x.Max,
+				}{location.Redact(args[0]), kind, x.Size(), len(x.Chunks), len(distinct), zero, x.Min, x.Avg, x.Max,
 					x.Digest().String(), fmt.Sprintf("%#016x", x.Flags)}
 				if *asJSON {
 					enc := json.NewEncoder(e.stdout)

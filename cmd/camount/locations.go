@@ -5,7 +5,10 @@ package main
 // schemes each use supports) before any work starts.
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/camount/camount/location"
@@ -72,4 +75,52 @@ func (o *blobFlags) checkReadLocations(index string) error {
 		}
 	}
 	return nil
+}
+
+// indexSource is how a mount or device names its index where anybody can
+// read it (/proc/mounts): a local index's absolute path, a URL without
+// password, query or fragment.
+func indexSource(index string) string {
+	if location.IsURL(index) {
+		return location.WithoutSecrets(index)
+	}
+	if l, err := location.Parse("INDEX", index, location.Index); err == nil {
+		index = l.Path
+	}
+	abs, err := filepath.Abs(index)
+	if err != nil {
+		return index
+	}
+	return abs
+}
+
+// indexName is the name an image gets from its index location (a blob
+// mount's file, an NBD export, a loop device's file): the last path
+// element without suffix, percent-decoded and without query for a URL.
+func indexName(index, suffix string) string {
+	return strings.TrimSuffix(location.Base(index), suffix)
+}
+
+// redactAttr keeps passwords of URLs out of every log line (messages,
+// strings, errors), whoever logs them: the producers redact what they
+// show (location.Redact), and this catches what they pass through.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); strings.Contains(s, "@") {
+			a.Value = slog.StringValue(location.RedactText(s))
+		}
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case error:
+			if s := v.Error(); strings.Contains(s, "@") {
+				a.Value = slog.StringValue(location.RedactText(s))
+			}
+		case fmt.Stringer:
+			if s := v.String(); strings.Contains(s, "@") {
+				a.Value = slog.StringValue(location.RedactText(s))
+			}
+		}
+	}
+	return a
 }

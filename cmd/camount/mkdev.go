@@ -16,6 +16,7 @@ import (
 
 	"github.com/camount/camount/blockdev"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 	"github.com/camount/camount/vfs"
 )
 
@@ -104,7 +105,7 @@ func mkdevReady(e *env, dev, index, how string, size int64) {
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}
-	fmt.Fprintf(e.stderr, "camount mkdev: ready, %s is %s (%d bytes, read-only) via %s; stop with Ctrl-C or 'camount rmdev %s'\n", dev, index, size, how, dev)
+	fmt.Fprintf(e.stderr, "camount mkdev: ready, %s is %s (%d bytes, read-only) via %s; stop with Ctrl-C or 'camount rmdev %s'\n", dev, location.Redact(index), size, how, dev)
 	if err := sdNotify("READY=1\nSTATUS=serving " + dev + "\n"); err != nil {
 		e.log.Warn("mkdev: cannot notify readiness", "err", err)
 	}
@@ -172,8 +173,8 @@ func mkdevLoop(ctx context.Context, e *env, index string, blob *fetch.Blob) erro
 		return err
 	}
 	defer os.Remove(dir)
-	name := strings.TrimSuffix(filepath.Base(index), ".caibx")
-	if name == "" || strings.HasPrefix(name, ".") {
+	name := indexName(index, ".caibx")
+	if name == "" || strings.HasPrefix(name, ".") || strings.ContainsAny(name, "/\x00") {
 		name = "image"
 	}
 	size := (blob.Size() + 511) &^ 511
@@ -181,9 +182,8 @@ func mkdevLoop(ctx context.Context, e *env, index string, blob *fetch.Blob) erro
 	if size != blob.Size() {
 		src = &paddedSource{src: blob, size: size}
 	}
-	abs, _ := filepath.Abs(index)
 	root := vfs.NewBlob(src, vfs.BlobOptions{Name: name, Perm: 0o400, Log: e.log})
-	srv, err := vfs.Mount(dir, root, vfs.MountOptions{FsName: abs, Log: e.log})
+	srv, err := vfs.Mount(dir, root, vfs.MountOptions{FsName: indexSource(index), Log: e.log})
 	if err != nil {
 		return err
 	}

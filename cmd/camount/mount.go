@@ -22,6 +22,7 @@ import (
 
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 	"github.com/camount/camount/vfs"
 )
 
@@ -131,7 +132,7 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 		closeFn = func() { stopServices(); blob.Scheduler().Close() }
 		name := a.name
 		if name == "" {
-			name = strings.TrimSuffix(filepath.Base(a.index), ".caibx")
+			name = indexName(a.index, ".caibx")
 		}
 		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 			return usagef("--name %q is not a valid file name", name)
@@ -203,12 +204,9 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	if os.Getenv("GOMEMLIMIT") == "" && a.blob.cacheSize > 0 && kind != kindArchive {
 		debug.SetMemoryLimit(int64(a.blob.cacheSize) + 56<<20)
 	}
-	abs, _ := filepath.Abs(a.index)
-	if fetch.IsURL(a.index) {
-		abs = a.index
-	}
+	// /proc/mounts is world-readable: no password, no signed query.
 	srv, err := vfs.Mount(mnt, root, vfs.MountOptions{
-		FsName: abs, AllowOther: a.allowOther, Debug: a.debug, Log: e.log,
+		FsName: indexSource(a.index), AllowOther: a.allowOther, Debug: a.debug, Log: e.log,
 	})
 	if err != nil {
 		return err
@@ -235,7 +233,7 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
 
-	fmt.Fprintf(e.stdout, "camount: mounted %s on %s (read-only); stop with Ctrl-C or 'camount umount %s'\n", a.index, mnt, mnt)
+	fmt.Fprintf(e.stdout, "camount: mounted %s on %s (read-only); stop with Ctrl-C or 'camount umount %s'\n", location.Redact(a.index), mnt, mnt)
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}

@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/camount/camount/blockdev"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 const defaultNBDListen = "tcp://127.0.0.1:10809"
@@ -60,7 +60,7 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 		if kindOf(index) != kindBlobIndex {
 			return usagef("%s: nbd serves block images: want a .caibx index", index)
 		}
-		name := strings.TrimSuffix(filepath.Base(index), ".caibx")
+		name := indexName(index, ".caibx")
 		if i < len(names) {
 			name = names[i]
 		}
@@ -83,7 +83,7 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 		defer stopServices()
 		exports = append(exports, blockdev.Export{
 			Name:        name,
-			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", filepath.Base(index), blob.Size(), len(x.Chunks)),
+			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", location.Base(index), blob.Size(), len(x.Chunks)),
 			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
 		})
 	}

@@ -88,11 +88,11 @@ func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chun
 func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.Index, error) {
 	b, err := fetch.FetchURL(ctx, u, o)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", u, err)
+		return nil, fmt.Errorf("index %s: %w", location.Redact(u), err)
 	}
 	x, err := chunker.ReadIndex(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", u, err)
+		return nil, fmt.Errorf("%s: %w", location.Redact(u), err)
 	}
 	return x, nil
 }
