@@ -204,4 +204,3 @@ func mountWithEnv(t *testing.T, env []string, args ...string) (mnt, ready string
 	}
 	return "", ""
 }
-
