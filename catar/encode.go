@@ -25,6 +25,11 @@ type EncodeOptions struct {
 	Features uint64
 	// Log receives debug messages; nil discards them.
 	Log *slog.Logger
+	// Payload, if set, is called before a regular file's contents are
+	// written, with the file's path, the stream offset of its first
+	// payload byte and its size (empty files are not reported). Seeds use
+	// it to map stream ranges back to files.
+	Payload func(path string, off, size int64)
 }
 
 // Encode writes the catar serialization of the directory dir to w, exactly
@@ -94,6 +99,9 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 			m, err := bw.Write(it.data)
 			n += int64(m)
 			if err == nil && it.f != nil {
+				if o.Payload != nil {
+					o.Payload(it.f.name, n, it.size)
+				}
 				var c int64
 				c, err = it.f.copyTo(bw, it.size, buf)
 				n += c
