@@ -1,15 +1,21 @@
 package catar
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -24,6 +30,30 @@ type ExtractOptions struct {
 	// Log receives warnings about metadata that could not be restored
 	// (for example ownership as a normal user); nil discards them.
 	Log *slog.Logger
+	// Delete removes, from a directory that already existed, the entries
+	// the archive lacks (casync extract's --delete=yes, its default).
+	Delete bool
+	// UndoImmutable clears the immutable and append-only attributes
+	// (chattr -i -a) of entries that must be replaced or deleted and of
+	// directories that must change; without it such an entry is an error,
+	// as with casync.
+	UndoImmutable bool
+	// NoHoles writes runs of zeros in regular files instead of leaving
+	// holes (casync's --punch-holes=no).
+	NoHoles bool
+	// Hardlink, if set, is asked for existing files that may equal a
+	// regular file of the archive: it gets the entry and the SHA-256 of its
+	// contents and returns candidate paths. A candidate equal in contents
+	// (read and compared again) and in the metadata the archive records is
+	// hard-linked in place of writing the file (casync's --hardlink=yes).
+	Hardlink func(e *Entry, sum [32]byte) []string
+}
+
+// ExtractStats counts what Extract did besides writing files.
+type ExtractStats struct {
+	Hardlinked      int64 // files linked to a candidate
+	HardlinkedBytes int64
+	Deleted         int64 // entries removed by Delete
 }
 
 // Extract reads an archive from d and recreates it under dir, which is
@@ -33,6 +63,16 @@ type ExtractOptions struct {
 // are created and written by a few workers; directory metadata is applied
 // last, deepest first.
 func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) error {
+	_, err := ExtractWithStats(ctx, d, dir, o)
+	return err
+}
+
+// ExtractWithStats is Extract, also returning what it did.
+//
+// Every node but a directory is created under a temporary name in its
+// directory and renamed into place once complete, as casync does, so an
+// interrupted update leaves each file either old or new.
+func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOptions) (*ExtractStats, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -41,9 +81,9 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 	if mask == 0 {
 		mask = WithMask
 	}
-	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}, mask: mask}
+	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}, mask: mask, o: o, stats: &ExtractStats{}}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	type job struct {
 		e    *Entry
@@ -74,24 +114,19 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 				if failed() {
 					continue
 				}
-				fd, skipped, err := x.create(j.path, j.e, j.data, nil)
-				if err == nil && !skipped {
-					err = x.meta(j.path, j.e, fd)
-				}
-				if fd >= 0 {
-					syscall.Close(fd)
-				}
-				if err != nil {
+				if err := x.file(j.path, j.e, j.data, nil); err != nil {
 					setErr(err)
 				}
 			}
 		}()
 	}
 	type pending struct {
-		e    *Entry
-		path string
+		e     *Entry
+		path  string
+		names map[string]struct{} // entries of the archive, for Delete
 	}
 	var dirs []pending
+	dirIndex := map[string]int{} // archive path → index in dirs, for Delete
 	loopErr := func() error {
 		for {
 			if err := ctx.Err(); err != nil {
@@ -107,25 +142,33 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 			if err != nil {
 				return err
 			}
+			if o.Delete && e.Path != "" {
+				parent, _ := pathSplit(e.Path)
+				if i, ok := dirIndex[parent]; ok && dirs[i].names != nil {
+					dirs[i].names[e.Name] = struct{}{}
+				}
+			}
 			if skipType(e, x.mask) {
 				continue
 			}
 			path := filepath.Join(dir, filepath.FromSlash(e.Path))
 			switch {
 			case e.IsDir():
-				if _, _, err := x.create(path, e, nil, nil); err != nil {
+				existed, err := x.mkdir(path, e)
+				if err != nil {
 					return err
 				}
-				dirs = append(dirs, pending{e, path})
+				p := pending{e: e, path: path}
+				if o.Delete && existed {
+					p.names = map[string]struct{}{}
+				}
+				if o.Delete {
+					dirIndex[e.Path] = len(dirs)
+				}
+				dirs = append(dirs, p)
 			case e.IsRegular() && e.Size > inlineExtractSize:
 				// Large files stream straight from the archive.
-				fd, _, err := x.create(path, e, nil, d)
-				if err != nil {
-					return err
-				}
-				err = x.meta(path, e, fd)
-				syscall.Close(fd)
-				if err != nil {
+				if err := x.file(path, e, nil, d); err != nil {
 					return err
 				}
 			case e.IsRegular():
@@ -142,17 +185,22 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 	close(jobs)
 	wg.Wait()
 	if loopErr != nil {
-		return loopErr
+		return x.stats, loopErr
 	}
 	if firstErr != nil {
-		return firstErr
+		return x.stats, firstErr
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
+		if dirs[i].names != nil {
+			if err := x.deleteExtra(dirs[i].path, dirs[i].names); err != nil {
+				return x.stats, err
+			}
+		}
 		if err := x.meta(dirs[i].path, dirs[i].e, -1); err != nil {
-			return err
+			return x.stats, err
 		}
 	}
-	return nil
+	return x.stats, nil
 }
 
 const (
@@ -161,11 +209,13 @@ const (
 )
 
 type extractor struct {
-	log  *slog.Logger
-	root bool
-	mask uint64 // WITH_* features to restore
-	mu   sync.Mutex
-	ids  map[string]uint32
+	log   *slog.Logger
+	root  bool
+	mask  uint64 // WITH_* features to restore
+	mu    sync.Mutex
+	ids   map[string]uint32
+	o     ExtractOptions
+	stats *ExtractStats
 }
 
 // skipType reports entries whose type the features leave out.
@@ -183,40 +233,298 @@ func skipType(e *Entry, mask uint64) bool {
 	return false
 }
 
-// create makes the node at path; a regular file's contents come from data,
-// or from d when data is nil. A regular file is returned open (fd ≥ 0) so
-// its metadata can be set through the descriptor. skipped reports a node
-// that could not be created without privileges.
-func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd int, skipped bool, err error) {
-	fd = -1
+// mkdir creates the directory at path, or keeps the directory already
+// there (existed), replacing anything else in the way.
+func (x *extractor) mkdir(path string, e *Entry) (existed bool, err error) {
 	for try := 0; ; try++ {
-		err = x.mknode(path, e, &fd)
-		if err == syscall.EEXIST && e.IsDir() {
+		err = syscall.Mkdir(path, 0o700)
+		if err == nil {
+			return false, nil
+		}
+		if err == syscall.EEXIST {
 			var st syscall.Stat_t
 			if syscall.Lstat(path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-				err = nil
+				if x.o.UndoImmutable {
+					// The directory must take new entries; its
+					// attributes are restored at the end.
+					x.undoImmutable(path)
+				}
+				return true, nil
+			}
+			if try == 0 && e.Path != "" {
+				if err := x.remove(path); err != nil {
+					return false, err
+				}
+				continue
 			}
 		}
-		if err != syscall.EEXIST || try > 0 || e.Path == "" {
-			break
+		if err == syscall.EPERM && try == 0 && x.o.UndoImmutable {
+			x.undoImmutable(filepath.Dir(path))
+			continue
 		}
-		// Something else is in the way (extracting over an older tree).
-		clearImmutable(path)
-		if rerr := os.RemoveAll(path); rerr != nil {
-			return -1, false, rerr
+		return false, &os.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+}
+
+// remove deletes path (recursively), clearing immutable attributes on the
+// way with UndoImmutable.
+func (x *extractor) remove(path string) error {
+	err := os.RemoveAll(path)
+	if err != nil && x.o.UndoImmutable {
+		x.undoImmutable(filepath.Dir(path))
+		filepath.Walk(path, func(p string, _ os.FileInfo, _ error) error {
+			x.undoImmutable(p)
+			return nil
+		})
+		err = os.RemoveAll(path)
+	}
+	if err != nil {
+		return fmt.Errorf("replacing %s: %w (immutable? see --undo-immutable)", path, err)
+	}
+	return nil
+}
+
+func (x *extractor) undoImmutable(path string) { clearImmutable(path) }
+
+// deleteExtra removes the entries of dir the archive lacks.
+func (x *extractor) deleteExtra(dir string, names map[string]struct{}) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	have, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", dir, err)
+	}
+	for _, n := range have {
+		if _, ok := names[n]; ok {
+			continue
 		}
+		if err := x.remove(filepath.Join(dir, n)); err != nil {
+			return err
+		}
+		x.mu.Lock()
+		x.stats.Deleted++
+		x.mu.Unlock()
+	}
+	return nil
+}
+
+// pathSplit splits an archive path into its parent's path and its name.
+func pathSplit(p string) (string, string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+var tempSeq atomic.Uint64
+
+// tempName returns a temporary name beside path, as casync's ".#name…".
+func tempName(path string) string {
+	dir, name := filepath.Split(path)
+	return fmt.Sprintf("%s.#%s%x-%d", dir, name, tempSeq.Add(1), os.Getpid())
+}
+
+// file creates a non-directory node at path from a temporary name: its
+// contents from data, or from d when data is nil; its metadata; then the
+// rename into place.
+func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder) error {
+	if e.IsRegular() && x.o.Hardlink != nil && data != nil {
+		sum := sha256.Sum256(data)
+		if ok, err := x.tryHardlink(path, e, sum); ok || err != nil {
+			return err
+		}
+	}
+	tmp := tempName(path)
+	fd, skipped, sum, err := x.create(tmp, e, data, d)
+	if err != nil || skipped {
+		return err
+	}
+	closeFd := func() {
+		if fd >= 0 {
+			syscall.Close(fd)
+			fd = -1
+		}
+	}
+	defer closeFd()
+	if e.IsRegular() && x.o.Hardlink != nil && data == nil {
+		if ok, err := x.tryHardlink(path, e, sum); ok || err != nil {
+			closeFd()
+			syscall.Unlink(tmp)
+			return err
+		}
+	}
+	if err := x.metaOpts(tmp, e, fd, false); err != nil {
+		closeFd()
+		syscall.Unlink(tmp)
+		return err
+	}
+	if err := x.install(tmp, path); err != nil {
+		closeFd()
+		syscall.Unlink(tmp)
+		return err
+	}
+	if e.Flags&x.mask&WithChattr != 0 && e.IsRegular() {
+		if err := setChattr(path, fd, ChattrFromFlags(e.Flags&x.mask)); err != nil {
+			if x.root {
+				return err
+			}
+			x.log.Warn("cannot restore file attributes", "path", path, "err", err)
+		}
+	}
+	return nil
+}
+
+// install renames tmp to path, replacing what is there.
+func (x *extractor) install(tmp, path string) error {
+	for try := 0; ; try++ {
+		err := syscall.Rename(tmp, path)
+		if err == nil {
+			return nil
+		}
+		if try > 0 {
+			return &os.PathError{Op: "rename", Path: path, Err: err}
+		}
+		switch err {
+		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EEXIST, syscall.ENOTDIR:
+			if err := x.remove(path); err != nil {
+				return err
+			}
+		case syscall.EPERM:
+			if !x.o.UndoImmutable {
+				return fmt.Errorf("replacing %s: %w (immutable? see --undo-immutable)", path, err)
+			}
+			x.undoImmutable(path)
+			x.undoImmutable(filepath.Dir(path))
+		default:
+			return &os.PathError{Op: "rename", Path: path, Err: err}
+		}
+	}
+}
+
+// tryHardlink links path to a candidate equal to the entry, if any.
+func (x *extractor) tryHardlink(path string, e *Entry, sum [32]byte) (bool, error) {
+	if e.ACL != nil || e.FCaps != nil || e.SELinux != "" || e.Flags&x.mask != 0 || e.ProjID != 0 {
+		return false, nil // metadata a link cannot be checked for cheaply
+	}
+	for _, c := range x.o.Hardlink(e, sum) {
+		if !x.sameFile(c, e, sum) {
+			continue
+		}
+		var cst, pst syscall.Stat_t
+		if syscall.Lstat(c, &cst) == nil && syscall.Lstat(path, &pst) == nil && cst.Dev == pst.Dev && cst.Ino == pst.Ino {
+			return true, nil // already that file (a rename would do nothing)
+		}
+		tmp := tempName(path)
+		if err := syscall.Link(c, tmp); err != nil {
+			if err == syscall.EXDEV || err == syscall.EMLINK || err == syscall.EPERM {
+				return false, nil
+			}
+			continue
+		}
+		if err := x.install(tmp, path); err != nil {
+			syscall.Unlink(tmp)
+			return false, err
+		}
+		x.mu.Lock()
+		x.stats.Hardlinked++
+		x.stats.HardlinkedBytes += e.Size
+		x.mu.Unlock()
+		return true, nil
+	}
+	return false, nil
+}
+
+// sameFile reports whether the file at p has the entry's contents (sum,
+// read again) and the metadata the archive records, as casync checks
+// before linking.
+func (x *extractor) sameFile(p string, e *Entry, sum [32]byte) bool {
+	var st syscall.Stat_t
+	if syscall.Lstat(p, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != e.Size {
+		return false
+	}
+	if e.Features&(WithPermissions|WithACL|WithReadOnly) != 0 && st.Mode&0o7777 != e.Mode&0o7777 {
+		return false
+	}
+	if e.HasUID() && (uint64(st.Uid) != e.UID || uint64(st.Gid) != e.GID) {
+		return false
+	}
+	if e.HasMTime() {
+		g := Granularity(e.Features)
+		if (uint64(st.Mtim.Sec)*1e9+uint64(st.Mtim.Nsec))/g*g != e.MTime {
+			return false
+		}
+	}
+	if e.Features&WithXattrs != 0 {
+		xs := xattrSource{path: p}
+		names, err := xs.list()
+		if err != nil {
+			return false
+		}
+		var have []Xattr
+		for _, n := range names {
+			if strings.HasPrefix(n, "user.") || strings.HasPrefix(n, "trusted.") {
+				v, ok, err := xs.get(n)
+				if err != nil || !ok {
+					return false
+				}
+				have = append(have, Xattr{Name: n, Value: v})
+			}
+		}
+		sort.Slice(have, func(i, j int) bool { return have[i].Name < have[j].Name })
+		if len(have) != len(e.Xattrs) {
+			return false
+		}
+		for i := range have {
+			if have[i].Name != e.Xattrs[i].Name || !bytes.Equal(have[i].Value, e.Xattrs[i].Value) {
+				return false
+			}
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if n, err := io.Copy(h, f); err != nil || n != e.Size {
+		return false
+	}
+	return [32]byte(h.Sum(nil)) == sum
+}
+
+// create makes the node at path (a fresh temporary name); a regular file's
+// contents come from data, or from d when data is nil, and sum is their
+// SHA-256 when hardlinking is on. A regular file is returned open (fd ≥ 0)
+// so its metadata can be set through the descriptor. skipped reports a node
+// that could not be created without privileges.
+func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd int, skipped bool, sum [32]byte, err error) {
+	fd = -1
+	err = x.mknode(path, e, &fd)
+	if err == syscall.EPERM && x.o.UndoImmutable {
+		x.undoImmutable(filepath.Dir(path))
+		err = x.mknode(path, e, &fd)
 	}
 	if err != nil {
 		if (err == syscall.EPERM || err == syscall.EACCES) && !x.root && (e.Type() == ModeBlock || e.Type() == ModeChar) {
 			x.log.Warn("cannot create device node without privileges", "path", path)
-			return -1, true, nil
+			return -1, true, sum, nil
 		}
-		return -1, false, &os.PathError{Op: "create", Path: path, Err: err}
+		return -1, false, sum, &os.PathError{Op: "create", Path: path, Err: err}
 	}
 	if e.IsRegular() {
-		w := &sparseWriter{fd: fd}
+		w := &sparseWriter{fd: fd, noHoles: x.o.NoHoles}
+		var h hash.Hash
+		if x.o.Hardlink != nil && data == nil {
+			h = sha256.New()
+		}
 		if data != nil {
 			_, err = w.Write(data)
+		} else if h != nil {
+			_, err = d.WriteTo(io.MultiWriter(w, h))
 		} else {
 			_, err = d.WriteTo(w)
 		}
@@ -228,16 +536,18 @@ func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd i
 		}
 		if err != nil {
 			syscall.Close(fd)
-			return -1, false, fmt.Errorf("writing %s: %w", path, err)
+			syscall.Unlink(path)
+			return -1, false, sum, fmt.Errorf("writing %s: %w", path, err)
+		}
+		if h != nil {
+			sum = [32]byte(h.Sum(nil))
 		}
 	}
-	return fd, false, nil
+	return fd, false, sum, nil
 }
 
 func (x *extractor) mknode(path string, e *Entry, fd *int) error {
 	switch e.Type() {
-	case ModeDir:
-		return syscall.Mkdir(path, 0o700)
 	case ModeReg:
 		f, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
@@ -261,9 +571,23 @@ type sparseWriter struct {
 	fd        int
 	off       int64
 	holeAtEnd bool
+	noHoles   bool // write zeros too
 }
 
 func (s *sparseWriter) Write(p []byte) (int, error) {
+	if s.noHoles {
+		n := 0
+		for len(p) > 0 {
+			m, err := syscall.Pwrite(s.fd, p, s.off)
+			if err != nil {
+				return n, err
+			}
+			s.off += int64(m)
+			n += m
+			p = p[m:]
+		}
+		return n, nil
+	}
 	const blk = 4096
 	n := 0
 	for len(p) > 0 {
@@ -321,6 +645,12 @@ const fsIocSetflags = 0x40086602
 //
 // fd, if ≥ 0, is the open regular file at path.
 func (x *extractor) meta(path string, e *Entry, fd int) error {
+	return x.metaOpts(path, e, fd, true)
+}
+
+// metaOpts is meta, leaving chattr flags out unless withChattr (an
+// immutable file could not be renamed into place).
+func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) error {
 	t := e.Type()
 	hasUID := e.HasUID() && x.mask&withUIDs != 0
 	names := x.mask&WithUserNames != 0 && (e.User != "" || e.Group != "")
@@ -402,7 +732,7 @@ func (x *extractor) meta(path string, e *Entry, fd int) error {
 			return &os.PathError{Op: "utimensat", Path: path, Err: err}
 		}
 	}
-	if e.Flags&x.mask&WithChattr != 0 && (t == ModeReg || t == ModeDir) {
+	if withChattr && e.Flags&x.mask&WithChattr != 0 && (t == ModeReg || t == ModeDir) {
 		if err := setChattr(path, fd, ChattrFromFlags(e.Flags&x.mask)); err != nil {
 			if x.root {
 				return err
