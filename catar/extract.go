@@ -325,6 +325,9 @@ var tempSeq atomic.Uint64
 // tempName returns a temporary name beside path, as casync's ".#name…".
 func tempName(path string) string {
 	dir, name := filepath.Split(path)
+	if len(name) > 200 {
+		name = name[:200] // the result must fit NAME_MAX (255)
+	}
 	return fmt.Sprintf("%s.#%s%x-%d", dir, name, tempSeq.Add(1), os.Getpid())
 }
 

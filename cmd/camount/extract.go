@@ -15,6 +15,7 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
 			tf := addTreeFlags(fs)
+			xf := addExtractTreeFlags(fs)
 			pf := &prefetchFlags{mode: "none"}
 			fs.StringVar(&pf.statsJSON, "stats-json", "", "write fetch statistics of a .caibx extract as JSON to `FILE` at the end")
 			stats := fs.Bool("stats", false, "print a line of fetch statistics of a .caibx extract at the end")
@@ -26,9 +27,9 @@ func init() {
 				switch kindOf(in) {
 				case kindBlobIndex:
 					pf.quietExit = !*stats
-					return extractBlob(ctx, e, bf, pf, in, out)
+					return extractBlob(ctx, e, bf, pf, xf, in, out)
 				case kindTreeIndex, kindArchive:
-					return extractTree(ctx, e, tf, in, out)
+					return extractTree(ctx, e, tf, xf, in, out)
 				}
 				return usagef("%s: input must end in .caibx, .caidx or .catar", in)
 			}
@@ -39,7 +40,7 @@ func init() {
 // extractBlob writes the blob of a .caibx to a file (through a temporary
 // file renamed over it on success), a block device (in place) or, for
 // "-", standard output; the pipeline is package extract.
-func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, in, out string) error {
+func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, xf *extractTreeFlags, in, out string) error {
 	// Extraction reads every chunk once: a memory cache would only cost.
 	o := *bf
 	o.cacheSize = 0
@@ -56,6 +57,11 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 	p := newProgress(e, "extract", blob.Size())
 	defer p.done()
 	eo := extract.Options{Log: e.log, Progress: func(n int64, _ extract.From) { p.add(n) }}
+	holes, herr := yesNo("punch-holes", xf.punchHoles)
+	if herr != nil {
+		return herr
+	}
+	eo.WriteZeros = !holes
 	if out == "-" {
 		_, err = extract.Stream(ctx, blob, e.stdout, eo)
 		return err

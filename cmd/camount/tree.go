@@ -196,20 +196,6 @@ func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string
 	return nil
 }
 
-// extractTree recreates the tree of a .catar or .caidx under dir.
-func extractTree(ctx context.Context, e *env, tf *treeFlags, in string, dir string) error {
-	r, closer, err := openStream(ctx, e, tf, in)
-	if err != nil {
-		return err
-	}
-	defer closer()
-	mask, err := tf.mask()
-	if err != nil {
-		return err
-	}
-	return catar.Extract(ctx, catar.NewDecoder(r), dir, catar.ExtractOptions{Log: e.log, Features: mask})
-}
-
 // openStream returns the archive stream of a .catar or .caidx.
 func openStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reader, func(), error) {
 	switch kindOf(in) {
