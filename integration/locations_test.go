@@ -106,3 +106,107 @@ func TestLocationsMake(t *testing.T) {
 	}
 	checkFile(t, filepath.Join(dir, "x:y"), randomBytes(200<<10, 7))
 }
+
+func TestLocationsReadingVerbs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "b"), randomBytes(100<<10, 8), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(dir, "tree"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tree", "f"), []byte("hello"), 0o644)
+	for _, a := range [][]string{{"make", "--store=s:1", "c.caibx", "b"}, {"make", "--store=s:1", "t.caidx", "tree"}} {
+		if _, stderr, code := camountIn(t, dir, nil, a...); code != 0 {
+			t.Fatalf("%v: %s", a, stderr)
+		}
+	}
+	// URL schemes no reader supports; for caches and outputs, http too.
+	bad := unsupportedSchemes
+	badLocal := append([]string{"http://127.0.0.1:9/x", "https://h/x"}, unsupportedSchemes...)
+	type tc struct {
+		flag, value string
+		args        []string
+	}
+	var cases []tc
+	for _, s := range bad {
+		for _, verb := range [][]string{
+			{"extract", "c.caibx", "out"},
+			{"extract", "t.caidx", "outdir"},
+			{"mount", "c.caibx", "mnt"},
+			{"mount", "--daemon", "c.caibx", "mnt"},
+			{"nbd", "--listen=unix://" + filepath.Join(dir, "sock"), "c.caibx"},
+			{"mkdev", "c.caibx"},
+			{"list", "t.caidx"},
+			{"mtree", "t.caidx"},
+			{"digest", "t.caidx"},
+		} {
+			withStore := append([]string{verb[0], "--store=" + s}, verb[1:]...)
+			cases = append(cases, tc{"--store", s, withStore})
+			cases = append(cases, tc{"--store", s, append([]string{verb[0], "--store=s:1|" + s}, verb[1:]...)})
+			// the index argument
+			idx := slices.Clone(verb)
+			for i, a := range idx {
+				if strings.HasSuffix(a, ".caibx") || strings.HasSuffix(a, ".caidx") {
+					idx[i] = s + "/" + a
+					cases = append(cases, tc{"INDEX", idx[i], idx})
+				}
+			}
+		}
+		for _, verb := range []string{"info", "list-chunks"} {
+			cases = append(cases, tc{"INDEX", s + "/c.caibx", []string{verb, s + "/c.caibx"}})
+		}
+		cases = append(cases, tc{"--store", s, []string{"gc", "--store=" + s, "c.caibx"}})
+	}
+	for _, s := range badLocal {
+		for _, verb := range [][]string{
+			{"extract", "--store=s:1", "c.caibx", "out"},
+			{"mount", "--store=s:1", "c.caibx", "mnt"},
+			{"nbd", "--store=s:1", "--listen=unix://" + filepath.Join(dir, "sock"), "c.caibx"},
+			{"mkdev", "--store=s:1", "c.caibx"},
+			{"list", "--store=s:1", "t.caidx"},
+		} {
+			cases = append(cases, tc{"--cache", s, append(slices.Clone(verb), "--cache="+s)})
+		}
+		for _, f := range []string{"--stats-json", "--record-profile"} {
+			cases = append(cases, tc{f, s, []string{"mount", "--store=s:1", f + "=" + s, "c.caibx", "mnt"}})
+			cases = append(cases, tc{f, s, []string{"nbd", "--store=s:1", f + "=" + s, "--listen=unix://" + filepath.Join(dir, "sock"), "c.caibx"}})
+		}
+		cases = append(cases,
+			tc{"--stats-json", s, []string{"extract", "--store=s:1", "--stats-json=" + s, "c.caibx", "out"}},
+			tc{"--prefetch-profile", s, []string{"mount", "--store=s:1", "--prefetch-profile=" + s, "c.caibx", "mnt"}},
+			tc{"OUT", s, []string{"extract", "--store=s:1", "c.caibx", s}},
+			tc{"OUT", s, []string{"extract", "--store=s:1", "t.caidx", s}},
+			tc{"MOUNTPOINT", s, []string{"mount", "--store=s:1", "c.caibx", s}},
+			tc{"DIR", s, []string{"cache", "stats", s}},
+		)
+	}
+	for _, c := range cases {
+		expectRefused(t, dir, nil, c.flag, c.value, c.args...)
+	}
+
+	// An unknown --listen scheme is refused, not taken for a host name.
+	_, stderr, code := camountIn(t, dir, nil, "nbd", "--store=s:1", "--listen=http://127.0.0.1:0/", "c.caibx")
+	if code == 0 || !strings.Contains(stderr, `unknown scheme http://`) {
+		t.Errorf("nbd --listen=http://…: exit %d, %q", code, stderr)
+	}
+	// A regular file where the socket should be is named as such.
+	os.WriteFile(filepath.Join(dir, "notsock"), nil, 0o644)
+	_, stderr, code = camountIn(t, dir, nil, "nbd", "--store=s:1", "--listen=unix://"+filepath.Join(dir, "notsock"), "c.caibx")
+	if code == 0 || !strings.Contains(stderr, "not a socket but a regular file") {
+		t.Errorf("nbd --listen on a regular file: exit %d, %q", code, stderr)
+	}
+
+	// Local paths with colons and file:// URLs work for reading verbs.
+	for _, a := range [][]string{
+		{"extract", "--store=s:1", "--cache=c:1", "c.caibx", "o:1"},
+		{"extract", "--store=file://" + filepath.Join(dir, "s:1"), "file://" + filepath.Join(dir, "c.caibx"), "file://" + filepath.Join(dir, "o:2")},
+		{"list", "--store=s:1", "t.caidx"},
+		{"info", "file://" + filepath.Join(dir, "c.caibx")},
+		{"cache", "stats", "c:1"},
+	} {
+		if _, stderr, code := camountIn(t, dir, nil, a...); code != 0 {
+			t.Errorf("%v: %s", a, stderr)
+		}
+	}
+	checkFile(t, filepath.Join(dir, "o:1"), randomBytes(100<<10, 8))
+	checkFile(t, filepath.Join(dir, "o:2"), randomBytes(100<<10, 8))
+}

@@ -44,8 +44,10 @@ const (
 	// Cache is a disk cache directory (--cache).
 	Cache
 	// Output is something written: an index made, an extracted file or
-	// tree, a statistics or profile file.
+	// tree, a statistics or profile file, a mountpoint.
 	Output
+	// Input is a file read that is not an index (a profile, a key).
+	Input
 )
 
 func (u Use) String() string {
@@ -60,6 +62,8 @@ func (u Use) String() string {
 		return "cache"
 	case Output:
 		return "output"
+	case Input:
+		return "input file"
 	}
 	return fmt.Sprintf("Use(%d)", int(u))
 }

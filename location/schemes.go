@@ -10,4 +10,5 @@ var schemes = map[Use][]string{
 	Index:      {"http", "https"},
 	Cache:      {},
 	Output:     {},
+	Input:      {},
 }

@@ -121,7 +121,8 @@ func loadIndex(ctx context.Context, path string) (*chunker.Index, error) {
 
 // openBlob loads an index and returns a Blob reading it through the stores.
 func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.Blob, *chunker.Index, error) {
-	if err := o.checkReadLocations(index); err != nil {
+	index, err := o.checkReadLocations(index)
+	if err != nil {
 		return nil, nil, err
 	}
 	x, err := o.remote.loadIndex(ctx, e, index)

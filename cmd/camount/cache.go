@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/camount/camount/cache"
+	"github.com/camount/camount/location"
 )
 
 func init() {
@@ -28,7 +29,10 @@ func init() {
 				if len(args) != 2 {
 					return usagef("want a subcommand (stats, prune, verify) and a cache directory")
 				}
-				dir := args[1]
+				dir, err := parseLocal("DIR", args[1], location.Cache)
+				if err != nil {
+					return err
+				}
 				if st, err := os.Stat(dir); err != nil {
 					return err
 				} else if !st.IsDir() {

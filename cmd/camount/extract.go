@@ -5,6 +5,7 @@ import (
 	"flag"
 
 	"github.com/camount/camount/extract"
+	"github.com/camount/camount/location"
 )
 
 func init() {
@@ -24,6 +25,19 @@ func init() {
 					return usagef("want an image and an output")
 				}
 				in, out := args[0], args[1]
+				// Every location is checked before any work (locations.go).
+				in, err := bf.checkReadLocations(in)
+				if err != nil {
+					return err
+				}
+				if out != "-" {
+					if out, err = parseLocal("OUT", out, location.Output); err != nil {
+						return err
+					}
+				}
+				if err := pf.checkFiles(); err != nil {
+					return err
+				}
 				switch kindOf(in) {
 				case kindBlobIndex:
 					pf.quietExit = !*stats

@@ -5,6 +5,7 @@ package main
 // schemes each use supports) before any work starts.
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/camount/camount/location"
+	"golang.org/x/sys/unix"
 )
 
 // parseLocal parses a value that must be a local path for use (outputs,
@@ -47,10 +49,15 @@ func (o *makeFlags) storeLocation(index string) (location.Location, error) {
 
 // checkReadLocations parses the index, every --store (each mirror of a
 // 'URL1|URL2' group) and --cache of a reading verb, so that a bad one is
-// refused before anything is fetched or created.
-func (o *blobFlags) checkReadLocations(index string) error {
-	if _, err := location.Parse("INDEX", index, location.Index); err != nil {
-		return err
+// refused before anything is fetched or created. It returns the index to
+// use: a file:// URL becomes its path.
+func (o *blobFlags) checkReadLocations(index string) (string, error) {
+	l, err := location.Parse("INDEX", index, location.Index)
+	if err != nil {
+		return "", err
+	}
+	if l.IsLocal() {
+		index = l.Path
 	}
 	flag := "--store"
 	specs := []string(o.stores)
@@ -65,16 +72,16 @@ func (o *blobFlags) checkReadLocations(index string) error {
 				continue // openStore names the empty mirror
 			}
 			if _, err := location.Parse(flag, m, location.ReadStore); err != nil {
-				return err
+				return "", err
 			}
 		}
 	}
 	if o.remote != nil {
-		if _, err := parseLocal("--cache", o.remote.cacheDir, location.Cache); err != nil {
-			return err
+		if o.remote.cacheDir, err = parseLocal("--cache", o.remote.cacheDir, location.Cache); err != nil {
+			return "", err
 		}
 	}
-	return nil
+	return index, nil
 }
 
 // indexSource is how a mount or device names its index where anybody can
@@ -123,4 +130,72 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 		}
 	}
 	return a
+}
+
+// checkOutputFile checks, before any work, that flag's value names a
+// local file that can be written: its directory exists and is writable,
+// and it is not a directory or read-only. Nothing is created. It returns
+// the path ("" when not given).
+func checkOutputFile(flag, value string) (string, error) {
+	p, err := parseLocal(flag, value, location.Output)
+	if err != nil || p == "" {
+		return p, err
+	}
+	if st, err := os.Stat(p); err == nil {
+		if st.IsDir() {
+			return "", fmt.Errorf("%s %s: is a directory", flag, p)
+		}
+		if err := unix.Access(p, unix.W_OK); err != nil {
+			return "", fmt.Errorf("%s %s: cannot be written: %w", flag, p, err)
+		}
+		return p, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("%s %s: %w", flag, p, err)
+	}
+	dir := filepath.Dir(p)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, p, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%s %s: %s is not a directory", flag, p, dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return "", fmt.Errorf("%s %s: cannot create a file in %s: %w", flag, p, dir, err)
+	}
+	return p, nil
+}
+
+// checkFiles checks the files of the prefetch flags at start: the
+// profile to read is a local file, the profile and statistics to write
+// can be written (so that they are not lost at exit).
+func (o *prefetchFlags) checkFiles() error {
+	if _, err := parseLocal("--prefetch-profile", o.prefetchProfile, location.Input); err != nil {
+		return err
+	}
+	var err error
+	if o.recordProfile, err = checkOutputFile("--record-profile", o.recordProfile); err != nil {
+		return err
+	}
+	if o.statsJSON, err = checkOutputFile("--stats-json", o.statsJSON); err != nil {
+		return err
+	}
+	return nil
+}
+
+// fileKind names the type of a file for messages.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }

@@ -52,7 +52,11 @@ func init() {
 				if err := pf.check(); err != nil {
 					return err
 				}
-				return runMkdev(ctx, e, bf, pf, args[0], *via, *method, *conns)
+				index, err := bf.checkReadLocations(args[0])
+				if err != nil {
+					return err
+				}
+				return runMkdev(ctx, e, bf, pf, index, *via, *method, *conns)
 			}
 		},
 	})

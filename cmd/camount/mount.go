@@ -55,11 +55,25 @@ func init() {
 				if *logFile != "" && !*daemon {
 					return usagef("--log-file applies with --daemon only")
 				}
+				// Every location is checked before any work (locations.go).
+				index, err := bf.checkReadLocations(args[0])
+				if err != nil {
+					return err
+				}
+				mnt, err := parseLocal("MOUNTPOINT", args[1], location.Output)
+				if err != nil {
+					return err
+				}
+				for _, f := range []struct{ flag, value string }{{"--cpuprofile", *cpuProfile}, {"--memprofile", *memProfile}, {"--log-file", *logFile}} {
+					if _, err := checkOutputFile(f.flag, f.value); err != nil {
+						return err
+					}
+				}
 				if *daemon && !isDaemonChild() {
 					return daemonize(e)
 				}
 				return runMount(ctx, e, mountArgs{
-					index: args[0], mnt: args[1], blob: bf, prefetch: pf, name: *name,
+					index: index, mnt: mnt, blob: bf, prefetch: pf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
 					cpuProfile: *cpuProfile, memProfile: *memProfile,
 					daemon: *daemon, logFile: *logFile,

@@ -43,6 +43,12 @@ func init() {
 				if err := pf.check(); err != nil {
 					return err
 				}
+				for i, index := range args {
+					var err error
+					if args[i], err = bf.checkReadLocations(index); err != nil {
+						return err
+					}
+				}
 				return runNBD(ctx, e, bf, pf, *listen, names, *maxConns, args)
 			}
 		},
@@ -116,6 +122,9 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 
 // parseListen splits a --listen value into a network and an address.
 func parseListen(s string) (network, addr string, err error) {
+	if sc := location.Scheme(s); sc != "" && sc != "unix" && sc != "tcp" {
+		return "", "", fmt.Errorf("%q: unknown scheme %s:// (want unix:///PATH or tcp://HOST:PORT)", location.Redact(s), sc)
+	}
 	switch {
 	case strings.HasPrefix(s, "unix://"):
 		network, addr = "unix", strings.TrimPrefix(s, "unix://")
@@ -160,6 +169,9 @@ func listenNBD(network, addr string) (net.Listener, error) {
 			return nil, fmt.Errorf("nbd: listen on %s: %w", addr, err)
 		}
 		return l, nil
+	}
+	if st, serr := os.Lstat(addr); serr == nil && st.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("nbd: listen on %s: it exists and is not a socket but a %s; remove it or choose another path", addr, fileKind(st.Mode()))
 	}
 	if st, serr := os.Lstat(addr); serr == nil && st.Mode()&os.ModeSocket != 0 {
 		if c, derr := net.DialTimeout("unix", addr, time.Second); derr == nil {

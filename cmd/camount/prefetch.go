@@ -53,7 +53,7 @@ func (o *prefetchFlags) check() error {
 	default:
 		return usagef("--prefetch must be none, readahead or all, not %q", o.mode)
 	}
-	return nil
+	return o.checkFiles() // locations.go
 }
 
 // startBlobServices starts what the prefetch flags ask for on blob: the

@@ -75,8 +75,12 @@ func (r *remoteFlags) httpOptions(log *slog.Logger) (fetch.HTTPOptions, error) {
 
 // loadIndex reads an index from a file or an http(s):// URL.
 func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chunker.Index, error) {
-	if !fetch.IsURL(path) {
-		return loadIndex(ctx, path)
+	loc, err := location.Parse("INDEX", path, location.Index)
+	if err != nil {
+		return nil, err
+	}
+	if loc.IsLocal() {
+		return loadIndex(ctx, loc.Path)
 	}
 	o, err := r.httpOptions(e.log)
 	if err != nil {

@@ -379,7 +379,11 @@ func runDigest(ctx context.Context, e *env, tf *treeFlags, args []string) error 
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("want a directory, .catar or .caidx, and optionally a path inside it")
 	}
-	in := args[0]
+	// Every location is checked before any work (locations.go).
+	in, err := tf.blobFlags().checkReadLocations(args[0])
+	if err != nil {
+		return err
+	}
 	if kindOf(in) == kindBlobIndex {
 		return usagef("%s: use camount info or a blob verb for .caibx images", in)
 	}
@@ -431,7 +435,11 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("want a directory, .catar or .caidx, and optionally a path inside it")
 	}
-	in := args[0]
+	// Every location is checked before any work (locations.go).
+	in, err := tf.blobFlags().checkReadLocations(args[0])
+	if err != nil {
+		return err
+	}
 	sub := ""
 	if len(args) == 2 {
 		sub = strings.Trim(args[1], "/")
