@@ -330,11 +330,14 @@ func readAllLimit(r io.Reader, b []byte, limit int64) ([]byte, error) {
 // does that through the Refetcher interface), since a response may be
 // damaged on the way.
 type HTTPStore struct {
-	base string
-	g    *httpGetter
+	base  string // without query and fragment
+	query string // the base URL's query, sent with every chunk request
+	g     *httpGetter
 }
 
-// NewHTTPStore returns a store for the base URL (http:// or https://).
+// NewHTTPStore returns a store for the base URL (http:// or https://). A
+// query in the URL (a signed or tokenised CDN URL) is sent with every
+// chunk request, as desync does: <base>/<4 hex>/<hex>.cacnk?<query>.
 func NewHTTPStore(base string, o HTTPOptions) (*HTTPStore, error) {
 	u, err := url.Parse(base)
 	if err != nil {
@@ -350,16 +353,25 @@ func NewHTTPStore(base string, o HTTPOptions) (*HTTPStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &HTTPStore{base: strings.TrimSuffix(base, "/"), g: g}, nil
+	s := &HTTPStore{query: u.RawQuery, g: g}
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
+	s.base = strings.TrimSuffix(u.String(), "/")
+	return s, nil
 }
 
 // String names the store with its password redacted.
+// String names the store with its password redacted and without its
+// query (which may hold a signature).
 func (s *HTTPStore) String() string { return location.Redact(s.base) }
 
 // URL returns where a chunk lives.
 func (s *HTTPStore) URL(id chunker.ID) string {
 	h := id.String()
-	return s.base + "/" + h[:4] + "/" + h + ChunkSuffix
+	u := s.base + "/" + h[:4] + "/" + h + ChunkSuffix
+	if s.query != "" {
+		u += "?" + s.query
+	}
+	return u
 }
 
 // Get fetches <id>.cacnk.

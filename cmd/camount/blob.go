@@ -82,7 +82,7 @@ func (o *blobFlags) storeSpecs(index string) []string {
 	if s := os.Getenv("CASYNC_STORE"); s != "" {
 		return []string{s}
 	}
-	if s := defaultStore(index); s != "" {
+	if s := defaultStore(index, o.remote.chunkQuery); s != "" {
 		return []string{s}
 	}
 	return []string{filepath.Join(filepath.Dir(index), "default.castr")}
@@ -178,7 +178,9 @@ const (
 	kindArchive
 )
 
+// A URL's query and fragment (a signed CDN URL) are not part of its name.
 func kindOf(path string) indexKind {
+	path = location.StripQuery(path)
 	switch {
 	case strings.HasSuffix(path, ".caibx"):
 		return kindBlobIndex

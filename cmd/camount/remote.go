@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ type remoteFlags struct {
 	failBack                  time.Duration
 	cacheDir                  string
 	cacheMax                  byteSize
+	chunkQuery                bool
 
 	once   sync.Once
 	opts   fetch.HTTPOptions // shared by every store: one connection pool
@@ -37,6 +39,7 @@ func addRemoteFlags(fs *flag.FlagSet) *remoteFlags {
 	r := addHTTPFlags(fs)
 	fs.DurationVar(&r.failBack, "failback", time.Minute, "after switching to another mirror of a 'URL1|URL2' group, go back to the first after this `DURATION`")
 	fs.StringVar(&r.cacheDir, "cache", "", "persistent disk cache `DIR` of verified chunks (a .castr-layout store, shareable between processes)")
+	fs.BoolVar(&r.chunkQuery, "chunk-query", false, "send the query of an index URL (a signed or tokenised CDN URL: ?sig=…) with the chunk requests of the store derived from it (default.castr beside the index); a --store URL's own query is always sent")
 	fs.Var(&r.cacheMax, "cache-max-size", "bound of the disk cache in `BYTES` (K/M/G/T suffixes); least recently used chunks are evicted")
 	return r
 }
@@ -103,11 +106,24 @@ func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.In
 
 // defaultStore is the store of an index when neither --store nor
 // $CASYNC_STORE is given: default.castr beside it, on disk or on the server.
-func defaultStore(index string) string {
+// The index URL's query and fragment are dropped, as casync does; with
+// chunkQuery (--chunk-query) the query is kept for the chunk requests.
+func defaultStore(index string, chunkQuery bool) string {
 	if fetch.IsURL(index) {
 		if u, err := fetch.DefaultStoreURL(index); err == nil {
+			if q := indexQuery(index); chunkQuery && q != "" {
+				u += "?" + q
+			}
 			return u
 		}
+	}
+	return ""
+}
+
+// indexQuery is the raw query of an index URL ("" for none).
+func indexQuery(index string) string {
+	if u, err := url.Parse(index); err == nil {
+		return u.RawQuery
 	}
 	return ""
 }
