@@ -147,7 +147,7 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 		if err != nil {
 			s = fetch.NewLocalStore(spec)
 		}
-		stores = append(stores, s)
+		stores = append(stores, o.remote.limit(s, spec))
 	}
 	mem := cache.NewMemory(int64(o.cacheSize))
 	if o.cacheSize == 0 {

@@ -29,6 +29,7 @@ type remoteFlags struct {
 	cacheDir                  string
 	cacheMax                  byteSize
 	chunkQuery                bool
+	rate                      rateLimits // --rate-limit-bps
 
 	once   sync.Once
 	opts   fetch.HTTPOptions // shared by every store: one connection pool
@@ -41,6 +42,7 @@ func addRemoteFlags(fs *flag.FlagSet) *remoteFlags {
 	fs.StringVar(&r.cacheDir, "cache", "", "persistent disk cache `DIR` of verified chunks (a .castr-layout store, shareable between processes)")
 	fs.BoolVar(&r.chunkQuery, "chunk-query", false, "send the query of an index URL (a signed or tokenised CDN URL: ?sig=…) with the chunk requests of the store derived from it (default.castr beside the index); a --store URL's own query is always sent")
 	fs.Var(&r.cacheMax, "cache-max-size", "bound of the disk cache in `BYTES` (K/M/G/T suffixes); least recently used chunks are evicted")
+	fs.Var(&r.rate.bps, "rate-limit-bps", "cap all fetching from remote stores at `BYTES`/s of stored (compressed) chunk data, as casync (K/M/G suffixes; 0: no cap)")
 	return r
 }
 
