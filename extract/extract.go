@@ -22,6 +22,7 @@ import (
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/seed"
 )
 
 // From says where the bytes of a written chunk came from.
@@ -44,6 +45,18 @@ type Options struct {
 	// WriteZeros writes zero chunks into a regular file instead of leaving
 	// holes (casync's --punch-holes=no). Block devices always get zeros.
 	WriteZeros bool
+	// Seeds, if set, supply chunks before the scheduler is asked for
+	// them; Blob adds the output (SeedOutput) and starts the scans.
+	Seeds *seed.Set
+	// SeedOutput uses an existing regular-file output as a seed
+	// (casync's --seed-output=yes); false: not.
+	SeedOutput bool
+	// ScanCache, if set, keeps seed scans, and Blob records the image it
+	// wrote, so that the next update seeded from it needs no scan.
+	ScanCache *seed.ScanCache
+	// Reflink says whether seeded ranges are cloned into a regular-file
+	// output; the zero value is ReflinkAuto.
+	Reflink Reflink
 	// Workers is the number of chunks assembled at once; 0 means
 	// max(16, 2*GOMAXPROCS), enough to hide network latency (the scheduler
 	// bounds the real fetch concurrency).
@@ -83,6 +96,13 @@ func (o *Options) workers() int {
 	return max(16, 2*runtime.GOMAXPROCS(0))
 }
 
+func (o *Options) log() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
 func (o *Options) progress(n int64, from From) {
 	if o.Progress != nil {
 		o.Progress(n, from)
@@ -116,10 +136,16 @@ func Blob(ctx context.Context, b *fetch.Blob, target string, o Options) (*Result
 	if err := out.commit(); err != nil {
 		return nil, err
 	}
+	if o.ScanCache != nil && !out.device {
+		if err := o.ScanCache.Record(out.target, b.Index()); err != nil {
+			o.log().Debug("cannot record the output's chunks in the scan cache", "err", err)
+		}
+	}
 	return cnt.result(b.Index()), nil
 }
 
-// assemble writes every chunk of b into out.f at its offset.
+// assemble writes every chunk of b into out.f at its offset: from a seed
+// when one holds it (verified), else through the scheduler.
 func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *counters, wrote *atomic.Bool) error {
 	x := b.Index()
 	holes := !out.device && !o.WriteZeros
@@ -128,6 +154,7 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 	// otherwise be fetched again.
 	firstOf := make(map[chunker.ID]int, len(x.Chunks))
 	copies := map[int][]int{}
+	var firsts []int
 	for i, c := range x.Chunks {
 		if b.IsZero(i) {
 			continue
@@ -137,50 +164,88 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 			continue
 		}
 		firstOf[c.ID] = i
+		firsts = append(firsts, i)
 	}
 	// Every chunk is a fresh allocation and almost nothing stays live, so
 	// the default GC would run every few MB: let the heap grow further.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	var next atomic.Int64
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var sd *seeder
+	if set := o.Seeds; set != nil || (o.SeedOutput && out.old != nil) {
+		if set == nil {
+			set = seed.NewSet(x, seed.SetOptions{Log: o.Log, Zero: fetch.ZeroChunks(x)})
+			defer set.Close()
+		}
+		if o.SeedOutput && !out.device {
+			own, err := outputSeed(out, seed.ParamsOf(x), o.ScanCache)
+			if err != nil {
+				o.log().Warn("the existing output is not used as a seed", "output", out.target, "err", err)
+			} else if own != nil {
+				set.Add(own)
+			}
+		}
+		set.Start(ctx)
+		sd = &seeder{set: set, d: x.Digest(), out: out, mode: o.Reflink}
+	}
+
 	var wg sync.WaitGroup
 	var errOnce sync.Once
 	var firstErr error
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
+	// Zero chunks: holes in a fresh file, or zeros written.
+	for i, c := range x.Chunks {
+		if !b.IsZero(i) {
+			continue
+		}
+		if !holes {
+			if err := writeAt(out.f, zeroBytes(c.Size), int64(c.Start), wrote); err != nil {
+				return err
+			}
+		}
+		cnt.zero.Add(int64(c.Size))
+		o.progress(int64(c.Size), FromZero)
+	}
+	jobs := make(chan int)
+	var set *seed.Set
+	if sd != nil {
+		set = sd.set
+	}
+	go dispatch(ctx, set, x, firsts, jobs)
 	for w := 0; w < o.workers(); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(x.Chunks) || ctx.Err() != nil {
-					return
+			for i := range jobs {
+				if ctx.Err() != nil {
+					continue // drain
 				}
 				c := x.Chunks[i]
-				if b.IsZero(i) {
-					if !holes {
-						if err := writeAt(out.f, zeroBytes(c.Size), int64(c.Start), wrote); err != nil {
+				places := append([]int{i}, copies[i]...)
+				if data, loc, ok := sd.chunk(c); ok {
+					for _, j := range places {
+						n, err := sd.write(data, loc, int64(x.Chunks[j].Start), wrote)
+						if err != nil {
 							fail(err)
-							return
+							break
 						}
+						cnt.reflinked.Add(n)
+						cnt.seeded.Add(1)
+						cnt.seededBytes.Add(int64(c.Size))
+						o.progress(int64(c.Size), FromSeed)
 					}
-					cnt.zero.Add(int64(c.Size))
-					o.progress(int64(c.Size), FromZero)
 					continue
-				}
-				if firstOf[c.ID] != i {
-					continue // written with the first copy
 				}
 				data, err := b.Chunk(ctx, i, fetch.Foreground)
 				if err != nil {
 					fail(err)
-					return
+					continue
 				}
-				for _, j := range append([]int{i}, copies[i]...) {
+				for _, j := range places {
 					if err := writeAt(out.f, data, int64(x.Chunks[j].Start), wrote); err != nil {
 						fail(err)
-						return
+						break
 					}
 					cnt.fetched.Add(1)
 					cnt.fetchedBytes.Add(int64(c.Size))
@@ -190,7 +255,17 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 		}()
 	}
 	wg.Wait()
-	return firstErr
+	if firstErr != nil {
+		return firstErr
+	}
+	if set != nil {
+		// A seed that could not be read is an error unless seeds are
+		// optional (the Set then only warned).
+		if err := set.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func writeAt(f *os.File, p []byte, off int64, wrote *atomic.Bool) error {

@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/seed"
 )
 
 // memStore is a Store over a map of stored bytes, with a hook to block.
@@ -286,4 +288,85 @@ func TestWriteZeros(t *testing.T) {
 	if sst.Blocks*512 < int64(len(data))-4096 {
 		t.Errorf("only %d bytes allocated of %d: zeros were not written", sst.Blocks*512, len(data))
 	}
+}
+
+// countingStore counts Gets.
+type countingStore struct {
+	*memStore
+	gets atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
+	s.gets.Add(1)
+	return s.memStore.Get(ctx, id)
+}
+
+func TestBlobSeedOutputAndScanCache(t *testing.T) {
+	v1, x1, _ := fixture(t, 800<<10)
+	v2 := append([]byte(nil), v1...)
+	rand.New(rand.NewSource(3)).Read(v2[500<<10 : 520<<10])
+	x2, st2 := reindex(t, v2)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "img")
+	os.WriteFile(out, v1, 0o644)
+	in1 := map[chunker.ID]bool{}
+	for _, c := range x1.Chunks {
+		in1[c.ID] = true
+	}
+	want := map[chunker.ID]bool{}
+	b := newBlob(t, x2, st2)
+	for i, c := range x2.Chunks {
+		if !in1[c.ID] && !b.IsZero(i) {
+			want[c.ID] = true
+		}
+	}
+	cs := &countingStore{memStore: st2}
+	sc := &seed.ScanCache{Dir: t.TempDir()}
+	res, err := Blob(context.Background(), newBlob(t, x2, cs), out, Options{SeedOutput: true, ScanCache: sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, v2) {
+		t.Fatal("output differs from v2")
+	}
+	if cs.gets.Load() != int64(len(want)) || res.SeededChunks == 0 {
+		t.Errorf("fetched %d chunks, %d are not in v1; result %+v", cs.gets.Load(), len(want), res)
+	}
+	noTemps(t, dir)
+	// The written image was recorded: extracting again takes every chunk
+	// from it with no scan, and corrupting the record costs no wrong byte.
+	cs.gets.Store(0)
+	res, err = Blob(context.Background(), newBlob(t, x2, cs), out, Options{SeedOutput: true, ScanCache: sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.gets.Load() != 0 {
+		t.Errorf("second extract fetched %d chunks", cs.gets.Load())
+	}
+	got, _ = os.ReadFile(out)
+	if !bytes.Equal(got, v2) {
+		t.Fatal("output differs from v2")
+	}
+}
+
+// reindex chunks data with the fixture's parameters.
+func reindex(t testing.TB, data []byte) (*chunker.Index, *memStore) {
+	p := chunker.Params{Min: 1 << 10, Avg: 4 << 10, Max: 16 << 10}
+	x := &chunker.Index{Flags: chunker.FlagSHA512_256, Min: p.Min, Avg: p.Avg, Max: p.Max}
+	st := &memStore{chunks: map[chunker.ID][]byte{}}
+	ck, _ := chunker.NewChunker(bytes.NewReader(data), p)
+	off := uint64(0)
+	for {
+		b, err := ck.Next()
+		if err != nil {
+			break
+		}
+		id := x.Digest().Sum(b)
+		x.Chunks = append(x.Chunks, chunker.Chunk{ID: id, Start: off, Size: uint64(len(b))})
+		off += uint64(len(b))
+		z, _ := fetch.Compress(fetch.Zstd, b)
+		st.chunks[id] = z
+	}
+	return x, st
 }

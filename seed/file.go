@@ -175,3 +175,9 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 func isIndexPath(p string) bool {
 	return strings.HasSuffix(p, ".caibx") || strings.HasSuffix(p, ".caidx")
 }
+
+// FromFile makes a file seed of an open file, named name in errors; the
+// seed owns f (Close closes it).
+func FromFile(f *os.File, name string, p Params) *FileSeed {
+	return &FileSeed{path: name, f: f, p: p}
+}
