@@ -681,7 +681,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 			errs = append(errs, err)
 			continue
 		}
-		if i > 0 {
+		if i > 0 && !(i == 1 && isSeed(s.stores[0])) && !isSeed(st) {
 			s.Stats.Failovers.Add(1)
 		}
 		if p != Foreground {
@@ -694,7 +694,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 		if s.disk == nil || p != Background || s.prioOf(cl) != Background {
 			s.mem.Add(c.ID, data)
 		}
-		if s.disk != nil {
+		if s.disk != nil && !isSeed(st) {
 			s.disk.Put(c.ID, data)
 		}
 		return data, i, nraw, nil

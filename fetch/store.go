@@ -43,3 +43,14 @@ func (e *CorruptChunkError) Error() string {
 }
 
 func (e *CorruptChunkError) Unwrap() error { return e.Err }
+
+// Seeder is implemented by stores of local data (seed sets, package
+// seed) placed before the real stores: what they serve is not copied into
+// the disk cache, and a chunk they lack that the next store serves is not
+// counted as a failover.
+type Seeder interface{ IsSeed() bool }
+
+func isSeed(st Store) bool {
+	s, ok := st.(Seeder)
+	return ok && s.IsSeed()
+}

@@ -85,6 +85,9 @@ func (s *FileSeed) scan(ctx context.Context, found Found) error {
 		return fmt.Errorf("seed %s: %w", s.path, err)
 	}
 	workers := max(1, runtime.GOMAXPROCS(0)-1)
+	if IsBackground(ctx) {
+		workers = 1
+	}
 	jobs := make(chan *scanJob, workers)
 	order := make(chan *scanJob, 2*workers)
 	var wg sync.WaitGroup
@@ -92,6 +95,7 @@ func (s *FileSeed) scan(ctx context.Context, found Found) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			LowerPriority(ctx)
 			var datas [][]byte
 			for j := range jobs {
 				datas = datas[:0]

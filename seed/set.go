@@ -84,6 +84,7 @@ func (s *Set) Start(ctx context.Context) {
 		return
 	}
 	go func() {
+		LowerPriority(ctx)
 		var errs []error
 		for _, sd := range s.seeds {
 			if err := sd.Scan(ctx, s.found); err != nil {
@@ -185,6 +186,10 @@ func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	return b, nil
 }
 
+// IsSeed implements fetch.Seeder: seeded chunks are not copied into the
+// disk cache.
+func (s *Set) IsSeed() bool { return true }
+
 // String implements fetch.Store.
 func (s *Set) String() string { return "seeds" }
 
@@ -197,4 +202,7 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
-var _ fetch.Store = (*Set)(nil)
+var (
+	_ fetch.Store  = (*Set)(nil)
+	_ fetch.Seeder = (*Set)(nil)
+)

@@ -63,6 +63,7 @@ type blobFlags struct {
 	cacheSize byteSize
 	workers   int
 	remote    *remoteFlags // HTTP stores, index URLs, mirrors, disk cache (remote.go)
+	seeds     *seedFlags   // --seed (seed.go); nil for verbs without seeds
 }
 
 func addBlobFlags(fs *flag.FlagSet) *blobFlags {
@@ -149,6 +150,11 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 		}
 		stores = append(stores, o.remote.limit(s, spec))
 	}
+	seedStores, err := o.seeds.lazyStores(ctx, e, o, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	stores = append(seedStores, stores...)
 	mem := cache.NewMemory(int64(o.cacheSize))
 	if o.cacheSize == 0 {
 		mem = cache.NewMemory(-1)

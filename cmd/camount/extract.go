@@ -17,6 +17,7 @@ func init() {
 			bf := addBlobFlags(fs)
 			tf := addTreeFlags(fs)
 			xf := addExtractTreeFlags(fs)
+			sf := addSeedFlags(fs, bf, true)
 			pf := &prefetchFlags{mode: "none"}
 			fs.StringVar(&pf.statsJSON, "stats-json", "", "write fetch statistics of a .caibx extract as JSON to `FILE` at the end")
 			stats := fs.Bool("stats", false, "print a line of fetch statistics of a .caibx extract at the end")
@@ -41,7 +42,7 @@ func init() {
 				switch kindOf(in) {
 				case kindBlobIndex:
 					pf.quietExit = !*stats
-					return extractBlob(ctx, e, bf, pf, xf, in, out)
+					return extractBlob(ctx, e, bf, pf, xf, sf, in, out)
 				case kindTreeIndex, kindArchive:
 					return extractTree(ctx, e, tf, xf, in, out)
 				}
@@ -54,11 +55,11 @@ func init() {
 // extractBlob writes the blob of a .caibx to a file (through a temporary
 // file renamed over it on success), a block device (in place) or, for
 // "-", standard output; the pipeline is package extract.
-func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, xf *extractTreeFlags, in, out string) error {
+func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, xf *extractTreeFlags, sf *seedFlags, in, out string) error {
 	// Extraction reads every chunk once: a memory cache would only cost.
 	o := *bf
 	o.cacheSize = 0
-	blob, _, err := openBlob(ctx, e, in, &o)
+	blob, x, err := openBlob(ctx, e, in, &o)
 	if err != nil {
 		return err
 	}
@@ -68,18 +69,39 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 		return err
 	}
 	defer stopStats()
-	p := newProgress(e, "extract", blob.Size())
-	defer p.done()
-	eo := extract.Options{Log: e.log, Progress: func(n int64, _ extract.From) { p.add(n) }}
+	eo := extract.Options{Log: e.log}
 	holes, herr := yesNo("punch-holes", xf.punchHoles)
 	if herr != nil {
 		return herr
 	}
 	eo.WriteZeros = !holes
-	if out == "-" {
-		_, err = extract.Stream(ctx, blob, e.stdout, eo)
+	if eo.SeedOutput, err = yesNo("seed-output", sf.output); err != nil {
 		return err
 	}
-	_, err = extract.Blob(ctx, blob, out, eo)
+	if eo.Reflink, err = extract.ParseReflink(sf.reflink); err != nil {
+		return usagef("%v", err)
+	}
+	eo.ScanCache = scanCache(&o)
+	if len(sf.paths) > 0 && out != "-" {
+		set, err := sf.open(e, &o, x)
+		if err != nil {
+			return err
+		}
+		defer set.Close()
+		eo.Seeds = set
+	}
+	p := newSeedProgress(e, "extract", blob.Size())
+	defer p.done()
+	eo.Progress = p.add
+	var res *extract.Result
+	if out == "-" {
+		res, err = extract.Stream(ctx, blob, e.stdout, eo)
+	} else {
+		res, err = extract.Blob(ctx, blob, out, eo)
+	}
+	if err == nil && res.SeededChunks > 0 {
+		e.log.Info("extracted", "seeded chunks", res.SeededChunks, "seeded bytes", res.SeededBytes,
+			"reflinked bytes", res.ReflinkedBytes, "fetched chunks", res.FetchedChunks, "fetched bytes", res.FetchedBytes)
+	}
 	return err
 }

@@ -33,6 +33,7 @@ func init() {
 		summary: "mount a .caidx/.catar as its file tree, or a .caibx as one file, read-only (FUSE)",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
+			addSeedFlags(fl, bf, false)
 			pf := addPrefetchFlags(fl)
 			name := fl.String("name", "", "`NAME` of the file a .caibx appears as (default: the index name without .caibx)")
 			mkdir := fl.String("mkdir", "yes", "create a missing MOUNTPOINT directory: yes or no")

@@ -25,6 +25,7 @@ func init() {
 		summary: "serve .caibx images read-only over NBD (qemu, nbdinfo, nbdcopy, nbdfuse, nbd-client)",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
+			addSeedFlags(fs, bf, false)
 			pf := addPrefetchFlags(fs)
 			listen := fs.String("listen", defaultNBDListen, "where to listen: `unix:///PATH` or tcp://HOST:PORT (port 0 picks a free one); addresses other than loopback only when given explicitly")
 			var names stringList

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/extract"
+	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/seed"
+)
+
+// seedFlags are the --seed flags of extract, mount, nbd and mkdev.
+type seedFlags struct {
+	paths    stringList
+	optional bool
+	// extract only
+	output, reflink string
+	// lazy: openBlob puts the seed set first in the store list and starts
+	// its scans in the background (mount, nbd, mkdev); extract handles
+	// seeds itself.
+	lazy bool
+	set  *seed.Set // the set openBlob made, if any
+}
+
+// addSeedFlags registers --seed and --seed-optional on fs, and for extract
+// --seed-output and --reflink, and attaches them to bf.
+func addSeedFlags(fs *flag.FlagSet, bf *blobFlags, extract bool) *seedFlags {
+	sf := &seedFlags{lazy: !extract}
+	fs.Var(&sf.paths, "seed", "local `PATH` whose chunks are read instead of fetched (repeatable): a file or block device (chunked as the image), an index .caibx/.caidx with its data beside it without the suffix, or a directory; every seeded chunk is verified")
+	fs.BoolVar(&sf.optional, "seed-optional", false, "a missing or unreadable --seed is a warning, not an error")
+	if extract {
+		fs.StringVar(&sf.output, "seed-output", "yes", "use an existing output file as a seed: yes or no")
+		fs.StringVar(&sf.reflink, "reflink", "auto", "clone seeded ranges into the output file instead of copying them (btrfs, xfs): auto, yes or no")
+	}
+	bf.seeds = sf
+	return sf
+}
+
+// scanCache returns the cache of seed scans: DIR/seeds under --cache DIR,
+// else under $XDG_CACHE_HOME/camount (~/.cache/camount); nil if neither
+// can be had.
+func scanCache(bf *blobFlags) *seed.ScanCache {
+	if bf.remote != nil && bf.remote.cacheDir != "" {
+		return &seed.ScanCache{Dir: bf.remote.cacheDir}
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return nil
+	}
+	return &seed.ScanCache{Dir: filepath.Join(d, "camount")}
+}
+
+// open opens every --seed for target x into a set (not started). A seed
+// that cannot be opened is an error naming it, or with --seed-optional a
+// warning.
+func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index) (*seed.Set, error) {
+	set := seed.NewSet(x, seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x)})
+	cache := scanCache(bf)
+	for _, p := range sf.paths {
+		sd, err := seed.Open(p, set.Params(), cache)
+		if err != nil {
+			if sf.optional {
+				e.log.Warn("seed not used", "err", err)
+				continue
+			}
+			set.Close()
+			return nil, fmt.Errorf("--seed: %w", err)
+		}
+		set.Add(sd)
+	}
+	return set, nil
+}
+
+// lazyStores is called by openBlob: for mount, nbd and mkdev with --seed,
+// the seed set becomes the first store and its scans start in the
+// background (index seeds and cached scans are usable at once, file seeds
+// as the scan reaches them); readiness does not wait for them.
+func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *chunker.Index) ([]fetch.Store, error) {
+	if sf == nil || !sf.lazy || len(sf.paths) == 0 {
+		return nil, nil
+	}
+	set, err := sf.open(e, bf, x)
+	if err != nil {
+		return nil, err
+	}
+	sf.set = set
+	set.Start(seed.Background(ctx))
+	go func() {
+		if err := set.Wait(context.Background()); err != nil {
+			e.log.Warn("a seed could not be scanned whole; its chunks found so far are used", "err", err)
+		} else {
+			e.log.Debug("seeds scanned", "chunks found", set.Known())
+		}
+	}()
+	return []fetch.Store{set}, nil
+}
+
+// seedProgress shows an extract's progress on a terminal, telling bytes
+// taken from seeds from bytes fetched from stores.
+type seedProgress struct {
+	seeded, fetched, zero atomic.Int64
+	stop                  chan struct{}
+	wg                    sync.WaitGroup
+}
+
+func newSeedProgress(e *env, verb string, total int64) *seedProgress {
+	sp := &seedProgress{stop: make(chan struct{})}
+	if !isTerminal(e.stderr) {
+		return sp
+	}
+	sp.wg.Add(1)
+	go func() {
+		defer sp.wg.Done()
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-sp.stop:
+				fmt.Fprintf(e.stderr, "\r\033[K")
+				return
+			case <-t.C:
+				s, f := sp.seeded.Load(), sp.fetched.Load()
+				n := s + f + sp.zero.Load()
+				rate := float64(n) / time.Since(start).Seconds() / (1 << 20)
+				fmt.Fprintf(e.stderr, "\r\033[K%s: %5.1f%% %s of %s (seeds %s, stores %s), %.0f MiB/s",
+					verb, 100*float64(n)/float64(max(total, 1)), human(n), human(total), human(s), human(f), rate)
+			}
+		}
+	}()
+	return sp
+}
+
+func (sp *seedProgress) add(n int64, from extract.From) {
+	switch from {
+	case extract.FromSeed:
+		sp.seeded.Add(n)
+	case extract.FromStore:
+		sp.fetched.Add(n)
+	default:
+		sp.zero.Add(n)
+	}
+}
+
+func (sp *seedProgress) done() {
+	close(sp.stop)
+	sp.wg.Wait()
+}

@@ -1,0 +1,253 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/camount/camount/chunker"
+)
+
+// seedImages are v1 and v2 of a GPT+ext4 disk image, both indexed by
+// casync into one store published by nginx: v2 rewrites a few MiB of
+// files, deletes and adds some, and renames one (so data moves).
+type seedImages struct {
+	dir            string
+	v1, v2         string // raw images
+	v1idx, v2idx   string // casync indexes
+	store          string
+	ngx            *nginxServer
+	unseeded       int // distinct non-zero chunks of v2 that v1 lacks
+	partOff, fsLen int64
+}
+
+func makeSeedImages(t *testing.T) *seedImages {
+	t.Helper()
+	needCmd(t, "sfdisk", "mkfs.ext4", "casync", "nginx")
+	dir := t.TempDir()
+	s := &seedImages{dir: dir, v1: filepath.Join(dir, "v1.img"), v2: filepath.Join(dir, "v2.img"),
+		v1idx: filepath.Join(dir, "v1.caibx"), v2idx: filepath.Join(dir, "v2.caibx"),
+		store: filepath.Join(dir, "default.castr"), partOff: 1 << 20}
+	const size = 40 << 20
+	s.fsLen = size - 2<<20
+	src1, src2 := filepath.Join(dir, "src1"), filepath.Join(dir, "src2")
+	for i := 0; i < 40; i++ {
+		p := filepath.Join(src1, fmt.Sprintf("d%d/f%02d.bin", i%4, i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, randomBytes(400<<10+i*1000, uint64(100+i)), 0o644)
+	}
+	runCmd(t, "cp", "-a", src1, src2)
+	for i := 0; i < 4; i++ { // rewritten
+		os.WriteFile(filepath.Join(src2, fmt.Sprintf("d%d/f%02d.bin", i%4, i*7)), randomBytes(400<<10, uint64(900+i)), 0o644)
+	}
+	os.Remove(filepath.Join(src2, "d1/f05.bin"))
+	os.Remove(filepath.Join(src2, "d2/f10.bin"))
+	os.WriteFile(filepath.Join(src2, "d3/new1.bin"), randomBytes(700<<10, 991), 0o644)
+	os.Rename(filepath.Join(src2, "d0/f08.bin"), filepath.Join(src2, "d0/zz-renamed.bin"))
+	for _, v := range []struct{ img, src string }{{s.v1, src1}, {s.v2, src2}} {
+		f, _ := os.Create(v.img)
+		f.Truncate(size)
+		f.Close()
+		sf := exec.Command("sfdisk", "-q", "--no-reread", "--no-tell-kernel", v.img)
+		sf.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nlabel-id: 8F2E1A57-3C3B-4C4E-9C57-1B2D3E4F5A6B\nstart=%d, size=%d, type=linux, name=root, uuid=0B5E2C1D-1111-4222-8333-944455556666\n", s.partOff/512, s.fsLen/512))
+		if out, err := sf.CombinedOutput(); err != nil {
+			t.Fatalf("sfdisk: %v\n%s", err, out)
+		}
+		mk := exec.Command("mkfs.ext4", "-q", "-F", "-L", "seeds", "-U", "6a3c1a3e-5f0b-4b8e-9d0e-0123456789ab",
+			"-E", fmt.Sprintf("root_owner=0:0,offset=%d,hash_seed=6a3c1a3e-5f0b-4b8e-9d0e-0123456789ab", s.partOff),
+			"-d", v.src, v.img, strconv.FormatInt(s.fsLen>>10, 10)+"k")
+		mk.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
+		if out, err := mk.CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+		}
+	}
+	os.RemoveAll(src1)
+	os.RemoveAll(src2)
+	runCmd(t, "casync", "make", "--store="+s.store, s.v1idx, s.v1)
+	runCmd(t, "casync", "make", "--store="+s.store, s.v2idx, s.v2)
+	x1, x2 := readIndex(t, s.v1idx), readIndex(t, s.v2idx)
+	in1 := map[chunker.ID]bool{}
+	for _, c := range x1.Chunks {
+		in1[c.ID] = true
+	}
+	zero := zeroIDs(x2)
+	seen := map[chunker.ID]bool{}
+	for _, c := range x2.Chunks {
+		if !in1[c.ID] && !zero[c.ID] && !seen[c.ID] {
+			seen[c.ID] = true
+			s.unseeded++
+		}
+	}
+	if s.unseeded == 0 || s.unseeded > len(x2.Chunks)/4 {
+		t.Fatalf("v2 has %d chunks v1 lacks, of %d: not a small update", s.unseeded, len(x2.Chunks))
+	}
+	s.ngx = startNginx(t, dir, nil)
+	return s
+}
+
+// zeroIDs returns the IDs of x's chunks that are all zeros.
+func zeroIDs(x *chunker.Index) map[chunker.ID]bool {
+	d := x.Digest()
+	out := map[chunker.ID]bool{}
+	sizes := map[uint64]chunker.ID{}
+	for _, c := range x.Chunks {
+		id, ok := sizes[c.Size]
+		if !ok {
+			id = d.Sum(make([]byte, c.Size))
+			sizes[c.Size] = id
+		}
+		if id == c.ID {
+			out[c.ID] = true
+		}
+	}
+	return out
+}
+
+// fetched returns the chunk requests nginx served since the last call.
+func (s *seedImages) fetched(t *testing.T) int {
+	t.Helper()
+	n := s.ngx.chunkRequests(t)
+	os.Truncate(s.ngx.AccessLog, 0)
+	return n
+}
+
+func (s *seedImages) url(name string) string { return s.ngx.URL + "/" + name }
+
+func TestSeedExtractKinds(t *testing.T) {
+	s := makeSeedImages(t)
+	s.fetched(t)
+	// casync's own count, for comparison.
+	cout := filepath.Join(t.TempDir(), "casync.img")
+	runCmd(t, "casync", "extract", "--seed="+s.v1, "--store="+s.url("default.castr"), s.v2idx, cout)
+	cmpFiles(t, cout, s.v2)
+	casyncFetched := s.fetched(t)
+	t.Logf("v2 has %d chunks v1 lacks; casync extract --seed fetched %d", s.unseeded, casyncFetched)
+
+	// The index seed: v1's data lies beside v1.img.caibx.
+	idxDir := t.TempDir()
+	runCmd(t, "cp", s.v1idx, filepath.Join(idxDir, "v1.img.caibx"))
+	os.Symlink(s.v1, filepath.Join(idxDir, "v1.img"))
+
+	cases := []struct {
+		name string
+		args func(out string) []string
+	}{
+		{"file", func(out string) []string { return []string{"--seed=" + s.v1} }},
+		{"index", func(out string) []string { return []string{"--seed=" + filepath.Join(idxDir, "v1.img.caibx")} }},
+		{"output", func(out string) []string { runCmd(t, "cp", s.v1, out); return nil }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.img")
+			args := append([]string{"extract", "--cache=" + t.TempDir()}, c.args(out)...)
+			camount(t, append(args, s.url("v2.caibx"), out)...)
+			cmpFiles(t, out, s.v2)
+			n := s.fetched(t)
+			if n != s.unseeded {
+				t.Errorf("fetched %d chunks, want exactly the %d no seed holds", n, s.unseeded)
+			}
+			if n > casyncFetched {
+				t.Errorf("fetched %d chunks, casync %d", n, casyncFetched)
+			}
+		})
+	}
+
+	t.Run("corrupted-after-scan", func(t *testing.T) {
+		cache := t.TempDir()
+		seedCopy := filepath.Join(t.TempDir(), "v1.img")
+		runCmd(t, "cp", "--sparse=always", s.v1, seedCopy)
+		// Scan it once (the cache keeps the scan), then damage it keeping
+		// size and mtime, so the cached scan is taken as still good.
+		camount(t, "extract", "--cache="+cache, "--seed="+seedCopy, s.url("v2.caibx"), filepath.Join(t.TempDir(), "warm.img"))
+		s.fetched(t)
+		st, _ := os.Stat(seedCopy)
+		f, _ := os.OpenFile(seedCopy, os.O_WRONLY, 0)
+		f.WriteAt(bytes.Repeat([]byte("garbage!"), 1<<17), s.partOff+4<<20)
+		f.Close()
+		os.Chtimes(seedCopy, st.ModTime(), st.ModTime())
+		out := filepath.Join(t.TempDir(), "out.img")
+		camount(t, "extract", "--cache="+cache, "--seed="+seedCopy, s.url("v2.caibx"), out)
+		cmpFiles(t, out, s.v2)
+		// The chunks v1 lacks are in the disk cache (--cache) since the
+		// first run: what is fetched now is what the damage cost.
+		if n := s.fetched(t); n == 0 {
+			t.Errorf("fetched nothing after damaging the seed: the damaged chunks were not replaced")
+		}
+	})
+
+	t.Run("missing-seed", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "out.img")
+		_, err := tryCamount("extract", "--seed=/nonexistent/seed.img", s.url("v2.caibx"), out)
+		if err == nil || !strings.Contains(err.Error(), "/nonexistent/seed.img") {
+			t.Errorf("missing seed: %v", err)
+		}
+		_, err = tryCamount("extract", "--seed-optional", "--seed=/nonexistent/seed.img", s.url("v2.caibx"), out)
+		if err != nil {
+			t.Errorf("--seed-optional with a missing seed: %v", err)
+		}
+		cmpFiles(t, out, s.v2)
+		s.fetched(t)
+	})
+}
+
+// storeStat returns the chunks the named store served, from --stats-json.
+func storeStat(t *testing.T, path, name string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss struct {
+		Stores []struct {
+			Name   string `json:"name"`
+			Chunks int64  `json:"chunks"`
+		} `json:"stores"`
+	}
+	if err := json.Unmarshal(b, &ss); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss.Stores {
+		if s.Name == name {
+			return s.Chunks
+		}
+	}
+	return -1
+}
+
+func TestSeedLazyMount(t *testing.T) {
+	needCmd(t, "fusermount3")
+	s := makeSeedImages(t)
+	idxDir := t.TempDir()
+	runCmd(t, "cp", s.v1idx, filepath.Join(idxDir, "v1.img.caibx"))
+	os.Symlink(s.v1, filepath.Join(idxDir, "v1.img"))
+	cache := t.TempDir()
+	// Warm the scan cache of the file seed.
+	camount(t, "extract", "--cache="+cache, "--seed="+s.v1, s.url("v2.caibx"), filepath.Join(t.TempDir(), "warm.img"))
+	for _, seedArg := range []string{filepath.Join(idxDir, "v1.img.caibx"), s.v1} {
+		t.Run(filepath.Base(seedArg), func(t *testing.T) {
+			s.fetched(t)
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			os.Mkdir(mnt, 0o755)
+			statsPath := filepath.Join(t.TempDir(), "stats.json")
+			// A fresh chunk cache, with the warm scan cache in it.
+			cache2 := t.TempDir()
+			runCmd(t, "cp", "-a", filepath.Join(cache, "seeds"), cache2)
+			m := startMount(t, nil, "--cache="+cache2, "--cache-size=0", "--prefetch=none", "--stats-json="+statsPath,
+				"--seed="+seedArg, s.url("v2.caibx"), mnt)
+			cmpFiles(t, filepath.Join(mnt, "v2"), s.v2)
+			m.kill(t)
+			if n := s.fetched(t); n != s.unseeded {
+				t.Errorf("the mount fetched %d chunks, want exactly the %d no seed holds", n, s.unseeded)
+			}
+			if n := storeStat(t, statsPath, "seeds"); n <= 0 {
+				t.Errorf("stats count %d chunks from seeds", n)
+			}
+		})
+	}
+}
