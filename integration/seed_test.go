@@ -250,4 +250,92 @@ func TestSeedLazyMount(t *testing.T) {
 			}
 		})
 	}
+	t.Run("nbd", func(t *testing.T) {
+		needCmd(t, "nbdcopy")
+		s.fetched(t)
+		cache2 := t.TempDir()
+		runCmd(t, "cp", "-a", filepath.Join(cache, "seeds"), cache2)
+		srv := startNBD(t, "unix", []string{"--cache=" + cache2, "--cache-size=0", "--seed=" + s.v1}, s.url("v2.caibx"))
+		out := filepath.Join(t.TempDir(), "copy.img")
+		runCmd(t, "nbdcopy", srv.uris[0], out)
+		srv.stop(t)
+		cmpFiles(t, out, s.v2)
+		if n := s.fetched(t); n != s.unseeded {
+			t.Errorf("nbd fetched %d chunks, want exactly the %d no seed holds", n, s.unseeded)
+		}
+	})
+}
+
+// TestSeedReflink extracts v2 with v1 as seed onto btrfs and xfs (loop
+// mounted image files): seeded ranges must be shared extents, not copies.
+func TestSeedReflink(t *testing.T) {
+	needRoot(t)
+	s := makeSeedImages(t)
+	for _, fs := range []struct {
+		name, mkfs string
+		size       int64
+		args       []string
+	}{
+		{"btrfs", "mkfs.btrfs", 256 << 20, []string{"-q", "-f"}},
+		{"xfs", "mkfs.xfs", 320 << 20, []string{"-q", "-f", "-m", "reflink=1"}},
+	} {
+		t.Run(fs.name, func(t *testing.T) {
+			needCmd(t, fs.mkfs, "filefrag")
+			img := filepath.Join(t.TempDir(), fs.name+".img")
+			f, _ := os.Create(img)
+			f.Truncate(fs.size)
+			f.Close()
+			runCmd(t, fs.mkfs, append(fs.args, img)...)
+			mnt := t.TempDir()
+			if _, err := tryCmd("mount", "-o", "loop", img, mnt); err != nil {
+				t.Skipf("cannot mount a loop %s: %v", fs.name, err)
+			}
+			t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+			seedPath := filepath.Join(mnt, "v1.img")
+			runCmd(t, "cp", "--sparse=always", "--reflink=never", s.v1, seedPath)
+			out := filepath.Join(mnt, "v2.img")
+			camount(t, "extract", "--cache="+t.TempDir(), "--reflink=yes", "--seed="+seedPath, s.url("v2.caibx"), out)
+			cmpFiles(t, out, s.v2)
+			ff := runCmd(t, "filefrag", "-v", out)
+			if !strings.Contains(ff, "shared") {
+				t.Errorf("no shared extents in the output:\n%s", ff)
+			}
+			s.fetched(t)
+		})
+	}
+}
+
+// TestSeedAB updates partition B (a loop device) to v2 with partition A
+// (a loop device holding v1) as the seed, then mounts B read-only.
+func TestSeedAB(t *testing.T) {
+	needRoot(t)
+	s := makeSeedImages(t)
+	loop := func(img string) string {
+		dev, err := tryCmd("losetup", "--show", "-f", img)
+		if err != nil {
+			t.Skipf("no loop devices: %v", err)
+		}
+		dev = strings.TrimSpace(dev)
+		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+		return dev
+	}
+	a := loop(s.v1)
+	bImg := filepath.Join(t.TempDir(), "b.img")
+	f, _ := os.Create(bImg)
+	st, _ := os.Stat(s.v2)
+	f.Truncate(st.Size())
+	f.Close()
+	b := loop(bImg)
+	s.fetched(t)
+	camount(t, "extract", "--cache="+t.TempDir(), "--seed="+a, s.url("v2.caibx"), b)
+	if n := s.fetched(t); n != s.unseeded {
+		t.Errorf("fetched %d chunks, want exactly the %d partition A lacks", n, s.unseeded)
+	}
+	cmpFiles(t, b, s.v2)
+	mnt := t.TempDir()
+	runCmd(t, "mount", "-o", fmt.Sprintf("ro,offset=%d", s.partOff), "-t", "ext4", b, mnt)
+	defer exec.Command("umount", mnt).Run()
+	if _, err := os.Stat(filepath.Join(mnt, "d3/new1.bin")); err != nil {
+		t.Errorf("partition B does not hold v2's file system: %v", err)
+	}
 }

@@ -18,6 +18,8 @@ need fusermount3 fuse3
 need getfattr attr
 need setfacl acl
 need mkfs.ext4 e2fsprogs
+need mkfs.btrfs btrfs-progs # seed reflink tests (integration/seed_test.go)
+need mkfs.xfs xfsprogs
 need losetup mount
 need hyperfine hyperfine
 need fio fio
