@@ -75,6 +75,9 @@ func ParseS3Location(s string) (S3Location, error) {
 	if err != nil {
 		return S3Location{}, fmt.Errorf("S3 location %s: %w", s, err)
 	}
+	if u.User != nil {
+		return S3Location{}, fmt.Errorf("S3 location %s: credentials do not belong in the URL (use $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials)", u.Redacted())
+	}
 	l := S3Location{raw: s, Endpoint: u.Host}
 	switch u.Scheme {
 	case "s3+http":
@@ -85,9 +88,6 @@ func ParseS3Location(s string) (S3Location, error) {
 	}
 	if u.Host == "" {
 		return S3Location{}, fmt.Errorf("S3 location %s: no host", s)
-	}
-	if u.User != nil {
-		return S3Location{}, fmt.Errorf("S3 location %s: credentials do not belong in the URL (use $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials)", s)
 	}
 	p := strings.Trim(u.Path, "/")
 	if p == "" {
@@ -225,8 +225,9 @@ func (e *S3Error) Error() string {
 	case "NoSuchBucket":
 		return fmt.Sprintf("%s: the bucket does not exist (%d %s)", what, e.Status, e.Code)
 	case "AccessDenied", "AllAccessDisabled":
-		return fmt.Sprintf("%s: access denied (%d %s): the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE, ~/.aws/credentials) may not use this bucket", what, e.Status, e.Code)
-	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity":
+		// A HEAD response has no body: a wrong secret shows as this too.
+		return fmt.Sprintf("%s: access denied (%d %s): the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE, ~/.aws/credentials) are wrong or may not use this bucket", what, e.Status, e.Code)
+	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity", "XAdminUserNotFound":
 		return fmt.Sprintf("%s: the server rejected the credentials (%d %s): check $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials", what, e.Status, e.Code)
 	}
 	if e.Msg != "" {
@@ -249,7 +250,7 @@ func (c *s3Client) classify(op, key string, err error) error {
 		return &NetworkError{URL: c.loc.String(), Attempts: 1, Msg: fmt.Sprintf("%s %s (key %s): %v", op, c.loc, key, err)}
 	}
 	switch {
-	case er.Code == "NoSuchKey" || (er.StatusCode == http.StatusNotFound && er.Code != "NoSuchBucket"):
+	case er.Code == "NoSuchKey" || er.Code == "NotFound" || (er.StatusCode == http.StatusNotFound && er.Code == ""):
 		return fmt.Errorf("%s %s (key %s): %w", op, c.loc, key, ErrNotFound)
 	case er.StatusCode >= 500 || er.StatusCode == http.StatusTooManyRequests || er.StatusCode == http.StatusRequestTimeout ||
 		er.Code == "SlowDown" || er.Code == "InternalError" || er.Code == "RequestTimeout":

@@ -43,12 +43,24 @@ type ListStore interface {
 	RemoveChunk(ctx context.Context, id chunker.ID) error
 }
 
-// HasChunk implements WriteStore.
+// HasChunk implements WriteStore. A chunk found has its modification time
+// refreshed: a gc running meanwhile (camount gc --grace, whose grace is on
+// mtime) then keeps the chunk a make or push is reusing. Where the time
+// cannot be set (a store of another user), it is a plain check.
 func (s *LocalStore) HasChunk(ctx context.Context, id chunker.ID) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	_, err := os.Stat(s.Path(id))
+	p := s.Path(id)
+	now := time.Now()
+	err := os.Chtimes(p, now, now)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	_, err = os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -144,3 +156,7 @@ func AsWriteStore(s Store) (WriteStore, error) {
 	}
 	return nil, fmt.Errorf("chunk store %s: %w (only directories, s3+http(s):// and sftp:// stores are)", s, ErrStoreNotWritable)
 }
+
+// DetectCompression returns the compression of stored chunk bytes from
+// their magic (None for an uncompressed chunk file).
+func DetectCompression(stored []byte) Compression { return detect(stored) }

@@ -45,3 +45,5 @@ if [ -n "$pkgs" ]; then
 	apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 fi
 go mod download
+# The S3 tests and bench/s3.sh run versitygw, built once from the module proxy.
+"$(dirname "$0")/versitygw.sh" >/dev/null

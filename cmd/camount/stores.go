@@ -1,0 +1,172 @@
+package main
+
+// Remote stores beyond HTTP (S3, sftp): opening them for reading and
+// writing, and reading and writing index files at remote locations.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
+)
+
+// s3Options are the S3 settings: the HTTP flags' transport, timeout and
+// retries (r may be nil: the defaults), credentials and region from the
+// environment (fetch.S3Options).
+func (r *remoteFlags) s3Options(e *env) (fetch.S3Options, error) {
+	if r == nil {
+		return fetch.S3Options{HTTP: fetch.HTTPOptions{Log: e.log}}, nil
+	}
+	o, err := r.httpOptions(e.log)
+	if err != nil {
+		return fetch.S3Options{}, err
+	}
+	return fetch.S3Options{HTTP: o}, nil
+}
+
+// openWriteStore opens a parsed store location for writing: a directory
+// (created if missing) or an S3 prefix. r may be nil (default settings).
+func openWriteStore(e *env, r *remoteFlags, loc location.Location) (fetch.WriteStore, error) {
+	switch loc.Scheme {
+	case "":
+		if err := os.MkdirAll(loc.Path, 0o755); err != nil {
+			return nil, fmt.Errorf("chunk store: %w", err)
+		}
+		return fetch.NewLocalStore(loc.Path), nil
+	case "s3+http", "s3+https":
+		o, err := r.s3Options(e)
+		if err != nil {
+			return nil, err
+		}
+		return fetch.NewS3Store(loc.Raw, o)
+	}
+	return nil, fmt.Errorf("chunk store %s: no writer for %s:// stores", loc, loc.Scheme)
+}
+
+// openS3Store opens an S3 store for reading.
+func (r *remoteFlags) openS3Store(e *env, spec string) (fetch.Store, error) {
+	o, err := r.s3Options(e)
+	if err != nil {
+		return nil, err
+	}
+	return fetch.NewS3Store(spec, o)
+}
+
+// loadRemoteIndex reads an index from an S3 location.
+func (r *remoteFlags) loadRemoteIndex(ctx context.Context, e *env, loc string) (*chunker.Index, error) {
+	o, err := r.s3Options(e)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := fetch.NewS3Object(loc, o)
+	if err != nil {
+		return nil, err
+	}
+	b, err := obj.Read(ctx, fetch.MaxIndexSize)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", loc, err)
+	}
+	x, err := chunker.ReadIndex(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	return x, nil
+}
+
+// indexWriter is where an index file is published.
+type indexWriter interface {
+	Write(ctx context.Context, data []byte) error
+	String() string
+}
+
+// localIndexFile writes an index file atomically.
+type localIndexFile string
+
+func (f localIndexFile) String() string { return string(f) }
+
+func (f localIndexFile) Write(ctx context.Context, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(string(f)), ".tmp-"+filepath.Base(string(f))+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), string(f))
+}
+
+// openIndexWriter opens an output location for an index file.
+func openIndexWriter(e *env, r *remoteFlags, loc location.Location) (indexWriter, error) {
+	switch loc.Scheme {
+	case "":
+		return localIndexFile(loc.Path), nil
+	case "s3+http", "s3+https":
+		o, err := r.s3Options(e)
+		if err != nil {
+			return nil, err
+		}
+		return fetch.NewS3Object(loc.Raw, o)
+	}
+	return nil, fmt.Errorf("%s: no writer for %s:// index locations", loc, loc.Scheme)
+}
+
+// defaultPushSource is push's source store when --from is not given:
+// $CASYNC_STORE, else default.castr beside the first index.
+func defaultPushSource(index string) string {
+	if s := os.Getenv("CASYNC_STORE"); s != "" {
+		return s
+	}
+	if location.IsURL(index) {
+		return defaultStore(index, false)
+	}
+	return defaultLocalStore(index)
+}
+
+// indexDest is where push publishes the index given as arg: inside the
+// --index-to directory or prefix under the index's own name, or, for a
+// single index and a location naming an index file, that location.
+func indexDest(e *env, r *remoteFlags, loc location.Location, arg string, n int) (indexWriter, error) {
+	name := location.Base(arg)
+	isFile := n == 1 && kindOf(location.Base(loc.Raw)) != kindOf("")
+	if loc.IsLocal() {
+		p := loc.Path
+		if !isFile {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return nil, err
+			}
+			p = filepath.Join(p, name)
+		}
+		return localIndexFile(p), nil
+	}
+	if !isFile {
+		u := *loc.URL
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/" + name
+		u.RawPath = ""
+		loc.Raw = u.String()
+	}
+	return openIndexWriter(e, r, loc)
+}
+
+// indexBytes serialises an index.
+func indexBytes(x *chunker.Index) ([]byte, error) {
+	var b bytes.Buffer
+	if _, err := x.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
