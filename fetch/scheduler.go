@@ -59,7 +59,33 @@ type SchedulerOptions struct {
 	DecodeWorkers int
 	// Log receives warnings about missing and corrupt chunks; nil discards.
 	Log *slog.Logger
+	// ReadTimeout bounds how long a reader (Fetch, or a Foreground
+	// Start) waits for one chunk, counted from its request: then it fails
+	// with ErrReadTimeout while the fetch goes on in the background and
+	// fills the cache. 0 means DefaultReadTimeout; negative means no bound
+	// (the stores' own timeouts and retries still end every fetch).
+	ReadTimeout time.Duration
+	// FailTTL is how long a chunk whose fetch failed (or whose reader
+	// timed out) fails again at once with the first error, without a new
+	// fetch: a FUSE read that fails is asked again by the kernel at once,
+	// and must not wait for a second cycle of retries. 0 means
+	// DefaultFailTTL; negative turns it off.
+	FailTTL time.Duration
 }
+
+// DefaultReadTimeout is a reader's worst wait for one chunk unless
+// SchedulerOptions.ReadTimeout says otherwise. With the default HTTP
+// settings (30s per attempt, 5 attempts) a stalled store would otherwise
+// hold a read for about two and a half minutes.
+const DefaultReadTimeout = time.Minute
+
+// DefaultFailTTL is how long a failed chunk fails again at once unless
+// SchedulerOptions.FailTTL says otherwise.
+const DefaultFailTTL = 2 * time.Second
+
+// ErrReadTimeout is the error of a reader that waited ReadTimeout for a
+// chunk; the fetch itself goes on.
+var ErrReadTimeout = errors.New("no chunk within the read timeout (still fetching it in the background)")
 
 // DefaultWorkers is the number of concurrent store fetches when
 // SchedulerOptions.Workers is 0.
@@ -89,6 +115,8 @@ type Scheduler struct {
 	// bgBusyCap replaces the Background cap while a Foreground fetch is queued or running.
 	bgBusyCap int
 	decode    *decoder        // bounds CPU-bound decoding to the cores
+	readTO    time.Duration   // a reader's worst wait for a chunk; 0: none
+	failTTL   time.Duration   // how long a failure is remembered; 0: not at all
 	ctx       context.Context // parent of every fetch; cancelled by Close
 	cancel    context.CancelFunc
 
@@ -100,6 +128,7 @@ type Scheduler struct {
 	fgActive int                    // guarded by mu: Foreground calls queued or running
 	lastFg   time.Time              // guarded by mu: when the last Foreground fetch ended
 	closed   bool                   // guarded by mu
+	failed   map[chunker.ID]failure // guarded by mu: recent failures (negative cache)
 	wg       sync.WaitGroup
 
 	pmu        sync.Mutex
@@ -107,6 +136,16 @@ type Scheduler struct {
 
 	Stats Stats
 }
+
+// failure is a chunk's recent failure, repeated to readers until it expires.
+type failure struct {
+	err   error
+	until time.Time
+}
+
+// maxFailures bounds the negative cache; beyond it the oldest-looking
+// entries are simply dropped (a dropped entry only costs a new fetch).
+const maxFailures = 4096
 
 type call struct {
 	c        chunker.Chunk
@@ -150,7 +189,22 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 		log:        o.Log,
 		workers:    o.Workers,
 		inflight:   map[chunker.ID]*call{},
+		failed:     map[chunker.ID]failure{},
 		prefetched: map[chunker.ID]struct{}{},
+		readTO:     o.ReadTimeout,
+		failTTL:    o.FailTTL,
+	}
+	switch {
+	case s.readTO == 0:
+		s.readTO = DefaultReadTimeout
+	case s.readTO < 0:
+		s.readTO = 0
+	}
+	switch {
+	case s.failTTL == 0:
+		s.failTTL = DefaultFailTTL
+	case s.failTTL < 0:
+		s.failTTL = 0
 	}
 	if s.mem == nil {
 		s.mem = cache.NewMemory(0)
@@ -203,11 +257,12 @@ var ErrClosed = errors.New("scheduler closed")
 // Ticket is a requested chunk. Wait for it, or Release it if not needed.
 // A Ticket is used by one goroutine.
 type Ticket struct {
-	s    *Scheduler
-	cl   *call
-	data []byte // the result once known
-	err  error
-	held bool
+	s        *Scheduler
+	cl       *call
+	data     []byte // the result once known
+	err      error
+	held     bool
+	deadline time.Time // a reader's: Wait gives up then (zero: never)
 }
 
 // Start requests a chunk at priority p and returns at once. The fetch
@@ -229,6 +284,10 @@ func (s *Scheduler) start(c chunker.Chunk, d chunker.Digest, p Priority, read bo
 	if s.closed {
 		return &Ticket{err: ErrClosed}
 	}
+	if err := s.recentFailure(c.ID); err != nil {
+		s.Stats.FailedFast.Add(1)
+		return &Ticket{err: err}
+	}
 	cl := s.inflight[c.ID]
 	if cl == nil {
 		// A fetch may have finished since the lookup above: it fills the
@@ -245,7 +304,41 @@ func (s *Scheduler) start(c chunker.Chunk, d chunker.Digest, p Priority, read bo
 	if read {
 		cl.read = true
 	}
-	return &Ticket{s: s, cl: cl, held: true}
+	t := &Ticket{s: s, cl: cl, held: true}
+	if read && p == Foreground && s.readTO > 0 {
+		t.deadline = time.Now().Add(s.readTO)
+	}
+	return t
+}
+
+// recentFailure returns the error of a fetch of id that failed less than
+// FailTTL ago, or nil. s.mu held.
+func (s *Scheduler) recentFailure(id chunker.ID) error {
+	f, ok := s.failed[id]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(f.until) {
+		delete(s.failed, id)
+		return nil
+	}
+	return f.err
+}
+
+// rememberFailure makes id fail at once with err for FailTTL. s.mu held.
+func (s *Scheduler) rememberFailure(id chunker.ID, err error) {
+	if s.failTTL <= 0 {
+		return
+	}
+	now := time.Now()
+	if len(s.failed) >= maxFailures/2 {
+		for k, f := range s.failed {
+			if now.After(f.until) || len(s.failed) >= maxFailures {
+				delete(s.failed, k)
+			}
+		}
+	}
+	s.failed[id] = failure{err: err, until: now.Add(s.failTTL)}
 }
 
 func (s *Scheduler) memHit(id chunker.ID, read bool) {
@@ -319,6 +412,12 @@ func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
 	if !t.held {
 		return t.data, t.err
 	}
+	var timeout <-chan time.Time
+	if !t.deadline.IsZero() {
+		tm := time.NewTimer(time.Until(t.deadline))
+		defer tm.Stop()
+		timeout = tm.C
+	}
 	select {
 	case <-t.cl.done:
 		t.data, t.err = t.cl.data, t.cl.err
@@ -327,9 +426,36 @@ func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
 		}
 	case <-ctx.Done():
 		t.err = ctx.Err()
+	case <-timeout:
+		t.err = t.s.timedOut(t.cl)
+		if t.err == nil {
+			// Finished just now: take the result after all.
+			t.data, t.err = t.cl.data, t.cl.err
+		}
 	}
 	t.Release()
 	return t.data, t.err
+}
+
+// timedOut gives a reader of cl that waited ReadTimeout its error: the
+// fetch goes on (it is detached, so releasing the ticket does not cancel
+// it), and until it ends or FailTTL passes other readers fail at once
+// instead of waiting again. It returns nil if the fetch has finished.
+func (s *Scheduler) timedOut(cl *call) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl.finished {
+		return nil
+	}
+	s.Stats.ReadTimeouts.Add(1)
+	err := &ChunkError{Chunk: cl.c, Errs: []error{fmt.Errorf("%w after %v", ErrReadTimeout, s.readTO)}}
+	if !cl.gone {
+		cl.detached = true
+		if _, ok := s.failed[cl.c.ID]; !ok {
+			s.rememberFailure(cl.c.ID, err)
+		}
+	}
+	return err
 }
 
 // Done returns a channel closed when the chunk is ready (or failed); nil
@@ -405,7 +531,7 @@ func (s *Scheduler) Prefetch(c chunker.Chunk, d chunker.Digest, p Priority) bool
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.recentFailure(c.ID) != nil {
 		return false
 	}
 	if cl := s.inflight[c.ID]; cl != nil {
@@ -542,6 +668,14 @@ func (s *Scheduler) worker() {
 		cl.finished = true
 		if s.inflight[cl.c.ID] == cl {
 			delete(s.inflight, cl.c.ID)
+		}
+		switch {
+		case err == nil:
+			delete(s.failed, cl.c.ID)
+		case cl.ctx.Err() == nil:
+			// A real failure, not an abandoned or closed fetch: readers
+			// asking again soon get it at once.
+			s.rememberFailure(cl.c.ID, err)
 		}
 		// Count before waking the readers, so what they see is counted.
 		s.account(cl, p, src, stored, el, err, cl.read, cl.fg)

@@ -22,6 +22,8 @@ type Stats struct {
 	Failovers                    atomic.Int64 // chunks served by a store after an earlier one lacked or failed them
 	Cancelled, Dropped           atomic.Int64 // running fetches cancelled, queued ones dropped, because no one wanted them any more
 	Promoted, Prefetched         atomic.Int64
+	FailedFast                   atomic.Int64 // requests failed at once with a chunk's recent failure (SchedulerOptions.FailTTL)
+	ReadTimeouts                 atomic.Int64 // readers that gave up after SchedulerOptions.ReadTimeout
 	PrefetchFetched              atomic.Int64 // chunks fetched at Readahead or Background priority
 	PrefetchUsed                 atomic.Int64 // of those, chunks read later, or while they were fetched (Fetch at any priority, such as a crawler's listing, or a Foreground Start)
 	FetchLatency                 Histogram    // store fetches (Get + decode + verify), every priority
@@ -137,6 +139,8 @@ type StatsSnapshot struct {
 	Cancelled      int64                    `json:"cancelled"`
 	Dropped        int64                    `json:"dropped"`
 	Failed         int64                    `json:"failed"`
+	FailedFast     int64                    `json:"failed_fast"`
+	ReadTimeouts   int64                    `json:"read_timeouts"`
 	StoreErrors    int64                    `json:"store_errors"`
 	Retries        int64                    `json:"retries"`
 	Refetched      int64                    `json:"refetched_corrupt"`
@@ -186,6 +190,8 @@ func (s *Scheduler) Snapshot() StatsSnapshot {
 	ss.Cancelled = st.Cancelled.Load()
 	ss.Dropped = st.Dropped.Load()
 	ss.Failed = st.Failed.Load()
+	ss.FailedFast = st.FailedFast.Load()
+	ss.ReadTimeouts = st.ReadTimeouts.Load()
 	ss.StoreErrors = st.StoreErrors.Load()
 	ss.Failovers = st.Failovers.Load()
 	ss.Refetched = st.Refetched.Load()

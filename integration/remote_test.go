@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/camount/camount/fetch"
 )
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -460,6 +462,10 @@ func TestRemoteMountFaults(t *testing.T) {
 			if eio == 0 {
 				t.Fatalf("no read failed under a permanent %s fault", mode)
 			}
+			// Chunks that just failed fail again at once for a while
+			// (a FUSE read is asked again right after it fails): let
+			// that pass before the transient round.
+			time.Sleep(fetch.DefaultFailTTL + 500*time.Millisecond)
 			px.set(mode, 1) // transient: retries get through
 			if _, eio := readRound(t, 1000); eio != 0 {
 				t.Fatalf("%d reads failed under a transient %s fault", eio, mode)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
@@ -64,6 +65,10 @@ type blobFlags struct {
 	workers   int
 	remote    *remoteFlags // HTTP stores, index URLs, mirrors, disk cache (remote.go)
 	seeds     *seedFlags   // --seed (seed.go); nil for verbs without seeds
+	// readTimeout is not a flag: 0 bounds a reader's wait for a chunk by
+	// fetch.DefaultReadTimeout (mount, nbd); extract sets -1 and waits as
+	// long as the stores' retries go on.
+	readTimeout time.Duration
 }
 
 func addBlobFlags(fs *flag.FlagSet) *blobFlags {
@@ -159,7 +164,7 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	if o.cacheSize == 0 {
 		mem = cache.NewMemory(-1)
 	}
-	so := fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log}
+	so := fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log, ReadTimeout: o.readTimeout}
 	disk, err := o.remote.openDisk(e)
 	if err != nil {
 		return nil, nil, err

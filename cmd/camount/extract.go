@@ -59,6 +59,7 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 	// Extraction reads every chunk once: a memory cache would only cost.
 	o := *bf
 	o.cacheSize = 0
+	o.readTimeout = -1 // not an interactive reader: wait out the stores' retries
 	blob, x, err := openBlob(ctx, e, in, &o)
 	if err != nil {
 		return err
