@@ -193,7 +193,9 @@ func (d *Disk) Get(c chunker.Chunk, dg chunker.Digest) ([]byte, bool) {
 
 // readExact reads a regular file that must hold exactly size bytes.
 func readExact(p string, size int64) ([]byte, error) {
-	f, err := os.Open(p)
+	// O_NONBLOCK: a FIFO planted in the cache must not block the open;
+	// the mode check below refuses it.
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -122,7 +122,10 @@ func readChunkFile(p string, pooled bool) ([]byte, error) {
 		return nil, &fs.PathError{Op: "stat", Path: p, Err: err}
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist) // /dev/null marker
+		if st.Mode&syscall.S_IFMT == syscall.S_IFCHR && st.Rdev == devNull {
+			return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist) // casync's "known missing" marker
+		}
+		return nil, &NotRegularError{Path: p, Mode: st.Mode}
 	}
 	if st.Size > MaxChunkSize {
 		return nil, fmt.Errorf("%s: %d bytes is larger than any chunk", p, st.Size)
@@ -153,9 +156,41 @@ func readChunkFile(p string, pooled bool) ([]byte, error) {
 	return b[:n], nil
 }
 
+// devNull is the device number of /dev/null (1:3), casync's marker for a
+// chunk known to be missing when a chunk file is a symlink to it.
+const devNull = 1<<8 | 3
+
+// NotRegularError is a store file that is not a regular file (a FIFO, a
+// socket, a device): it is refused, never read, since reading could block
+// for ever or return endless bytes.
+type NotRegularError struct {
+	Path string
+	Mode uint32 // st_mode
+}
+
+func (e *NotRegularError) Error() string {
+	kind := "special file"
+	switch e.Mode & syscall.S_IFMT {
+	case syscall.S_IFIFO:
+		kind = "FIFO"
+	case syscall.S_IFSOCK:
+		kind = "socket"
+	case syscall.S_IFCHR:
+		kind = "character device"
+	case syscall.S_IFBLK:
+		kind = "block device"
+	case syscall.S_IFDIR:
+		kind = "directory"
+	}
+	return fmt.Sprintf("%s: a %s, not a regular chunk file; refusing to read it", e.Path, kind)
+}
+
+// openRetry opens a store file for reading without blocking: O_NONBLOCK
+// makes the open of a FIFO return at once (the caller's fstat then refuses
+// it) and changes nothing for regular files.
 func openRetry(p string) (int, error) {
 	for {
-		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 		if err != syscall.EINTR {
 			return fd, err
 		}

@@ -92,6 +92,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer watchInterrupt(ctx, argv[0], stderr)()
 	return execute(ctx, argv, stdout, stderr)
 }
 
