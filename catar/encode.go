@@ -25,6 +25,9 @@ type EncodeOptions struct {
 	Features uint64
 	// Log receives debug messages; nil discards them.
 	Log *slog.Logger
+	// UIDShift maps owners into the archive (casync's --uid-shift,
+	// --uid-range); nil stores them as they are.
+	UIDShift *UIDShift
 	// Payload, if set, is called before a regular file's contents are
 	// written, with the file's path, the stream offset of its first
 	// payload byte and its size (empty files are not reported). Seeds use
@@ -54,6 +57,7 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 		users: map[uint32]string{},
 		grps:  map[uint32]string{},
 		log:   o.Log,
+		shift: o.UIDShift,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -201,6 +205,7 @@ type encoder struct {
 	grps  map[uint32]string
 	log   *slog.Logger
 	buf   []byte
+	shift *UIDShift
 }
 
 // send queues an item for the writer; items travel in batches.
@@ -547,7 +552,9 @@ func (e *encoder) userName(uid uint32, group bool) string {
 		}
 	}
 	if err != nil && e.f&withUIDs == 0 {
-		name = strconv.FormatUint(uint64(uid), 10)
+		if sh, ok := e.shift.ToArchive(uid); ok {
+			name = strconv.FormatUint(uint64(sh), 10)
+		}
 	}
 	cache[uid] = name
 	return name
@@ -582,7 +589,11 @@ func (e *encoder) parseACLXattr(path string, v []byte) (*rawACL, error) {
 			}
 			ent := ACLEntry{Perm: perm}
 			if e.f&withUIDs != 0 {
-				ent.ID = uint64(id)
+				sh, ok := e.shift.ToArchive(id)
+				if !ok {
+					return nil, fmt.Errorf("%s: ACL id %d outside --uid-shift/--uid-range: %w", path, id, syscall.EINVAL)
+				}
+				ent.ID = uint64(sh)
 			}
 			if e.f&WithUserNames != 0 {
 				ent.Name = e.userName(id, tag == aclGroup)
@@ -673,7 +684,12 @@ func (e *encoder) node(path string, st *syscall.Stat_t, f *rawFile, rules []*mat
 	t := uint64(st.Mode) & ModeType
 	var uid, gid uint64
 	if e.f&withUIDs != 0 {
-		uid, gid = uint64(st.Uid), uint64(st.Gid)
+		su, okU := e.shift.ToArchive(st.Uid)
+		sg, okG := e.shift.ToArchive(st.Gid)
+		if !okU || !okG {
+			return fmt.Errorf("catar: %s: uid/gid %d/%d outside --uid-shift/--uid-range: %w", path, st.Uid, st.Gid, syscall.EINVAL)
+		}
+		uid, gid = uint64(su), uint64(sg)
 		if e.f&With16BitUIDs != 0 && (uid > 65535 || gid > 65535) {
 			return fmt.Errorf("catar: %s: uid/gid %d/%d does not fit 16 bits: %w", path, uid, gid, syscall.EPROTONOSUPPORT)
 		}

@@ -47,6 +47,9 @@ type ExtractOptions struct {
 	// (read and compared again) and in the metadata the archive records is
 	// hard-linked in place of writing the file (casync's --hardlink=yes).
 	Hardlink func(e *Entry, sum [32]byte) []string
+	// UIDShift maps the archive's owners to the file system's (casync's
+	// --uid-shift, --uid-range); nil restores them as stored.
+	UIDShift *UIDShift
 }
 
 // ExtractStats counts what Extract did besides writing files.
@@ -452,8 +455,12 @@ func (x *extractor) sameFile(p string, e *Entry, sum [32]byte) bool {
 	if e.Features&(WithPermissions|WithACL|WithReadOnly) != 0 && st.Mode&0o7777 != e.Mode&0o7777 {
 		return false
 	}
-	if e.HasUID() && (uint64(st.Uid) != e.UID || uint64(st.Gid) != e.GID) {
-		return false
+	if e.HasUID() {
+		u, okU := x.o.UIDShift.FromArchive(uint32(e.UID))
+		g, okG := x.o.UIDShift.FromArchive(uint32(e.GID))
+		if !okU || !okG || st.Uid != u || st.Gid != g {
+			return false
+		}
 	}
 	if e.HasMTime() {
 		g := Granularity(e.Features)
@@ -659,6 +666,14 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) err
 	names := x.mask&WithUserNames != 0 && (e.User != "" || e.Group != "")
 	if hasUID || names {
 		uid, gid := int(e.UID), int(e.GID)
+		if hasUID && x.o.UIDShift != nil {
+			u, okU := x.o.UIDShift.FromArchive(uint32(e.UID))
+			g, okG := x.o.UIDShift.FromArchive(uint32(e.GID))
+			if !okU || !okG {
+				return fmt.Errorf("%s: uid/gid %d/%d outside --uid-shift/--uid-range: %w", path, e.UID, e.GID, syscall.EINVAL)
+			}
+			uid, gid = int(u), int(g)
+		}
 		if !hasUID {
 			uid, gid = -1, -1
 			if e.User != "" {
@@ -839,12 +854,20 @@ func (x *extractor) lookup(name string, group bool) int {
 	} else if u, err := user.Lookup(name); err == nil {
 		s = u.Uid
 	}
-	if s == "" {
+	numeric := s == ""
+	if numeric {
 		s = name // casync stores the decimal id when the name is unknown
 	}
 	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
 		return -1
+	}
+	if numeric { // a stored id: shifted, as casync's name_to_uid does
+		sh, ok := x.o.UIDShift.FromArchive(uint32(v))
+		if !ok {
+			return -1
+		}
+		v = uint64(sh)
 	}
 	x.ids[key] = uint32(v)
 	return int(v)
@@ -852,6 +875,11 @@ func (x *extractor) lookup(name string, group bool) int {
 
 func (x *extractor) acl(path string, e *Entry) error {
 	var o ACLXattrOptions
+	if e.HasUID() && x.o.UIDShift != nil {
+		o.ID = func(a ACLEntry, group bool) (uint32, bool) {
+			return x.o.UIDShift.FromArchive(uint32(a.ID))
+		}
+	}
 	if !e.HasUID() {
 		o.ID = func(a ACLEntry, group bool) (uint32, bool) {
 			v := x.lookup(a.Name, group)

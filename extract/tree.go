@@ -32,6 +32,9 @@ type TreeOptions struct {
 	// metadata to each regular file of the archive; such a file is
 	// hard-linked instead of written (casync's --hardlink=yes).
 	Hardlinks []HardlinkSource
+	// UIDShift maps the archive's owners to the file system's (casync's
+	// --uid-shift/--uid-range); nil restores them as stored.
+	UIDShift *catar.UIDShift
 }
 
 // TreeResult counts what a tree extract did.
@@ -46,7 +49,7 @@ type TreeResult struct {
 // renamed into place; runs of zeros stay holes unless WriteZeros.
 func Tree(ctx context.Context, r io.Reader, dir string, o TreeOptions) (*TreeResult, error) {
 	xo := catar.ExtractOptions{Log: o.Log, Features: o.Features, Delete: !o.KeepExtra,
-		UndoImmutable: o.UndoImmutable, NoHoles: o.WriteZeros}
+		UndoImmutable: o.UndoImmutable, NoHoles: o.WriteZeros, UIDShift: o.UIDShift}
 	if len(o.Hardlinks) > 0 {
 		xo.Hardlink = func(e *catar.Entry, sum [32]byte) []string {
 			var out []string

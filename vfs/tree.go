@@ -22,6 +22,10 @@ import (
 type TreeOptions struct {
 	// Log receives failed reads and lookups; nil discards them.
 	Log *slog.Logger
+	// UIDShift maps the archive's owners (and ACL ids) to those shown, as
+	// casync's --uid-shift/--uid-range do on extract; ids it cannot map
+	// show as 65534 (the kernel's overflow id). nil shows them as stored.
+	UIDShift *catar.UIDShift
 }
 
 // BackgroundReader is an optional interface of a Source: ReadAtBackground
@@ -34,6 +38,7 @@ type BackgroundReader interface {
 
 // tree is what all nodes of one catar mount share.
 type tree struct {
+	shift *catar.UIDShift // TreeOptions.UIDShift
 	arc   *catar.Archive
 	bgArc *catar.Archive // arc read at background priority, for the crawlers
 	src   Source
@@ -127,7 +132,7 @@ type listing struct {
 // payload bytes are read from src (the same stream arc reads).
 func NewTree(arc *catar.Archive, src Source, o TreeOptions) *TreeNode {
 	_, hinted := src.(HintedSource)
-	t := &tree{arc: arc, src: src, log: logger(o.Log), noOpen: !hinted}
+	t := &tree{arc: arc, src: src, log: logger(o.Log), noOpen: !hinted, shift: o.UIDShift}
 	if p, ok := src.(Prefetcher); ok {
 		t.pre = p
 		t.bgArc = arc
@@ -545,12 +550,28 @@ func (n *TreeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 // attributes.
 func (n *TreeNode) child(ctx context.Context, c *catar.Entry, out *fuse.EntryOut) *gofs.Inode {
 	fillAttr(&out.Attr, c)
+	n.t.mapOwner(&out.Attr)
 	return n.NewInode(ctx, &TreeNode{t: n.t, e: c}, gofs.StableAttr{Mode: c.Type(), Ino: ino(c)})
 }
 
 func (n *TreeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	fillAttr(&out.Attr, n.e)
+	n.t.mapOwner(&out.Attr)
 	return 0
+}
+
+// mapOwner applies TreeOptions.UIDShift to attributes fillAttr filled.
+func (t *tree) mapOwner(a *fuse.Attr) {
+	if t.shift == nil {
+		return
+	}
+	var ok bool
+	if a.Uid, ok = t.shift.FromArchive(a.Uid); !ok {
+		a.Uid = 65534
+	}
+	if a.Gid, ok = t.shift.FromArchive(a.Gid); !ok {
+		a.Gid = 65534
+	}
 }
 
 func (n *TreeNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -603,7 +624,11 @@ func (n *TreeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // them: the mount runs with FUSE_POSIX_ACL).
 func (n *TreeNode) xattrs() []catar.Xattr {
 	l := n.e.Xattrs
-	acc, def := catar.ACLXattrs(n.e, catar.ACLXattrOptions{AlwaysMask: true})
+	ao := catar.ACLXattrOptions{AlwaysMask: true}
+	if n.t.shift != nil && n.e.HasUID() {
+		ao.ID = func(a catar.ACLEntry, _ bool) (uint32, bool) { return n.t.shift.FromArchive(uint32(a.ID)) }
+	}
+	acc, def := catar.ACLXattrs(n.e, ao)
 	if n.e.FCaps == nil && n.e.SELinux == "" && acc == nil && def == nil {
 		return l
 	}

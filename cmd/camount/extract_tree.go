@@ -63,6 +63,9 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlag
 	if err != nil {
 		return err
 	}
+	if o.UIDShift, err = tf.uid.get(); err != nil {
+		return err
+	}
 	r, closer, err := openStream(ctx, e, tf, in)
 	if err != nil {
 		return err

@@ -43,9 +43,14 @@ func init() {
 			memProfile := fl.String("memprofile", "", "write a Go heap profile to `FILE` when unmounting (diagnostics)")
 			daemon := fl.Bool("daemon", false, "return once mounted, leaving the mount served by a background process (stop it with camount umount)")
 			logFile := fl.String("log-file", "", "with --daemon: append the background process's log to `FILE` (default: discarded)")
+			uid := addUIDShiftFlags(fl)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want INDEX and MOUNTPOINT")
+				}
+				shift, err := uid.get()
+				if err != nil {
+					return err
 				}
 				if *mkdir != "yes" && *mkdir != "no" {
 					return usagef("--mkdir must be yes or no, not %q", *mkdir)
@@ -77,7 +82,7 @@ func init() {
 					index: index, mnt: mnt, blob: bf, prefetch: pf, name: *name,
 					mkdir: *mkdir == "yes", allowOther: *allowOther, debug: *fuseDebug,
 					cpuProfile: *cpuProfile, memProfile: *memProfile,
-					daemon: *daemon, logFile: *logFile,
+					daemon: *daemon, logFile: *logFile, uidShift: shift,
 				})
 			}
 		},
@@ -108,6 +113,7 @@ type mountArgs struct {
 	memProfile        string
 	daemon            bool   // the background child of --daemon
 	logFile           string // --log-file
+	uidShift          *catar.UIDShift
 }
 
 func runMount(ctx context.Context, e *env, a mountArgs) error {
@@ -210,7 +216,7 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 			closeFn()
 			return fmt.Errorf("%s: %w", a.index, err)
 		}
-		root = vfs.NewTree(arc, src, vfs.TreeOptions{Log: e.log})
+		root = vfs.NewTree(arc, src, vfs.TreeOptions{Log: e.log, UIDShift: a.uidShift})
 	}
 	defer closeFn()
 

@@ -31,10 +31,11 @@ type treeFlags struct {
 	excludeFile      string
 	fs               *flag.FlagSet
 	bf               *blobFlags // the verb's store flags, when it owns them
+	uid              *uidShiftFlags
 }
 
 func addTreeFlags(fs *flag.FlagSet) *treeFlags {
-	t := &treeFlags{fs: fs}
+	t := &treeFlags{fs: fs, uid: addUIDShiftFlags(fs)}
 	fs.Var(&t.with, "with", "store/use only these `FEATURES` (casync names or sets: best, unix, fat, chattr, fat-attrs, privileged, fuse, all; repeatable, comma-separated)")
 	fs.Var(&t.without, "without", "do not store/use these `FEATURES`")
 	fs.StringVar(&t.excludeNodump, "exclude-nodump", "yes", "leave out files with the nodump attribute (chattr +d): yes or no")
@@ -143,7 +144,11 @@ func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string
 	if !st.IsDir() {
 		return fmt.Errorf("%s is not a directory: a tree image (.caidx/.catar) is made from a directory", dir)
 	}
-	opts := catar.EncodeOptions{Features: features, Log: e.log}
+	shift, err := tf.uid.get()
+	if err != nil {
+		return err
+	}
+	opts := catar.EncodeOptions{Features: features, Log: e.log, UIDShift: shift}
 	var id chunker.ID
 	switch kindOf(out) {
 	case kindArchive:
@@ -318,12 +323,16 @@ func treeStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reade
 	if err != nil {
 		return nil, nil, err
 	}
+	shift, err := tf.uid.get()
+	if err != nil {
+		return nil, nil, err
+	}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, err := catar.Encode(ctx, pw, in, catar.EncodeOptions{Features: features, Log: e.log})
+		_, err := catar.Encode(ctx, pw, in, catar.EncodeOptions{Features: features, Log: e.log, UIDShift: shift})
 		pw.CloseWithError(err)
 	}()
 	return pr, func() { cancel(); pr.Close(); <-done }, nil
