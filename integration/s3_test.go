@@ -406,3 +406,48 @@ func TestS3CorruptObject(t *testing.T) {
 		t.Fatal("push published the corrupt chunk")
 	}
 }
+
+// TestS3GC: camount gc on an S3 store lists it, removes exactly the chunks
+// no given index references (--dry-run removes nothing), and the images
+// kept still read back.
+func TestS3GC(t *testing.T) {
+	s3 := startS3(t)
+	a := makeS3Image(t, 2<<20, 67)
+	b := makeS3Image(t, 2<<20, 68)
+	store := s3.url("bucket", "gc")
+	camount(t, "push", "--from="+a.store, "--to="+store, a.index)
+	camount(t, "push", "--from="+b.store, "--to="+store, b.index)
+	dir := filepath.Join(s3.Root, "bucket", "gc")
+	before := objectMtimes(t, dir)
+	keep := map[string]bool{}
+	for _, c := range readIndex(t, a.index).Chunks {
+		keep[chunkFile(dir, c)] = true
+	}
+	unref := len(before) - len(keep)
+	if unref <= 0 {
+		t.Fatalf("%d objects, %d referenced by a", len(before), len(keep))
+	}
+	time.Sleep(2500 * time.Millisecond) // gc keeps chunks younger than --grace plus 2 s
+	out := camount(t, "gc", "--dry-run", "--grace=0", "--store="+store, a.index)
+	if n := strings.Count(out, "would remove "); n != unref+1 || len(objectMtimes(t, dir)) != len(before) {
+		t.Fatalf("dry run: %d lines 'would remove' for %d unreferenced chunks, %d objects left of %d:\n%s", n, unref, len(objectMtimes(t, dir)), len(before), out)
+	}
+	// Recently written chunks are kept by the default grace period.
+	camount(t, "gc", "--store="+store, a.index)
+	if n := len(objectMtimes(t, dir)); n != len(before) {
+		t.Fatalf("gc within the grace period removed %d chunks", len(before)-n)
+	}
+	out = camount(t, "gc", "--grace=0", "--store="+store, a.index)
+	after := objectMtimes(t, dir)
+	if len(after) != len(keep) {
+		t.Fatalf("gc left %d objects, want the %d that a references:\n%s", len(after), len(keep), out)
+	}
+	for p := range after {
+		if !keep[p] {
+			t.Errorf("gc kept unreferenced %s", p)
+		}
+	}
+	o := filepath.Join(t.TempDir(), "out")
+	camount(t, "extract", "--store="+store, a.index, o)
+	checkFile(t, o, a.src)
+}
