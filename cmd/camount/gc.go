@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
 	"github.com/camount/camount/gc"
 	"github.com/camount/camount/location"
@@ -59,8 +58,12 @@ func init() {
 					if st, err = open(ctx, loc); err != nil {
 						return err
 					}
+				} else if ws, err := openWriteStore(e, nil, loc); err != nil {
+					return err
+				} else if ls, ok := ws.(fetch.ListStore); ok {
+					st = gc.List{S: ls}
 				} else {
-					return &location.Error{Flag: flagName, Value: spec, Use: location.WriteStore, Why: "gc does not support this store kind yet"}
+					return &location.Error{Flag: flagName, Value: spec, Use: location.WriteStore, Why: "gc cannot list this store kind"}
 				}
 				refs, err := gc.Referenced(args)
 				if err != nil {
@@ -99,20 +102,4 @@ func init() {
 			}
 		},
 	})
-}
-
-// keepStored reports whether store already holds chunk id, and if so
-// refreshes its modification time: a gc running meanwhile (camount gc
-// --grace) then keeps the chunk this make reuses. Where the time cannot
-// be set (a store of another user), it falls back to a plain check.
-func keepStored(store *fetch.LocalStore, id chunker.ID) bool {
-	now := time.Now()
-	err := os.Chtimes(store.Path(id), now, now)
-	if err == nil {
-		return true
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		return false
-	}
-	return store.Has(id)
 }
