@@ -40,6 +40,15 @@ func (s *FileSeed) String() string { return s.path }
 // File returns the open seed file.
 func (s *FileSeed) File() *os.File { return s.f }
 
+// Size returns the seed's size (-1 if it cannot be had).
+func (s *FileSeed) Size() int64 {
+	n, err := s.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 // Close closes the seed file.
 func (s *FileSeed) Close() error { return s.f.Close() }
 

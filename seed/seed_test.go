@@ -3,12 +3,14 @@ package seed
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
@@ -236,5 +238,69 @@ func TestScanCache(t *testing.T) {
 		if _, ok := third[c.ID]; !ok {
 			t.Fatalf("rescan of the changed seed lacks chunk %s", c.ID)
 		}
+	}
+}
+
+// slowSeed reports the chunks of an index one every step.
+type slowSeed struct {
+	x    *chunker.Index
+	r    io.ReaderAt
+	step time.Duration
+}
+
+func (s *slowSeed) String() string { return "slow" }
+func (s *slowSeed) Close() error   { return nil }
+func (s *slowSeed) Scan(ctx context.Context, found Found) error {
+	for _, c := range s.x.Chunks {
+		select {
+		case <-time.After(s.step):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		found(c.ID, Location{R: s.r, Off: int64(c.Start), Size: int64(c.Size)})
+	}
+	return nil
+}
+
+func TestGetWaitsForANearbyScan(t *testing.T) {
+	v1, _ := versions(3 << 20)
+	x1, _ := index(t, v1)
+	set := NewSet(x1, SetOptions{WaitScan: 2 * time.Second})
+	set.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set.Start(ctx)
+	// A chunk some way ahead of the scan: Get waits and gets it from the seed.
+	c := x1.Chunks[len(x1.Chunks)/2]
+	b, err := set.Get(ctx, c.ID)
+	if err != nil {
+		t.Fatalf("Get of a chunk the scan reaches soon: %v", err)
+	}
+	if x1.Digest().Sum(b) != c.ID {
+		t.Fatal("wrong bytes")
+	}
+	// Without WaitScan it would not have waited.
+	set2 := NewSet(x1, SetOptions{})
+	set2.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: 50 * time.Millisecond})
+	set2.Start(ctx)
+	if _, err := set2.Get(ctx, x1.Chunks[len(x1.Chunks)-1].ID); !errors.Is(err, fetch.ErrNotFound) {
+		t.Fatalf("Get without WaitScan: %v", err)
+	}
+}
+
+func TestGetDoesNotWaitForAFarScan(t *testing.T) {
+	v1, _ := versions(3 << 20)
+	x1, _ := index(t, v1)
+	set := NewSet(x1, SetOptions{WaitScan: 300 * time.Millisecond})
+	set.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set.Start(ctx)
+	start := time.Now()
+	if _, err := set.Get(ctx, x1.Chunks[len(x1.Chunks)-1].ID); !errors.Is(err, fetch.ErrNotFound) {
+		t.Fatalf("Get of a chunk far beyond the scan: %v", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Get waited %v (bound 300ms)", el) // a hang guard, not a timing assertion
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
@@ -26,7 +27,15 @@ type SetOptions struct {
 	// Zero lists chunks never to look for (the target's zero chunks,
 	// served without any store); nil: none.
 	Zero []bool
+	// WaitScan, for lazy readers: Get of a chunk no seed has shown yet
+	// waits while the scan of the last seed is about to pass the chunk's
+	// offset in the target (seeds of an image mostly hold a chunk near
+	// its own offset), as long as the scan's rate says it gets there
+	// within WaitScan. 0: never wait.
+	WaitScan time.Duration
 }
+
+type wanted struct{ size, off int64 }
 
 // Set gathers, from any number of seeds, the locations of the chunks a
 // target index wants, and serves them as a fetch.Store (Get returns the
@@ -36,8 +45,18 @@ type SetOptions struct {
 type Set struct {
 	o     SetOptions
 	p     Params
-	want  map[chunker.ID]int64 // wanted chunk ID -> its size
+	want  map[chunker.ID]wanted
 	seeds []Seed
+
+	targetSize int64
+
+	// The scan front, for Get's wait (SetOptions.WaitScan): how far the
+	// seed being scanned has got, which seed that is, and when it started.
+	front     atomic.Int64
+	scanning  atomic.Int64 // index in seeds of the seed being scanned
+	scanStart atomic.Int64 // unix nanoseconds
+	wmu       sync.Mutex
+	moved     *sync.Cond // broadcast as the front moves (every MiB) and when scans end
 
 	mu   sync.RWMutex
 	locs map[chunker.ID]Location // guarded by mu
@@ -53,8 +72,10 @@ type Set struct {
 
 // NewSet returns an empty set for target x.
 func NewSet(x *chunker.Index, o SetOptions) *Set {
-	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]int64, len(x.Chunks)),
+	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]wanted, len(x.Chunks)),
 		locs: map[chunker.ID]Location{}, done: make(chan struct{})}
+	s.moved = sync.NewCond(&s.wmu)
+	s.targetSize = int64(x.Size())
 	if s.o.Log == nil {
 		s.o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -62,7 +83,9 @@ func NewSet(x *chunker.Index, o SetOptions) *Set {
 		if o.Zero != nil && o.Zero[i] {
 			continue
 		}
-		s.want[c.ID] = int64(c.Size)
+		if _, ok := s.want[c.ID]; !ok {
+			s.want[c.ID] = wanted{int64(c.Size), int64(c.Start)}
+		}
 	}
 	return s
 }
@@ -83,10 +106,19 @@ func (s *Set) Start(ctx context.Context) {
 	if s.started.Swap(true) {
 		return
 	}
+	s.scanStart.Store(time.Now().UnixNano())
 	go func() {
 		LowerPriority(ctx)
 		var errs []error
-		for _, sd := range s.seeds {
+		defer func() {
+			s.wmu.Lock()
+			s.moved.Broadcast()
+			s.wmu.Unlock()
+		}()
+		for i, sd := range s.seeds {
+			s.front.Store(0)
+			s.scanStart.Store(time.Now().UnixNano())
+			s.scanning.Store(int64(i))
 			if err := sd.Scan(ctx, s.found); err != nil {
 				if ctx.Err() != nil {
 					errs = append(errs, ctx.Err())
@@ -118,8 +150,15 @@ func (s *Set) Wait(ctx context.Context) error {
 }
 
 func (s *Set) found(id chunker.ID, loc Location) {
-	size, ok := s.want[id]
-	if !ok || size != loc.Size {
+	if end := loc.Off + loc.Size; s.o.WaitScan > 0 && end > s.front.Load() {
+		if old := s.front.Swap(end); old>>20 != end>>20 {
+			s.wmu.Lock()
+			s.moved.Broadcast()
+			s.wmu.Unlock()
+		}
+	}
+	w, ok := s.want[id]
+	if !ok || w.size != loc.Size {
 		return
 	}
 	s.mu.Lock()
@@ -173,6 +212,9 @@ func Read(l Location) ([]byte, error) {
 // an error wrapping fetch.ErrNotFound. The scheduler verifies them.
 func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	l, ok := s.Lookup(id)
+	if !ok && s.o.WaitScan > 0 {
+		l, ok = s.waitScan(ctx, id)
+	}
 	if !ok {
 		return nil, fmt.Errorf("seeds: %w", fetch.ErrNotFound)
 	}
@@ -189,6 +231,67 @@ func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 // IsSeed implements fetch.Seeder: seeded chunks are not copied into the
 // disk cache.
 func (s *Set) IsSeed() bool { return true }
+
+// scanMargin is how far past a chunk's target offset the scan must get
+// before a waiting Get gives up on the seed (data moves a little between
+// versions of an image).
+const scanMargin = 16 << 20
+
+// waitScan waits, within the bounds of SetOptions.WaitScan, for the scan
+// of the last seed to pass the target offset of chunk id.
+func (s *Set) waitScan(ctx context.Context, id chunker.ID) (Location, bool) {
+	w, ok := s.want[id]
+	if !ok {
+		return Location{}, false
+	}
+	deadline := time.Now().Add(s.o.WaitScan)
+	goal := w.off + scanMargin
+	// The scan ends at the seed's end: it need not get further.
+	end := s.targetSize
+	if sz, ok := s.seeds[len(s.seeds)-1].(interface{ Size() int64 }); ok {
+		end = sz.Size()
+	}
+	goal = min(goal, end)
+	for {
+		select {
+		case <-s.done:
+			return s.Lookup(id)
+		default:
+		}
+		if int(s.scanning.Load()) != len(s.seeds)-1 || ctx.Err() != nil {
+			return Location{}, false // earlier seeds first: their fronts say nothing of this chunk
+		}
+		front := s.front.Load()
+		if front >= goal {
+			return s.Lookup(id)
+		}
+		// Will the scan get there in time, at the rate it has had?
+		el := time.Since(time.Unix(0, s.scanStart.Load()))
+		left := time.Until(deadline)
+		if left <= 0 || el <= 0 || front == 0 {
+			if left <= 0 || front == 0 && el > s.o.WaitScan {
+				return Location{}, false
+			}
+		} else if rate := float64(front) / el.Seconds(); float64(goal-front)/rate > left.Seconds() {
+			return Location{}, false
+		}
+		if l, ok := s.Lookup(id); ok {
+			return l, true
+		}
+		s.wmu.Lock()
+		t := time.AfterFunc(min(left, 100*time.Millisecond), func() {
+			s.wmu.Lock()
+			s.moved.Broadcast()
+			s.wmu.Unlock()
+		})
+		s.moved.Wait()
+		s.wmu.Unlock()
+		t.Stop()
+		if l, ok := s.Lookup(id); ok {
+			return l, true
+		}
+	}
+}
 
 // String implements fetch.Store.
 func (s *Set) String() string { return "seeds" }
