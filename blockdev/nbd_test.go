@@ -540,7 +540,11 @@ func TestOptions(t *testing.T) {
 	if r := c.replies(); r[0].typ != repErrInvalid {
 		t.Errorf("LIST with data: %+v", r)
 	}
-	for _, o := range []uint32{optStartTLS, optExtendedHeaders, 99} {
+	c.option(optStartTLS, nil) // no TLS configured: refused by policy
+	if r := c.replies(); len(r) != 1 || r[0].typ != repErrPolicy || r[0].opt != optStartTLS {
+		t.Errorf("STARTTLS without TLS: %+v", r)
+	}
+	for _, o := range []uint32{optExtendedHeaders, 99} {
 		c.option(o, nil)
 		if r := c.replies(); len(r) != 1 || r[0].typ != repErrUnsup || r[0].opt != o {
 			t.Errorf("%s: %+v", optionName(o), r)

@@ -38,6 +38,7 @@ const (
 	repErrUnsup    = repErrBit + 1
 	repErrPolicy   = repErrBit + 2
 	repErrInvalid  = repErrBit + 3
+	repErrTLSReqd  = repErrBit + 5
 	repErrUnknown  = repErrBit + 6
 	repErrShutdown = repErrBit + 7
 	repErrTooBig   = repErrBit + 9

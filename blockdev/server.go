@@ -26,6 +26,7 @@ package blockdev
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -117,6 +118,14 @@ type Options struct {
 	MaxInFlightBytes int
 	// HandshakeTimeout bounds the option negotiation. 0: 30 s; <0: none.
 	HandshakeTimeout time.Duration
+	// TLS, if set, lets clients upgrade the connection with
+	// NBD_OPT_STARTTLS (the NBD protocol's in-session upgrade); nil: no
+	// TLS (STARTTLS is refused). See TLSConfigFromDir.
+	TLS *tls.Config
+	// RequireTLS refuses every option other than STARTTLS and ABORT
+	// before TLS is up (NBD_REP_ERR_TLS_REQD; a plain EXPORT_NAME is
+	// disconnected): the protocol's FORCEDTLS mode. Needs TLS.
+	RequireTLS bool
 }
 
 // export is an Export with what the server derives from its source.
@@ -143,6 +152,9 @@ type Server struct {
 func NewServer(exports []Export, opt Options) (*Server, error) {
 	if len(exports) == 0 {
 		return nil, errors.New("nbd server: no exports")
+	}
+	if opt.RequireTLS && opt.TLS == nil {
+		return nil, errors.New("nbd server: TLS is required but no TLS configuration is given")
 	}
 	s := &Server{opt: opt, log: opt.Logger, exports: map[string]*export{}}
 	if s.log == nil {
@@ -287,6 +299,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
 	h := &handshake{s: s, nc: nc, br: br, log: log, refuse: refuse}
+	// After STARTTLS h.nc is the TLS connection: closing it sends TLS's
+	// close_notify before the socket closes.
+	defer func() { h.nc.Close() }()
 	st, err := h.run()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -298,8 +313,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		return nil
 	}
 	nc.SetDeadline(time.Time{})
-	log.Debug("nbd: transmission", "export", st.exp.Name, "structured", st.structured, "base_allocation", st.metaAlloc)
-	c := newConn(ctx, cancel, s, nc, br, st, log)
+	log.Debug("nbd: transmission", "export", st.exp.Name, "structured", st.structured, "base_allocation", st.metaAlloc, "tls", h.tls)
+	c := newConn(ctx, cancel, s, h.nc, h.br, st, log)
 	return c.serve()
 }
 
@@ -338,13 +353,15 @@ func (st *session) transmissionFlags() uint16 {
 }
 
 type handshake struct {
-	s      *Server
-	nc     net.Conn
-	br     *bufio.Reader
-	log    *slog.Logger
-	refuse bool // over MaxConnections
+	s           *Server
+	nc          net.Conn
+	br          *bufio.Reader
+	log         *slog.Logger
+	refuse      bool // over MaxConnections
+	warnedPlain bool // a plain client's refusal was logged
 
 	noZeroes   bool
+	tls        bool // STARTTLS done: nc is the TLS connection
 	structured bool
 	metaExport string // export named in the last SET_META_CONTEXT
 	metaAlloc  bool   // base:allocation selected by it
@@ -445,6 +462,18 @@ func (h *handshake) tooMany(opt uint32) error {
 // option handles one option. done reports the end of the handshake: st is
 // the session (nil after ABORT).
 func (h *handshake) option(opt uint32, data []byte) (st *session, done bool, err error) {
+	if h.s.opt.RequireTLS && !h.tls && opt != optStartTLS && opt != optAbort {
+		if opt == optExportName {
+			// No error reply is possible: the protocol says disconnect.
+			h.log.Warn("nbd: refusing a client without TLS (TLS is required)", "option", optionName(opt))
+			return nil, true, errors.New("nbd handshake: client asked for an export without TLS, which this server requires")
+		}
+		if !h.warnedPlain {
+			h.warnedPlain = true
+			h.log.Warn("nbd: refusing a client without TLS (TLS is required)", "option", optionName(opt))
+		}
+		return nil, false, h.replyErr(opt, repErrTLSReqd, "this server requires TLS: connect with TLS (nbds://…, e.g. nbdinfo 'nbds://HOST/NAME?tls-certificates=DIR')")
+	}
 	switch opt {
 	case optExportName:
 		if h.refuse {
@@ -587,7 +616,7 @@ func (h *handshake) option(opt uint32, data []byte) (st *session, done bool, err
 		return nil, false, h.reply(opt, repAck, nil)
 
 	case optStartTLS:
-		return nil, false, h.replyErr(opt, repErrUnsup, "TLS is not supported by this server")
+		return h.startTLS(opt, data)
 	}
 	return nil, false, h.replyErr(opt, repErrUnsup, "%s is not supported", optionName(opt))
 }

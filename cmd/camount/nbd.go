@@ -31,6 +31,7 @@ func init() {
 			var names stringList
 			fs.Var(&names, "name", "export `NAME` of the corresponding INDEX (repeatable; default: the index base name without .caibx)")
 			maxConns := fs.Int("max-connections", 0, "refuse clients beyond `N` simultaneous connections (0: no limit)")
+			tf := addNBDTLSFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) == 0 {
 					return usagef("want at least one .caibx index")
@@ -50,13 +51,18 @@ func init() {
 						return err
 					}
 				}
-				return runNBD(ctx, e, bf, pf, *listen, names, *maxConns, args)
+				tlsCfg, requireTLS, err := tf.config()
+				if err != nil {
+					return err
+				}
+				o := blockdev.Options{Logger: e.log, MaxConnections: *maxConns, TLS: tlsCfg, RequireTLS: requireTLS}
+				return runNBD(ctx, e, bf, pf, *listen, names, o, args)
 			}
 		},
 	})
 }
 
-func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, listen string, names []string, maxConns int, indexes []string) error {
+func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, listen string, names []string, o blockdev.Options, indexes []string) error {
 	network, addr, err := parseListen(listen)
 	if err != nil {
 		return usagef("--listen: %v", err)
@@ -94,7 +100,7 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
 		})
 	}
-	srv, err := blockdev.NewServer(exports, blockdev.Options{Logger: e.log, MaxConnections: maxConns})
+	srv, err := blockdev.NewServer(exports, o)
 	if err != nil {
 		return err
 	}
@@ -102,13 +108,15 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 	if err != nil {
 		return err
 	}
-	if network == "tcp" {
-		if ip := l.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
-			e.log.Warn("nbd: listening beyond loopback; NBD has no authentication or encryption here", "addr", l.Addr())
-		}
+	if w := nbdListenWarning(l.Addr(), o); w != "" {
+		e.log.Warn(w, "addr", l.Addr())
 	}
 	for _, x := range exports {
-		fmt.Fprintln(e.stdout, nbdURI(network, l.Addr(), x.Name))
+		uri := nbdURI(network, l.Addr(), x.Name)
+		if o.TLS != nil {
+			uri = strings.Replace(uri, "nbd", "nbds", 1) // nbds://, nbds+unix://
+		}
+		fmt.Fprintln(e.stdout, uri)
 	}
 	where := l.Addr().String()
 	fmt.Fprintf(e.stderr, "camount nbd: ready, serving %d export(s) on %s:%s (read-only); interrupt to stop\n", len(exports), network, where)
