@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -50,7 +52,7 @@ type TreeOptions struct {
 	// Digest is the target index's chunk digest.
 	Digest chunker.Digest
 	// CacheDir keeps scans between runs: a scan is reused while the tree's
-	// fingerprint (paths, inodes, sizes, modes, mtimes and ctimes of every
+	// fingerprint (paths, inodes, sizes, modes, owners and mtimes of every
 	// node, from lstat alone) is unchanged. "" scans into a temporary
 	// directory removed by Close.
 	CacheDir string
@@ -182,8 +184,10 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 }
 
 // treeFingerprint hashes lstat facts of every node under dir, in sorted
-// order: any change to contents (mtime, ctime, size), metadata (ctime) or
-// names changes it.
+// order (path, device, inode, mode, owner, size, mtime), as file seeds are
+// keyed: a change that keeps all of them (contents rewritten with the
+// mtime put back, an xattr set) goes unseen and costs fetches, never
+// wrong bytes.
 func treeFingerprint(ctx context.Context, dir string) (string, error) {
 	h := sha256.New()
 	var walk func(rel string) error
@@ -206,7 +210,7 @@ func treeFingerprint(ctx context.Context, dir string) (string, error) {
 		b = append(b[:0], rel...)
 		b = append(b, 0)
 		for _, v := range []uint64{st.Dev, st.Ino, uint64(st.Mode), uint64(st.Uid), uint64(st.Gid), uint64(st.Size),
-			uint64(st.Mtim.Sec), uint64(st.Mtim.Nsec), uint64(st.Ctim.Sec), uint64(st.Ctim.Nsec), st.Rdev} {
+			uint64(st.Mtim.Sec), uint64(st.Mtim.Nsec), st.Rdev} {
 			b = binary.LittleEndian.AppendUint64(b, v)
 		}
 		h.Write(b)
@@ -248,7 +252,9 @@ type scanWriter struct {
 	pos    int64 // stream offset of the next byte
 	buf    []byte
 	bufOff int64 // stream offset of buf[0]
-	chunks []byte
+	chunks []byte // guarded by mu
+	jobs   chan *hashJob
+	batch  *hashJob
 
 	skel  io.Writer
 	files io.Writer
@@ -355,7 +361,8 @@ func (w *scanWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// cut records the chunks complete in buf (all of it at the end).
+// cut finds the chunks complete in buf (all of it at the end) and queues
+// them, a batch at a time, for the hashing workers.
 func (w *scanWriter) cut(final bool) {
 	for len(w.buf) > 0 {
 		k := w.split.Cut(w.buf)
@@ -365,17 +372,79 @@ func (w *scanWriter) cut(final bool) {
 			}
 			k = len(w.buf)
 		}
-		id := w.digest.Sum(w.buf[:k])
-		var rec [chunkRecSize]byte
-		copy(rec[:], id[:])
-		binary.LittleEndian.PutUint64(rec[32:], uint64(w.bufOff))
-		binary.LittleEndian.PutUint64(rec[40:], uint64(k))
-		w.chunks = append(w.chunks, rec[:]...)
+		j := w.batch
+		if j == nil {
+			j = &hashJob{data: make([]byte, 0, hashBatch+int(w.split.Params().Max))}
+			w.batch = j
+		}
+		j.offs = append(j.offs, w.bufOff)
+		j.sizes = append(j.sizes, k)
+		j.data = append(j.data, w.buf[:k]...)
+		if len(j.data) >= hashBatch {
+			w.jobs <- j
+			w.batch = nil
+		}
 		w.bufOff += int64(k)
 		w.buf = w.buf[k:]
 	}
-	if cap(w.buf) > 4<<20 && len(w.buf) < 1<<20 {
+	if final && w.batch != nil {
+		w.jobs <- w.batch
+		w.batch = nil
+	}
+	if len(w.buf) == 0 {
+		w.buf = w.buf[:0:0]
+	} else if cap(w.buf) > 4<<20 && len(w.buf) < 1<<20 {
 		w.buf = append(make([]byte, 0, 1<<20), w.buf...)
+	}
+}
+
+// hashBatch is the bytes of chunks hashed together by one worker.
+const hashBatch = 4 << 20
+
+type hashJob struct {
+	data  []byte
+	offs  []int64
+	sizes []int
+}
+
+// startHashers starts the workers that hash queued chunks and record them.
+func (w *scanWriter) startHashers() (wait func()) {
+	n := max(1, runtime.GOMAXPROCS(0))
+	w.jobs = make(chan *hashJob, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var ids []chunker.ID
+			var datas [][]byte
+			var recs []byte
+			for j := range w.jobs {
+				datas = datas[:0]
+				off := 0
+				for _, k := range j.sizes {
+					datas = append(datas, j.data[off:off+k])
+					off += k
+				}
+				ids = slices.Grow(ids[:0], len(datas))[:len(datas)]
+				w.digest.SumBatch(ids, datas)
+				recs = recs[:0]
+				for i, id := range ids {
+					var rec [chunkRecSize]byte
+					copy(rec[:], id[:])
+					binary.LittleEndian.PutUint64(rec[32:], uint64(j.offs[i]))
+					binary.LittleEndian.PutUint64(rec[40:], uint64(j.sizes[i]))
+					recs = append(recs, rec[:]...)
+				}
+				w.mu.Lock()
+				w.chunks = append(w.chunks, recs...)
+				w.mu.Unlock()
+			}
+		}()
+	}
+	return func() {
+		close(w.jobs)
+		wg.Wait()
 	}
 }
 
@@ -405,6 +474,13 @@ func scanTree(ctx context.Context, dir, out string, m *treeMeta, o TreeOptions) 
 	bs, bf, bp := newBufWriter(skel), newBufWriter(files), newBufWriter(paths)
 	w := &scanWriter{split: split, digest: o.Digest, skel: bs, files: bf, paths: bp, hashLinks: o.Hardlinks, hasher: sha256.New()}
 	prefix := dir + "/"
+	waitHash := w.startHashers()
+	hashed := false
+	defer func() {
+		if !hashed {
+			waitHash()
+		}
+	}()
 	n, err := catar.Encode(ctx, w, dir, catar.EncodeOptions{Features: o.Features, Log: o.Log,
 		Payload: func(path string, off, size int64) { w.announce(strings.TrimPrefix(path, prefix), off, size) }})
 	if err != nil {
@@ -414,6 +490,8 @@ func scanTree(ctx context.Context, dir, out string, m *treeMeta, o TreeOptions) 
 		return w.err
 	}
 	w.cut(true)
+	waitHash()
+	hashed = true
 	for _, b := range []*bufWriter{bs, bf, bp} {
 		if err := b.Flush(); err != nil {
 			return err
