@@ -251,7 +251,7 @@ type scanWriter struct {
 	digest chunker.Digest
 	pos    int64 // stream offset of the next byte
 	buf    []byte
-	bufOff int64 // stream offset of buf[0]
+	bufOff int64  // stream offset of buf[0]
 	chunks []byte // guarded by mu
 	jobs   chan *hashJob
 	batch  *hashJob
