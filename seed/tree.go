@@ -61,6 +61,8 @@ type TreeOptions struct {
 	Hardlinks bool
 	// Log receives debug messages; nil discards them.
 	Log *slog.Logger
+
+	background bool // scan on one low-priority core (lazy readers)
 }
 
 // ErrSeedChanged reports seed bytes that no longer match the chunk the scan
@@ -98,6 +100,10 @@ type Tree struct {
 	links  []byte // mmapped linkRec records
 	maps   [][]byte
 	log    *slog.Logger
+	// mu keeps the maps alive while they are read: Close takes it
+	// exclusively.
+	mu     sync.RWMutex
+	closed bool
 	// Reused reports whether the scan came from the cache.
 	Reused bool
 }
@@ -408,14 +414,20 @@ type hashJob struct {
 }
 
 // startHashers starts the workers that hash queued chunks and record them.
-func (w *scanWriter) startHashers() (wait func()) {
+func (w *scanWriter) startHashers(ctx context.Context, background bool) (wait func()) {
 	n := max(1, runtime.GOMAXPROCS(0))
+	if background {
+		n = 1
+	}
 	w.jobs = make(chan *hashJob, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if background {
+				lowerPriority()
+			}
 			var ids []chunker.ID
 			var datas [][]byte
 			var recs []byte
@@ -474,7 +486,7 @@ func scanTree(ctx context.Context, dir, out string, m *treeMeta, o TreeOptions) 
 	bs, bf, bp := newBufWriter(skel), newBufWriter(files), newBufWriter(paths)
 	w := &scanWriter{split: split, digest: o.Digest, skel: bs, files: bf, paths: bp, hashLinks: o.Hardlinks, hasher: sha256.New()}
 	prefix := dir + "/"
-	waitHash := w.startHashers()
+	waitHash := w.startHashers(ctx, o.background)
 	hashed := false
 	defer func() {
 		if !hashed {
@@ -630,6 +642,12 @@ func mapFile(path string) ([]byte, error) {
 
 // Close unmaps the scan (and removes it when it was not cached).
 func (t *Tree) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
 	for _, b := range t.maps {
 		syscall.Munmap(b)
 	}
@@ -665,6 +683,11 @@ func (t *Tree) find(id chunker.ID) (off, size int64, ok bool) {
 
 // Has reports whether the scan found chunk id in the seed.
 func (t *Tree) Has(id chunker.ID) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return false
+	}
 	_, _, ok := t.find(id)
 	return ok
 }
@@ -673,7 +696,13 @@ func (t *Tree) Has(id chunker.ID) bool {
 // (nil, false, nil) when the scan did not find the chunk, and an error
 // wrapping ErrSeedChanged when the seed's bytes no longer match.
 func (t *Tree) Chunk(ctx context.Context, id chunker.ID) ([]byte, bool, error) {
+	t.mu.RLock()
 	off, size, ok := t.find(id)
+	closed := t.closed
+	t.mu.RUnlock()
+	if closed {
+		return nil, false, nil
+	}
 	if !ok {
 		return nil, false, nil
 	}
@@ -707,6 +736,11 @@ func (t *Tree) fileRec(i int) (off, size, before int64, path string) {
 // that shrank is an error; one whose contents changed yields its new bytes
 // (chunk verification catches that).
 func (t *Tree) ReadAt(p []byte, off int64) (int, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return 0, fmt.Errorf("seed %s: closed", t.dir)
+	}
 	if off < 0 || off+int64(len(p)) > t.meta.Size {
 		return 0, fmt.Errorf("seed %s: read [%d,+%d) outside the stream of %d bytes", t.dir, off, len(p), t.meta.Size)
 	}
@@ -774,6 +808,11 @@ func (t *Tree) ReadAt(p []byte, off int64) (int, error) {
 // are size bytes with SHA-256 sum, as found by the scan. Callers check the
 // file's metadata (and that it is unchanged) before linking to it.
 func (t *Tree) HardlinkCandidates(size int64, sum [32]byte) []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return nil
+	}
 	n := len(t.links) / linkRecSize
 	var key [40]byte
 	binary.BigEndian.PutUint64(key[:], uint64(size))
