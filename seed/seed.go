@@ -29,11 +29,15 @@ import (
 type Params struct {
 	Digest chunker.Digest
 	Chunk  chunker.Params
+	// Features are the target index's feature flags: a directory seed is
+	// serialised with them (casync's defaults when they name no metadata,
+	// as for a blob).
+	Features uint64
 }
 
 // ParamsOf returns the parameters of a target index.
 func ParamsOf(x *chunker.Index) Params {
-	return Params{Digest: x.Digest(), Chunk: chunker.Params{Min: x.Min, Avg: x.Avg, Max: x.Max}}
+	return Params{Digest: x.Digest(), Chunk: chunker.Params{Min: x.Min, Avg: x.Avg, Max: x.Max}, Features: x.Flags}
 }
 
 // Location is where a chunk's bytes lie in a seed.
@@ -101,7 +105,7 @@ func Open(path string, p Params, cache *ScanCache) (Seed, error) {
 		}
 		return f, nil
 	case st.IsDir():
-		return nil, fmt.Errorf("seed %s: directory seeds are not supported yet", path)
+		return OpenDir(path, p, cache, false)
 	}
 	return nil, fmt.Errorf("seed %s: not a regular file, block device, directory or index", path)
 }

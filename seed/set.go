@@ -96,6 +96,9 @@ func (s *Set) Params() Params { return s.p }
 // Add adds a seed; it must be called before Start. The set closes it.
 func (s *Set) Add(sd Seed) { s.seeds = append(s.seeds, sd) }
 
+// Seeds returns the seeds added.
+func (s *Set) Seeds() []Seed { return s.seeds }
+
 // Len returns the number of seeds.
 func (s *Set) Len() int { return len(s.seeds) }
 

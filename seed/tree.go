@@ -61,8 +61,6 @@ type TreeOptions struct {
 	Hardlinks bool
 	// Log receives debug messages; nil discards them.
 	Log *slog.Logger
-
-	background bool // scan on one low-priority core (lazy readers)
 }
 
 // ErrSeedChanged reports seed bytes that no longer match the chunk the scan
@@ -414,9 +412,10 @@ type hashJob struct {
 }
 
 // startHashers starts the workers that hash queued chunks and record them.
-func (w *scanWriter) startHashers(ctx context.Context, background bool) (wait func()) {
+// A scan under a Background context hashes on one low-priority core.
+func (w *scanWriter) startHashers(ctx context.Context) (wait func()) {
 	n := max(1, runtime.GOMAXPROCS(0))
-	if background {
+	if IsBackground(ctx) {
 		n = 1
 	}
 	w.jobs = make(chan *hashJob, n)
@@ -425,9 +424,7 @@ func (w *scanWriter) startHashers(ctx context.Context, background bool) (wait fu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if background {
-				lowerPriority()
-			}
+			LowerPriority(ctx)
 			var ids []chunker.ID
 			var datas [][]byte
 			var recs []byte
@@ -486,7 +483,7 @@ func scanTree(ctx context.Context, dir, out string, m *treeMeta, o TreeOptions) 
 	bs, bf, bp := newBufWriter(skel), newBufWriter(files), newBufWriter(paths)
 	w := &scanWriter{split: split, digest: o.Digest, skel: bs, files: bf, paths: bp, hashLinks: o.Hardlinks, hasher: sha256.New()}
 	prefix := dir + "/"
-	waitHash := w.startHashers(ctx, o.background)
+	waitHash := w.startHashers(ctx)
 	hashed := false
 	defer func() {
 		if !hashed {

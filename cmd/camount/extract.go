@@ -16,6 +16,7 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fs)
 			tf := addTreeFlags(fs)
+			tf.bf = bf // a .caidx is read with the verb's store and seed flags
 			xf := addExtractTreeFlags(fs)
 			sf := addSeedFlags(fs, bf, true)
 			pf := &prefetchFlags{mode: "none"}
@@ -44,7 +45,7 @@ func init() {
 					pf.quietExit = !*stats
 					return extractBlob(ctx, e, bf, pf, xf, sf, in, out)
 				case kindTreeIndex, kindArchive:
-					return extractTree(ctx, e, tf, xf, in, out)
+					return extractTree(ctx, e, tf, xf, sf, in, out)
 				}
 				return usagef("%s: input must end in .caibx, .caidx or .catar", in)
 			}

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"flag"
+	"os"
 	"strings"
 
 	"github.com/camount/camount/extract"
+	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/seed"
 )
 
 // extractTreeFlags are extract's flags for writing a tree (and holes).
@@ -53,8 +56,13 @@ func (x *extractTreeFlags) treeOptions(e *env, mask uint64) (extract.TreeOptions
 // wantHardlinks reports --hardlink=yes.
 func (x *extractTreeFlags) wantHardlinks() (bool, error) { return yesNo("hardlink", x.hardlink) }
 
-// extractTree recreates the tree of a .catar or .caidx under dir.
-func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlags, in string, dir string) error {
+// extractTree recreates the tree of a .catar or .caidx under dir. With
+// seeds (--seed, and an existing output directory unless
+// --seed-output=no), a .caidx's chunks are taken from them first: the
+// seeds are scanned before the archive is read, then every chunk no seed
+// holds is prefetched, so the network stays busy while the tree is
+// written.
+func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlags, sf *seedFlags, in string, dir string) error {
 	mask, err := tf.mask()
 	if err != nil {
 		return err
@@ -66,11 +74,66 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlag
 	if o.UIDShift, err = tf.uid.get(); err != nil {
 		return err
 	}
+	hard, err := xf.wantHardlinks()
+	if err != nil {
+		return err
+	}
+	seedOut, err := yesNo("seed-output", sf.output)
+	if err != nil {
+		return err
+	}
+	if kindOf(in) == kindTreeIndex {
+		bf := tf.blobFlags()
+		bf.seeds = sf
+		sf.lazy, sf.wait, sf.hardlinks = true, true, hard
+		if st, err := os.Stat(dir); err == nil && st.IsDir() && seedOut {
+			sf.outputDir = dir
+		}
+	} else if len(sf.paths) > 0 {
+		e.log.Info("--seed is not used for a .catar input: every byte is local")
+	}
 	r, closer, err := openStream(ctx, e, tf, in)
 	if err != nil {
 		return err
 	}
 	defer closer()
-	_, err = extract.Tree(ctx, r, dir, o)
+	if set := sf.set; set != nil {
+		defer set.Close()
+		for _, sd := range set.Seeds() {
+			if h, ok := sd.(extract.HardlinkSource); ok && hard {
+				o.Hardlinks = append(o.Hardlinks, h)
+			}
+		}
+		if sr, ok := r.(*seqReader); ok {
+			prefetchUnseeded(sr.b, set, int64(tf.blobFlags().cacheSize)/2)
+		}
+	}
+	res, err := extract.Tree(ctx, r, dir, o)
+	if err == nil && sf.set != nil {
+		e.log.Info("extracted", "seeded chunks", sf.set.Served.Load(), "seeded bytes", sf.set.ServedBytes.Load(),
+			"hardlinked files", res.Hardlinked, "hardlinked bytes", res.HardlinkedBytes, "deleted", res.Deleted)
+	}
 	return err
+}
+
+// prefetchUnseeded asks for every chunk no seed holds at once, in archive
+// order, while their total fits half the memory cache (beyond that they
+// would push each other out before the reader gets to them); the reader
+// then finds them fetched or in flight.
+func prefetchUnseeded(b *fetch.Blob, set *seed.Set, limit int64) {
+	x := b.Index()
+	var total int64
+	for i, c := range x.Chunks {
+		if b.IsZero(i) {
+			continue
+		}
+		if _, ok := set.Lookup(c.ID); ok {
+			continue
+		}
+		total += int64(c.Size)
+		if total > limit {
+			return
+		}
+		b.Prefetch(int64(c.Start), int64(c.Size), fetch.Readahead)
+	}
 }

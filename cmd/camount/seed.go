@@ -27,6 +27,12 @@ type seedFlags struct {
 	// seeds itself.
 	lazy bool
 	set  *seed.Set // the set openBlob made, if any
+	// Tree extraction (extract_tree.go): scan before reading (wait), with
+	// content digests for --hardlink (hardlinks), and the existing output
+	// directory as one more seed (outputDir, --seed-output).
+	wait      bool
+	hardlinks bool
+	outputDir string
 }
 
 // addSeedFlags registers --seed and --seed-optional on fs, and for extract
@@ -64,7 +70,13 @@ func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, wait time.Dur
 	set := seed.NewSet(x, seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x), WaitScan: wait})
 	cache := scanCache(bf)
 	for _, p := range sf.paths {
-		sd, err := seed.Open(p, set.Params(), cache)
+		var sd seed.Seed
+		var err error
+		if st, serr := os.Stat(p); serr == nil && st.IsDir() && sf.hardlinks {
+			sd, err = seed.OpenDir(p, set.Params(), cache, true)
+		} else {
+			sd, err = seed.Open(p, set.Params(), cache)
+		}
 		if err != nil {
 			if sf.optional {
 				e.log.Warn("seed not used", "err", err)
@@ -74,6 +86,13 @@ func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, wait time.Dur
 			return nil, fmt.Errorf("--seed: %w", err)
 		}
 		set.Add(sd)
+	}
+	if sf.outputDir != "" {
+		if sd, err := seed.OpenDir(sf.outputDir, set.Params(), cache, sf.hardlinks); err == nil {
+			set.Add(sd)
+		} else {
+			e.log.Debug("output not used as a seed", "err", err)
+		}
 	}
 	return set, nil
 }
@@ -86,7 +105,7 @@ const lazySeedWait = time.Second
 // background (index seeds and cached scans are usable at once, file seeds
 // as the scan reaches them); readiness does not wait for them.
 func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *chunker.Index) ([]fetch.Store, error) {
-	if sf == nil || !sf.lazy || len(sf.paths) == 0 {
+	if sf == nil || !sf.lazy || len(sf.paths) == 0 && sf.outputDir == "" {
 		return nil, nil
 	}
 	// A read of a chunk the scan has not reached waits for it if it gets
@@ -97,6 +116,18 @@ func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *c
 		return nil, err
 	}
 	sf.set = set
+	if sf.wait {
+		// A tree extract reads the archive front to back: the seeds are
+		// scanned first (on every core), so that nothing a seed holds is
+		// fetched.
+		set.Start(ctx)
+		if err := set.Wait(ctx); err != nil {
+			set.Close()
+			return nil, err
+		}
+		e.log.Debug("seeds scanned", "chunks found", set.Known())
+		return []fetch.Store{set}, nil
+	}
 	set.Start(seed.Background(ctx))
 	go func() {
 		if err := set.Wait(context.Background()); err != nil {
