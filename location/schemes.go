@@ -5,9 +5,9 @@ package location
 // place that says it: the error of Parse and the help texts read it, and a
 // new kind of store adds its scheme here (with its reader or writer).
 var schemes = map[Use][]string{
-	ReadStore:  {"http", "https", "s3+http", "s3+https"},
-	WriteStore: {"s3+http", "s3+https"},
-	Index:      {"http", "https", "s3+http", "s3+https"},
+	ReadStore:  {"http", "https", "s3+http", "s3+https", "sftp"},
+	WriteStore: {"s3+http", "s3+https", "sftp"},
+	Index:      {"http", "https", "s3+http", "s3+https", "sftp"},
 	Cache:      {},
 	Output:     {},
 	Input:      {},

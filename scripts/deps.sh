@@ -28,6 +28,8 @@ need busybox busybox-static
 need cpio cpio
 need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs module tree
 need cmp diffutils
+need sshd openssh-server # the sftp store tests (integration/sftp_test.go) run a real sshd
+need ssh-keygen openssh-client
 # cgo: make compresses chunks with libzstd (bundled in github.com/DataDog/zstd,
 # compiled by gcc); without a C compiler Go builds the pure-Go fallback.
 need gcc gcc

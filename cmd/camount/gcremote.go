@@ -22,6 +22,13 @@ func init() {
 			return gcListStore{s}, nil
 		}
 	}
+	gcStores["sftp"] = func(ctx context.Context, loc location.Location) (gc.Store, error) {
+		s, err := fetch.NewSFTPStore(loc.Raw, fetch.SFTPOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return gcListStore{s}, nil
+	}
 }
 
 // gcListStore sweeps a fetch.ListStore. Entries are named by the store's

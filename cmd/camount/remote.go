@@ -87,7 +87,7 @@ func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chun
 	if loc.IsLocal() {
 		return loadIndex(ctx, loc.Path)
 	}
-	if fetch.IsS3URL(path) {
+	if fetch.IsS3URL(path) || fetch.IsSFTPURL(path) {
 		return r.loadRemoteIndex(ctx, e, path)
 	}
 	o, err := r.httpOptions(e.log)
@@ -114,7 +114,7 @@ func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.In
 // The index URL's query and fragment are dropped, as casync does; with
 // chunkQuery (--chunk-query) the query is kept for the chunk requests.
 func defaultStore(index string, chunkQuery bool) string {
-	if fetch.IsURL(index) || fetch.IsS3URL(index) {
+	if fetch.IsURL(index) || fetch.IsS3URL(index) || fetch.IsSFTPURL(index) {
 		if u, err := fetch.DefaultStoreURL(index); err == nil {
 			if q := indexQuery(index); chunkQuery && q != "" {
 				u += "?" + q
@@ -165,6 +165,8 @@ func (r *remoteFlags) openStore(e *env, spec string) (fetch.Store, error) {
 		return fetch.NewHTTPStore(spec, o)
 	case "s3+http", "s3+https":
 		return r.openS3Store(e, spec)
+	case "sftp":
+		return fetch.NewSFTPStore(spec, r.sftpOptions(e))
 	}
 	return nil, fmt.Errorf("chunk store %s: no reader for %s:// stores", loc, loc.Scheme)
 }

@@ -45,8 +45,24 @@ func openWriteStore(e *env, r *remoteFlags, loc location.Location) (fetch.WriteS
 			return nil, err
 		}
 		return fetch.NewS3Store(loc.Raw, o)
+	case "sftp":
+		return fetch.NewSFTPStore(loc.Raw, r.sftpOptions(e))
 	}
 	return nil, fmt.Errorf("chunk store %s: no writer for %s:// stores", loc, loc.Scheme)
+}
+
+// sftpOptions are the sftp settings: the HTTP flags' timeout and retries
+// (r may be nil: the defaults); keys, agent and known_hosts the user's.
+func (r *remoteFlags) sftpOptions(e *env) fetch.SFTPOptions {
+	o := fetch.SFTPOptions{HTTP: fetch.HTTPOptions{Log: e.log}}
+	if r != nil {
+		retries := r.retries
+		if retries == 0 {
+			retries = -1
+		}
+		o.HTTP.Timeout, o.HTTP.Retries = r.timeout, retries
+	}
+	return o
 }
 
 // openS3Store opens an S3 store for reading.
@@ -58,17 +74,27 @@ func (r *remoteFlags) openS3Store(e *env, spec string) (fetch.Store, error) {
 	return fetch.NewS3Store(spec, o)
 }
 
-// loadRemoteIndex reads an index from an S3 location.
+// loadRemoteIndex reads an index from an S3 or sftp location.
 func (r *remoteFlags) loadRemoteIndex(ctx context.Context, e *env, loc string) (*chunker.Index, error) {
-	o, err := r.s3Options(e)
-	if err != nil {
-		return nil, err
+	var b []byte
+	var err error
+	if fetch.IsSFTPURL(loc) {
+		var f *fetch.SFTPFile
+		if f, err = fetch.NewSFTPFile(loc, r.sftpOptions(e)); err != nil {
+			return nil, err
+		}
+		b, err = f.Read(ctx, fetch.MaxIndexSize)
+	} else {
+		var o fetch.S3Options
+		if o, err = r.s3Options(e); err != nil {
+			return nil, err
+		}
+		var obj *fetch.S3Object
+		if obj, err = fetch.NewS3Object(loc, o); err != nil {
+			return nil, err
+		}
+		b, err = obj.Read(ctx, fetch.MaxIndexSize)
 	}
-	obj, err := fetch.NewS3Object(loc, o)
-	if err != nil {
-		return nil, err
-	}
-	b, err := obj.Read(ctx, fetch.MaxIndexSize)
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", loc, err)
 	}
@@ -121,6 +147,8 @@ func openIndexWriter(e *env, r *remoteFlags, loc location.Location) (indexWriter
 			return nil, err
 		}
 		return fetch.NewS3Object(loc.Raw, o)
+	case "sftp":
+		return fetch.NewSFTPFile(loc.Raw, r.sftpOptions(e))
 	}
 	return nil, fmt.Errorf("%s: no writer for %s:// index locations", loc, loc.Scheme)
 }
