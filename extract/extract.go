@@ -187,7 +187,7 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 			}
 		}
 		set.Start(ctx)
-		sd = &seeder{set: set, d: x.Digest(), out: out, mode: o.Reflink}
+		sd = &seeder{set: set, d: x.Digest(), out: out, mode: o.Reflink, log: o.log()}
 	}
 
 	var wg sync.WaitGroup
@@ -211,6 +211,13 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 	var set *seed.Set
 	if sd != nil {
 		set = sd.set
+		// A seed that cannot be read whole is an error (unless seeds are
+		// optional: the Set then only warns): stop at once.
+		go func() {
+			if err := set.Wait(ctx); err != nil && ctx.Err() == nil {
+				fail(err)
+			}
+		}()
 	}
 	go dispatch(ctx, set, x, firsts, jobs)
 	for w := 0; w < o.workers(); w++ {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type seeder struct {
 	out     *output
 	mode    Reflink
 	noClone atomic.Bool // a clone was refused (auto): copy from now on
+	warned  atomic.Bool
+	log     *slog.Logger
 }
 
 // dispatch sends the first copy of each chunk to jobs: at once when a
@@ -117,6 +120,9 @@ func (s *seeder) chunk(c chunker.Chunk) (data []byte, loc seed.Location, ok bool
 	}
 	if err != nil {
 		s.set.Forget(c.ID)
+		if s.warned.CompareAndSwap(false, true) {
+			s.log.Warn("a seeded chunk could not be used; it is fetched instead (further ones are not logged)", "chunk", c.ID, "err", err)
+		}
 		return nil, loc, false
 	}
 	return data, loc, true

@@ -181,6 +181,50 @@ func TestSeedExtractKinds(t *testing.T) {
 		}
 	})
 
+	t.Run("eio-seed", func(t *testing.T) {
+		// A seed that fails with EIO: v1 served by a camount mount whose
+		// store has a damaged chunk (the mount answers EIO there).
+		needCmd(t, "fusermount3")
+		bad := filepath.Join(t.TempDir(), "bad.castr")
+		runCmd(t, "cp", "-a", s.store, bad)
+		x1 := readIndex(t, s.v1idx)
+		zero := zeroIDs(x1)
+		for i := len(x1.Chunks) / 2; i < len(x1.Chunks); i++ {
+			if !zero[x1.Chunks[i].ID] {
+				damageChunk(t, bad, x1.Chunks[i])
+				break
+			}
+		}
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+		startMount(t, nil, "--store="+bad, "--http-retries=0", s.v1idx, mnt)
+		out := filepath.Join(t.TempDir(), "out.img")
+		seedArg := "--seed=" + filepath.Join(mnt, "v1")
+		_, err := tryCamount("extract", "--cache="+t.TempDir(), seedArg, s.url("v2.caibx"), out)
+		if err == nil || !strings.Contains(err.Error(), filepath.Join(mnt, "v1")) || !strings.Contains(err.Error(), "input/output error") {
+			t.Errorf("extract with a seed failing with EIO: %v", err)
+		}
+		if _, serr := os.Stat(out); serr == nil {
+			t.Errorf("the failed extract left %s", out)
+		}
+		// With --seed-optional: a warning, and v2 exactly.
+		camount(t, "extract", "--cache="+t.TempDir(), "--seed-optional", seedArg, s.url("v2.caibx"), out)
+		cmpFiles(t, out, s.v2)
+		s.fetched(t)
+	})
+
+	t.Run("other-chunk-size", func(t *testing.T) {
+		// An index seed made with other chunk sizes: fewer chunks match,
+		// the output is still v2.
+		dir := t.TempDir()
+		runCmd(t, "casync", "make", "--chunk-size=32K", "--store="+filepath.Join(dir, "s.castr"), filepath.Join(dir, "v1.img.caibx"), s.v1)
+		os.Symlink(s.v1, filepath.Join(dir, "v1.img"))
+		out := filepath.Join(t.TempDir(), "out.img")
+		camount(t, "extract", "--seed="+filepath.Join(dir, "v1.img.caibx"), s.url("v2.caibx"), out)
+		cmpFiles(t, out, s.v2)
+		s.fetched(t)
+	})
+
 	t.Run("missing-seed", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "out.img")
 		_, err := tryCamount("extract", "--seed=/nonexistent/seed.img", s.url("v2.caibx"), out)
@@ -262,6 +306,19 @@ func TestSeedLazyMount(t *testing.T) {
 		cmpFiles(t, out, s.v2)
 		if n := s.fetched(t); n != s.unseeded {
 			t.Errorf("nbd fetched %d chunks, want exactly the %d no seed holds", n, s.unseeded)
+		}
+	})
+	t.Run("mkdev", func(t *testing.T) {
+		needRoot(t)
+		needLoopOverFUSE(t)
+		s.fetched(t)
+		cache2 := t.TempDir()
+		runCmd(t, "cp", "-a", filepath.Join(cache, "seeds"), cache2)
+		p := startMkdev(t, "--cache="+cache2, "--cache-size=0", "--seed="+s.v1, s.url("v2.caibx"))
+		cmpFiles(t, p.dev, s.v2)
+		p.stop(t)
+		if n := s.fetched(t); n != s.unseeded {
+			t.Errorf("mkdev fetched %d chunks, want exactly the %d no seed holds", n, s.unseeded)
 		}
 	})
 }
