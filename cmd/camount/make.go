@@ -88,10 +88,10 @@ func makeBlob(ctx context.Context, e *env, mf *makeFlags, out, in string) error 
 	if st.IsDir() {
 		return fmt.Errorf("%s is a directory: use an OUT.caidx to make a tree image", in)
 	}
-	var r io.Reader = f
-	if p := newProgress(e, "make", sizeOf(f, st)); p != nil {
+	r, size := blockInput(e, f, st, sizeOf(f, st))
+	if p := newProgress(e, "make", size); p != nil {
 		defer p.done()
-		r = p.reader(f)
+		r = p.reader(r)
 		mf.progress = &publish.Progress{}
 		p.pub = mf.progress
 	}
