@@ -143,10 +143,12 @@ func (b *Blob) chunk(ctx context.Context, i int) ([]byte, error) {
 }
 
 // Chunk returns the verified bytes of chunk i at priority p. The bytes must
-// not be modified.
+// not be modified. The caller consumes them (a directory crawl or a
+// page-cache push reads at Readahead priority), so a Recorder records the
+// chunk at any priority; Prefetch is the path that does not consume.
 func (b *Blob) Chunk(ctx context.Context, i int, p Priority) ([]byte, error) {
 	c := b.idx.Chunks[i]
-	if r := b.rec.Load(); r != nil && p == Foreground {
+	if r := b.rec.Load(); r != nil {
 		r.touch(i, i)
 	}
 	if b.zero[i] {

@@ -1,0 +1,333 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Booting a real Debian with systemd from lazily fetched images
+// (docs/BOOT.md): scripts/bootimage.sh builds the root file system image
+// once per test run (mmdebstrap, mkfs.ext4 -d), camount make turns it into
+// os.caibx and os.castr, nginx serves them, and qemu (TCG) boots Debian's
+// kernel from it, either through qemu's own NBD client talking to camount nbd
+// on the host, or from /dev/nbd0 attached by camount mkdev in an initramfs
+// made by mkinitramfs with contrib/initramfs-tools. The image's marker unit
+// prints "CAMOUNT-BOOT-MARKER uptime=S root=SRC" once multi-user.target is
+// reached and powers the machine off.
+
+// bootImage is the Debian image as camount serves it.
+type bootImage struct {
+	dir        string // holds os.caibx and os.castr/ (served by nginx)
+	img        string // the raw ext4 image
+	caibx      string
+	store      string
+	storeBytes int64
+	chunks     int // distinct chunks in the index
+}
+
+var bootImg struct {
+	once sync.Once
+	img  *bootImage
+	err  error
+	skip string
+}
+
+// bootChecks are the image's /etc/camount-boot-checks.d scripts, run
+// before the marker: they report the camount process that serves the root
+// (started in the initramfs as @camount) as "CAMOUNT-CHECK ..." lines.
+var bootChecks = map[string]string{
+	"etc/camount-boot-checks.d/10-root-daemon": `#!/bin/sh
+for p in /proc/[0-9]*; do
+	c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+	case "$c" in
+	@camount*) echo "CAMOUNT-CHECK root-daemon pid=${p#/proc/} argv=$c" ;;
+	esac
+done
+`,
+}
+
+// debianBootImage builds the image once per test run, under the directory
+// of the test binary's camount build (TestMain removes it at exit).
+// CAMOUNT_BOOT_CACHE=DIR keeps mmdebstrap's tarball in DIR between runs.
+func debianBootImage(t *testing.T) *bootImage {
+	t.Helper()
+	needRoot(t)
+	needCmd(t, "mmdebstrap", "mkfs.ext4", "qemu-system-x86_64")
+	bootImg.once.Do(func() {
+		dir := filepath.Join(filepath.Dir(camountBin), "boot")
+		extra := filepath.Join(dir, "extra")
+		for name, body := range bootChecks {
+			p := filepath.Join(extra, name)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+				bootImg.err = err
+				return
+			}
+		}
+		img := filepath.Join(dir, "os.img")
+		start := time.Now()
+		cmd := exec.Command("../scripts/bootimage.sh", img, extra)
+		cmd.Env = os.Environ()
+		if c := os.Getenv("CAMOUNT_BOOT_CACHE"); c != "" {
+			cmd.Env = append(cmd.Env, "BOOTIMAGE_ROOTFS_CACHE="+c)
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			bootImg.err = fmt.Errorf("scripts/bootimage.sh: %v\n%s", err, tail(out.String(), 3000))
+			return
+		}
+		b := &bootImage{dir: dir, img: img, caibx: filepath.Join(dir, "os.caibx"), store: filepath.Join(dir, "os.castr")}
+		if _, err := tryCamount("make", "--store="+b.store, b.caibx, img); err != nil {
+			bootImg.err = err
+			return
+		}
+		_, b.storeBytes = dirSize(t, b.store)
+		b.chunks = len(storeChunks(t, b.store))
+		st, _ := os.Stat(img)
+		t.Logf("Debian image: %d MiB raw, store %d chunks, %.1f MiB (built in %.0fs)",
+			st.Size()>>20, b.chunks, float64(b.storeBytes)/(1<<20), time.Since(start).Seconds())
+		bootImg.img = b
+	})
+	if bootImg.err != nil {
+		t.Fatal(bootImg.err)
+	}
+	return bootImg.img
+}
+
+// bootKernel is the newest /boot/vmlinuz-* with its initrd and an nbd
+// module in /lib/modules.
+type bootKernel struct{ kver, kernel, initrd string }
+
+func findBootKernel(t *testing.T) *bootKernel {
+	t.Helper()
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	sort.Strings(kernels)
+	for i := len(kernels) - 1; i >= 0; i-- {
+		kver := strings.TrimPrefix(filepath.Base(kernels[i]), "vmlinuz-")
+		initrd := "/boot/initrd.img-" + kver
+		if _, err := os.Stat(filepath.Join("/lib/modules", kver, "kernel/drivers/block/nbd.ko")); err != nil {
+			continue
+		}
+		if _, err := os.Stat(initrd); err != nil {
+			continue
+		}
+		return &bootKernel{kver: kver, kernel: kernels[i], initrd: initrd}
+	}
+	t.Skip("no /boot/vmlinuz-* with its initrd.img and an nbd.ko in /lib/modules (install linux-image-amd64)")
+	return nil
+}
+
+// bootResult is what a boot printed.
+type bootResult struct {
+	console string
+	wall    time.Duration // qemu start to the marker line
+	uptime  float64       // guest uptime at the marker
+	root    string        // the root mount at the marker: SOURCE,TYPE,OPTIONS
+}
+
+var bootMarker = regexp.MustCompile(`CAMOUNT-BOOT-MARKER uptime=([0-9.]+) root=(\S*)`)
+
+// bootQemu runs qemu (TCG) until the guest powers off or timeout passes,
+// and returns the console. With wantMarker it fails the test unless the
+// marker appeared and qemu exited by itself.
+func bootQemu(t *testing.T, k *bootKernel, initrd, cmdline string, timeout time.Duration, wantMarker bool, extra ...string) *bootResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	args := append([]string{"-accel", "tcg", "-smp", "2", "-m", "1024",
+		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+		"-kernel", k.kernel, "-initrd", initrd, "-append", "console=ttyS0 " + cmdline}, extra...)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.WaitDelay = 5 * time.Second
+	out := &markerWriter{start: time.Now()}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	r := &bootResult{console: out.String(), wall: out.at}
+	if p := os.Getenv("CAMOUNT_VM_CONSOLE"); p != "" {
+		os.WriteFile(p, []byte(r.console), 0o644)
+	}
+	m := bootMarker.FindStringSubmatch(r.console)
+	if m != nil {
+		r.uptime, _ = strconv.ParseFloat(m[1], 64)
+		r.root = m[2]
+	}
+	if !wantMarker {
+		if ctx.Err() != nil {
+			t.Fatalf("VM still running after %v; console:\n%s", timeout, tail(r.console, 6000))
+		}
+		return r
+	}
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("VM did not power off within %v; console:\n%s", timeout, tail(r.console, 6000))
+	case err != nil:
+		t.Fatalf("qemu: %v; console:\n%s", err, tail(r.console, 6000))
+	case m == nil:
+		t.Fatalf("no boot marker on the console:\n%s", tail(r.console, 6000))
+	}
+	if !strings.Contains(r.console, "reboot: Power down") {
+		t.Errorf("the guest did not power off cleanly; console:\n%s", tail(r.console, 4000))
+	}
+	return r
+}
+
+// markerWriter collects the console and notes when the marker appeared.
+type markerWriter struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	start time.Time
+	at    time.Duration
+}
+
+func (w *markerWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if w.at == 0 && bytes.Contains(w.b.Bytes(), []byte("CAMOUNT-BOOT-MARKER")) {
+		w.at = time.Since(w.start)
+	}
+	return len(p), nil
+}
+
+func (w *markerWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// bootTimeout bounds one TCG boot on a loaded machine (a hang guard, not a
+// timing assertion).
+const bootTimeout = 8 * time.Minute
+
+// TestBootDebianNBDClient boots the Debian image as qemu's root disk
+// through qemu's NBD client, served by camount nbd from nginx, recording a
+// profile; the guest must reach multi-user.target with /dev/vda as its
+// read-only root, and the boot must fetch only part of the store. With
+// CAMOUNT_TEST_LONG it boots again with that profile.
+func TestBootDebianNBDClient(t *testing.T) {
+	k := findBootKernel(t)
+	img := debianBootImage(t)
+	ng := startNginx(t, img.dir, nil)
+	work := t.TempDir()
+	prof := filepath.Join(work, "boot.profile")
+	boot := func(name string, extra ...string) (*bootResult, statsJSON) {
+		stats := filepath.Join(work, name+".stats.json")
+		s := startNBD(t, "tcp", append([]string{"--name=os", "--store=" + ng.URL + "/os.castr", "--stats-json=" + stats}, extra...), ng.URL+"/os.caibx")
+		r := bootQemu(t, k, k.initrd, "root=/dev/vda ro panic=-1", bootTimeout, true,
+			"-drive", "file="+s.uris[0]+",format=raw,if=virtio,readonly=on")
+		s.stop(t)
+		st := readStats(t, stats)
+		t.Logf("%s: marker at uptime %.1fs, %.1fs wall; fetched %d chunks, %.1f MiB of the store's %d chunks, %.1f MiB (foreground %d)",
+			name, r.uptime, r.wall.Seconds(), st.FetchedChunks, float64(st.FetchedBytes)/(1<<20), img.chunks, float64(img.storeBytes)/(1<<20), st.Priorities["foreground"].Chunks)
+		if !strings.HasPrefix(r.root, "/dev/vda,ext4,ro") {
+			t.Errorf("%s: the guest's root is %q, want /dev/vda,ext4,ro", name, r.root)
+		}
+		if st.FetchedChunks <= 0 || st.FetchedBytes > img.storeBytes/2 {
+			t.Errorf("%s: fetched %d chunks, %d bytes of a %d-byte store; want some, and less than half", name, st.FetchedChunks, st.FetchedBytes, img.storeBytes)
+		}
+		return r, st
+	}
+	boot("first", "--record-profile="+prof)
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) == 0 {
+		t.Fatalf("--record-profile wrote no profile: %v", err)
+	}
+	if os.Getenv("CAMOUNT_TEST_LONG") == "" {
+		return
+	}
+	_, st := boot("profiled", "--prefetch-profile="+prof)
+	if st.PrefetchUsed == 0 {
+		t.Errorf("the profiled boot used no prefetched chunk")
+	}
+}
+
+// initramfsConf is the mkinitramfs configuration of the camount boots: a
+// small module list (the virtio devices qemu gives, ext4, nbd).
+const initramfsConf = `MODULES=list
+BUSYBOX=y
+COMPRESS=gzip
+COMPRESSLEVEL=1
+`
+
+// makeCamountInitramfs runs mkinitramfs with contrib/initramfs-tools and a
+// static camount, and returns the initrd path.
+func makeCamountInitramfs(t *testing.T, k *bootKernel) string {
+	t.Helper()
+	needCmd(t, "mkinitramfs")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "camount")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/camount")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build (static): %v\n%s", err, out)
+	}
+	conf := filepath.Join(dir, "conf")
+	for _, d := range []string{"conf.d", "hooks", "scripts/local-top"} {
+		os.MkdirAll(filepath.Join(conf, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(conf, "initramfs.conf"), []byte(initramfsConf), 0o644)
+	os.WriteFile(filepath.Join(conf, "modules"), []byte("virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\nnbd\n"), 0o644)
+	os.WriteFile(filepath.Join(conf, "conf.d", "camount"), []byte("CAMOUNT=y\n"), 0o644)
+	copyFile(t, "../contrib/initramfs-tools/hooks/camount", filepath.Join(conf, "hooks", "camount"))
+	copyFile(t, "../contrib/initramfs-tools/scripts/local-top/camount", filepath.Join(conf, "scripts", "local-top", "camount"))
+	initrd := filepath.Join(dir, "initrd.img")
+	cmd := exec.Command("mkinitramfs", "-d", conf, "-o", initrd, k.kver)
+	cmd.Env = append(os.Environ(), "CAMOUNT_BINARY="+bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mkinitramfs: %v\n%s", err, out)
+	}
+	out := runCmd(t, "lsinitramfs", initrd)
+	for _, want := range []string{"bin/camount", "bin/@camount", "scripts/local-top/camount", "/nbd.ko"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the initramfs has no %s", want)
+		}
+	}
+	return initrd
+}
+
+// guestNet is qemu's user networking: the host's 127.0.0.1 is 10.0.2.2.
+var guestNet = []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"}
+
+// guestURL is what the guest calls the host's loopback URL u.
+func guestURL(u string) string { return strings.Replace(u, "127.0.0.1", "10.0.2.2", 1) }
+
+// TestBootDebianNBD0 boots the Debian image from /dev/nbd0 in the guest:
+// the kernel command line root=camount:URL makes the initramfs (Debian's
+// initramfs-tools with contrib/initramfs-tools) bring up the network and
+// run camount mkdev as @camount; systemd boots from /dev/nbd0, the serving
+// process is still alive (argv[0] '@camount') when multi-user.target is
+// reached, and the guest powers off cleanly without I/O errors on nbd0.
+func TestBootDebianNBD0(t *testing.T) {
+	k := findBootKernel(t)
+	img := debianBootImage(t)
+	initrd := makeCamountInitramfs(t, k)
+	ng := startNginx(t, img.dir, nil)
+	u := guestURL(ng.URL)
+	r := bootQemu(t, k, initrd, "root=camount:"+u+"/os.caibx camount.store="+u+"/os.castr ip=dhcp panic=-1", bootTimeout, true, guestNet...)
+	reqs := ng.chunkRequests(t)
+	t.Logf("nbd0 boot: marker at uptime %.1fs, %.1fs wall; %d chunk requests to nginx (store: %d chunks, %.1f MiB)",
+		r.uptime, r.wall.Seconds(), reqs, img.chunks, float64(img.storeBytes)/(1<<20))
+	if !strings.HasPrefix(r.root, "/dev/nbd0,ext4,ro") {
+		t.Errorf("the guest's root is %q, want /dev/nbd0,ext4,ro", r.root)
+	}
+	if !strings.Contains(r.console, "CAMOUNT-CHECK root-daemon pid=") || !strings.Contains(r.console, "argv=@camount mkdev") {
+		t.Errorf("no @camount mkdev process in the booted system; console:\n%s", tail(r.console, 6000))
+	}
+	for _, bad := range []string{"I/O error", "camount: cannot boot"} {
+		if strings.Contains(r.console, bad) {
+			t.Errorf("console shows %q:\n%s", bad, tail(r.console, 6000))
+		}
+	}
+	if reqs <= 0 || reqs >= img.chunks {
+		t.Errorf("%d chunk requests for a %d-chunk store; want some, and not all", reqs, img.chunks)
+	}
+}
+

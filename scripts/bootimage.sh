@@ -1,0 +1,83 @@
+#!/bin/sh
+# bootimage.sh OUT.img [EXTRA_DIR]
+#
+# Builds a bootable Debian (bookworm, minbase + systemd-sysv, udev, kmod) root
+# file system image for the boot tests, benchmark and demo (docs/BOOT.md):
+# an ext4 file system without a partition table (boot it with root=/dev/vda
+# or from /dev/nbd0), label camountroot, made with mmdebstrap and
+# `mkfs.ext4 -d`. Needs root and Debian's package repository.
+#
+# The image boots read-only to multi-user.target; then the unit
+# camount-boot-marker.service runs the scripts in /etc/camount-boot-checks.d
+# (none by default; each prints lines to the serial console), prints
+#   CAMOUNT-BOOT-MARKER uptime=SECONDS root=SOURCE
+# on /dev/ttyS0 and powers the machine off.
+#
+# EXTRA_DIR, if given, is copied over the root file system (extra files,
+# checks, units). Set BOOTIMAGE_ROOTFS_CACHE=DIR to keep mmdebstrap's tarball
+# there between runs (it is reused when present; delete it to refresh).
+set -eu
+out=${1:?usage: bootimage.sh OUT.img [EXTRA_DIR]}
+extra=${2:-}
+for c in mmdebstrap mkfs.ext4; do
+	command -v "$c" >/dev/null || { echo "bootimage.sh: $c is not installed (scripts/deps.sh installs it)" >&2; exit 1; }
+done
+work=$(mktemp -d "${TMPDIR:-/tmp}/bootimage.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tarball=$work/rootfs.tar
+if [ -n "${BOOTIMAGE_ROOTFS_CACHE:-}" ]; then
+	mkdir -p "$BOOTIMAGE_ROOTFS_CACHE"
+	tarball=$BOOTIMAGE_ROOTFS_CACHE/rootfs.tar
+fi
+if [ ! -s "$tarball" ]; then
+	mmdebstrap --quiet --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$tarball.tmp" >&2
+	mv "$tarball.tmp" "$tarball"
+fi
+root=$work/root
+mkdir "$root"
+tar -C "$root" -xf "$tarball"
+
+mkdir -p "$root/etc/camount-boot-checks.d" "$root/etc/systemd/system/multi-user.target.wants"
+cat >"$root/usr/local/sbin/camount-boot-marker" <<'SH'
+#!/bin/sh
+# Runs the boot checks and prints the boot marker (bootimage.sh); the unit
+# powers the machine off when it ends.
+exec >/dev/ttyS0 2>&1
+for f in /etc/camount-boot-checks.d/*; do
+	[ -x "$f" ] && "$f"
+done
+read -r up _ </proc/uptime
+src=$(awk '$2 == "/" { s = $1 " " $3 " " $4 } END { print s }' /proc/self/mounts | tr ' ' ,)
+echo "CAMOUNT-BOOT-MARKER uptime=$up root=$src"
+SH
+chmod 755 "$root/usr/local/sbin/camount-boot-marker"
+cat >"$root/etc/systemd/system/camount-boot-marker.service" <<'UNIT'
+[Unit]
+Description=camount boot marker: report boot time on the serial console, power off
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/camount-boot-marker
+SuccessAction=poweroff
+FailureAction=poweroff
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -sf ../camount-boot-marker.service "$root/etc/systemd/system/multi-user.target.wants/camount-boot-marker.service"
+# No login prompts on the consoles: nothing waits for them.
+ln -sf /dev/null "$root/etc/systemd/system/serial-getty@.service"
+ln -sf /dev/null "$root/etc/systemd/system/getty@.service"
+ln -sf /dev/null "$root/etc/systemd/system/getty-static.service"
+echo camount-boot >"$root/etc/hostname"
+printf 'LABEL=camountroot / ext4 ro 0 1\n' >"$root/etc/fstab"
+if [ -n "$extra" ]; then
+	cp -a "$extra/." "$root/"
+fi
+# Room for the files plus 15%, in MiB.
+kib=$(du -sk "$root" | cut -f1)
+mib=$((kib * 115 / 100 / 1024 + 32))
+rm -f "$out"
+mkfs.ext4 -q -F -L camountroot -d "$root" "$out" "${mib}M"
+echo "bootimage.sh: $out ($mib MiB)" >&2
