@@ -15,7 +15,7 @@ FUZZ_TARGETS = \
 	./catar:FuzzArchive \
 	./vfs:FuzzTree
 
-.PHONY: all build deps test test-long fuzz bench bench-quick demo install clean vet
+.PHONY: all build deps test test-long fuzz bench bench-quick demo demo-boot install clean vet
 
 all: build
 
@@ -64,6 +64,10 @@ bench: deps build
 demo: deps build
 	./scripts/demo.sh
 
+# Boots a real Debian (systemd) under qemu from a lazily fetched image (docs/BOOT.md).
+demo-boot: deps build
+	./scripts/demo-boot.sh
+
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/camount
 	# Man pages (one per verb) and shell completions, from the flag definitions.
@@ -72,6 +76,16 @@ install: build
 	$(BIN) completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/camount
 	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_camount
 	$(BIN) completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/camount.fish
+	# mount -t camount and fstab (mount(8) runs /sbin/mount.TYPE), the initramfs-tools
+	# hook for root=camount:URL and the systemd units (docs/BOOT.md).
+	install -d $(DESTDIR)/sbin
+	ln -sf $(PREFIX)/bin/camount $(DESTDIR)/sbin/mount.camount
+	install -D -m 0755 contrib/initramfs-tools/hooks/camount $(DESTDIR)/usr/share/initramfs-tools/hooks/camount
+	install -D -m 0755 contrib/initramfs-tools/scripts/local-top/camount $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/camount
+	for u in contrib/systemd/*.service; do \
+		install -d $(DESTDIR)$(PREFIX)/lib/systemd/system; \
+		sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
 
 clean:
 	rm -rf bin

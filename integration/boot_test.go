@@ -40,21 +40,6 @@ var bootImg struct {
 	once sync.Once
 	img  *bootImage
 	err  error
-	skip string
-}
-
-// bootChecks are the image's /etc/camount-boot-checks.d scripts, run
-// before the marker: they report the camount process that serves the root
-// (started in the initramfs as @camount) as "CAMOUNT-CHECK ..." lines.
-var bootChecks = map[string]string{
-	"etc/camount-boot-checks.d/10-root-daemon": `#!/bin/sh
-for p in /proc/[0-9]*; do
-	c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
-	case "$c" in
-	@camount*) echo "CAMOUNT-CHECK root-daemon pid=${p#/proc/} argv=$c" ;;
-	esac
-done
-`,
 }
 
 // debianBootImage builds the image once per test run, under the directory
@@ -66,18 +51,10 @@ func debianBootImage(t *testing.T) *bootImage {
 	needCmd(t, "mmdebstrap", "mkfs.ext4", "qemu-system-x86_64")
 	bootImg.once.Do(func() {
 		dir := filepath.Join(filepath.Dir(camountBin), "boot")
-		extra := filepath.Join(dir, "extra")
-		for name, body := range bootChecks {
-			p := filepath.Join(extra, name)
-			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
-				bootImg.err = err
-				return
-			}
-		}
+		os.MkdirAll(dir, 0o755)
 		img := filepath.Join(dir, "os.img")
 		start := time.Now()
-		cmd := exec.Command("../scripts/bootimage.sh", img, extra)
+		cmd := exec.Command("../scripts/bootimage.sh", img)
 		cmd.Env = os.Environ()
 		if c := os.Getenv("CAMOUNT_BOOT_CACHE"); c != "" {
 			cmd.Env = append(cmd.Env, "BOOTIMAGE_ROOTFS_CACHE="+c)
@@ -261,6 +238,13 @@ COMPRESSLEVEL=1
 // static camount, and returns the initrd path.
 func makeCamountInitramfs(t *testing.T, k *bootKernel) string {
 	t.Helper()
+	return makeCamountInitramfsWith(t, k, true)
+}
+
+// makeCamountInitramfsWith: withNBD false leaves nbd.ko out (the hook's
+// manual_add_modules line removed), for the missing-module failure.
+func makeCamountInitramfsWith(t *testing.T, k *bootKernel, withNBD bool) string {
+	t.Helper()
 	needCmd(t, "mkinitramfs")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "camount")
@@ -274,9 +258,16 @@ func makeCamountInitramfs(t *testing.T, k *bootKernel) string {
 		os.MkdirAll(filepath.Join(conf, d), 0o755)
 	}
 	os.WriteFile(filepath.Join(conf, "initramfs.conf"), []byte(initramfsConf), 0o644)
-	os.WriteFile(filepath.Join(conf, "modules"), []byte("virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\nnbd\n"), 0o644)
 	os.WriteFile(filepath.Join(conf, "conf.d", "camount"), []byte("CAMOUNT=y\n"), 0o644)
 	copyFile(t, "../contrib/initramfs-tools/hooks/camount", filepath.Join(conf, "hooks", "camount"))
+	modules := "virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\nnbd\n"
+	if !withNBD {
+		hook := filepath.Join(conf, "hooks", "camount")
+		b, _ := os.ReadFile(hook)
+		os.WriteFile(hook, []byte(strings.ReplaceAll(string(b), "manual_add_modules nbd", ":")), 0o755)
+		modules = strings.ReplaceAll(modules, "nbd\n", "")
+	}
+	os.WriteFile(filepath.Join(conf, "modules"), []byte(modules), 0o644)
 	copyFile(t, "../contrib/initramfs-tools/scripts/local-top/camount", filepath.Join(conf, "scripts", "local-top", "camount"))
 	initrd := filepath.Join(dir, "initrd.img")
 	cmd := exec.Command("mkinitramfs", "-d", conf, "-o", initrd, k.kver)
@@ -286,9 +277,12 @@ func makeCamountInitramfs(t *testing.T, k *bootKernel) string {
 	}
 	out := runCmd(t, "lsinitramfs", initrd)
 	for _, want := range []string{"bin/camount", "bin/@camount", "scripts/local-top/camount", "/nbd.ko"} {
-		if !strings.Contains(out, want) {
+		if !strings.Contains(out, want) && (withNBD || want != "/nbd.ko") {
 			t.Fatalf("the initramfs has no %s", want)
 		}
+	}
+	if !withNBD && strings.Contains(out, "/nbd.ko") {
+		t.Fatalf("the initramfs has nbd.ko")
 	}
 	return initrd
 }
@@ -331,3 +325,129 @@ func TestBootDebianNBD0(t *testing.T) {
 	}
 }
 
+// withFiles returns initrd with files appended as a second (newc cpio)
+// archive, which the kernel unpacks over the first.
+func withFiles(t *testing.T, initrd string, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	for name, b := range files {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extra := filepath.Join(dir, "extra.cpio")
+	if err := writeCpio(extra, root); err != nil {
+		t.Fatal(err)
+	}
+	a, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(extra)
+	out := filepath.Join(dir, "initrd.img")
+	if err := os.WriteFile(out, append(a, b...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var consoleProfile = regexp.MustCompile(`(?s)CAMOUNT-PROFILE-BEGIN\r?\n(.*?)CAMOUNT-PROFILE-END`)
+
+// TestBootDebianNBD0Profile (make test-long) boots from /dev/nbd0 recording
+// a profile in the guest (camount.args=--record-profile=...; the image's
+// boot check has it written and prints it), then boots again with that
+// profile in the initramfs (camount.profile=): the second boot must fetch
+// at least the profile's chunks and reach the marker.
+func TestBootDebianNBD0Profile(t *testing.T) {
+	if os.Getenv("CAMOUNT_TEST_LONG") == "" {
+		t.Skip("CAMOUNT_TEST_LONG (make test-long): two more TCG boots")
+	}
+	k := findBootKernel(t)
+	img := debianBootImage(t)
+	initrd := makeCamountInitramfs(t, k)
+	ng := startNginx(t, img.dir, nil)
+	u := guestURL(ng.URL)
+	cmdline := "root=camount:" + u + "/os.caibx camount.store=" + u + "/os.castr ip=dhcp panic=-1"
+	r := bootQemu(t, k, initrd, cmdline+" camount.args=--record-profile=/camount-boot.profile", bootTimeout, true, guestNet...)
+	first := ng.chunkRequests(t)
+	m := consoleProfile.FindStringSubmatch(r.console)
+	if m == nil {
+		t.Fatalf("the guest printed no profile; console:\n%s", tail(r.console, 6000))
+	}
+	prof := []byte(strings.ReplaceAll(m[1], "\r", ""))
+	if err := os.WriteFile(filepath.Join(t.TempDir(), "boot.profile"), prof, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(prof), "\n") - 3
+	t.Logf("first nbd0 boot: uptime %.1fs, %.1fs wall, %d chunk requests; profile of %d chunks", r.uptime, r.wall.Seconds(), first, n)
+	if n <= 0 {
+		t.Fatalf("empty profile:\n%s", prof)
+	}
+	withProf := withFiles(t, initrd, map[string][]byte{"etc/camount/boot.profile": prof})
+	r2 := bootQemu(t, k, withProf, cmdline+" camount.profile=/etc/camount/boot.profile", bootTimeout, true, guestNet...)
+	second := ng.chunkRequests(t) - first
+	t.Logf("profiled nbd0 boot: uptime %.1fs, %.1fs wall, %d chunk requests", r2.uptime, r2.wall.Seconds(), second)
+	if !strings.HasPrefix(r2.root, "/dev/nbd0,ext4,ro") {
+		t.Errorf("the guest's root is %q, want /dev/nbd0,ext4,ro", r2.root)
+	}
+	if !strings.Contains(r2.console, "--prefetch-profile=/etc/camount/boot.profile") {
+		t.Errorf("the root daemon did not get the profile; console:\n%s", tail(r2.console, 4000))
+	}
+	if second < n {
+		t.Errorf("the profiled boot made %d chunk requests, fewer than the profile's %d chunks", second, n)
+	}
+}
+
+// TestBootDebianNBD0BadInput (make test-long): what the initramfs does when
+// it cannot boot from camount — a wrong index URL, an unreachable store, a
+// corrupt chunk at the start of the file system, no nbd.ko: one line
+// "camount: cannot boot from URL: CAUSE" on the console, then the
+// initramfs's panic (with panic=-1: an immediate reboot, which ends qemu),
+// never a silent hang.
+func TestBootDebianNBD0BadInput(t *testing.T) {
+	if os.Getenv("CAMOUNT_TEST_LONG") == "" {
+		t.Skip("CAMOUNT_TEST_LONG (make test-long): four more TCG boots")
+	}
+	k := findBootKernel(t)
+	img := debianBootImage(t)
+	initrd := makeCamountInitramfs(t, k)
+	noNBD := makeCamountInitramfsWith(t, k, false)
+	// A copy of the store whose chunk holding the ext4 superblock is damaged.
+	bad := t.TempDir()
+	copyTree(t, img.store, filepath.Join(bad, "os.castr"))
+	copyFile(t, img.caibx, filepath.Join(bad, "os.caibx"))
+	x := readIndex(t, img.caibx)
+	damageChunk(t, filepath.Join(bad, "os.castr"), x.Chunks[x.Find(1024)])
+	ng := startNginx(t, img.dir, nil)
+	ngBad := startNginx(t, bad, nil)
+	u, ub := guestURL(ng.URL), guestURL(ngBad.URL)
+	for _, c := range []struct {
+		name, initrd, cmdline, want string
+	}{
+		{"wrong-url", initrd, "root=camount:" + u + "/nosuch.caibx camount.store=" + u + "/os.castr", "nosuch.caibx"},
+		{"unreachable-store", initrd, "root=camount:http://10.0.2.2:1/os.caibx camount.args=--http-retries=1", "10.0.2.2:1"},
+		{"corrupt-chunk", initrd, "root=camount:" + ub + "/os.caibx camount.store=" + ub + "/os.castr", "reading /dev/nbd"},
+		{"no-nbd-module", noNBD, "root=camount:" + u + "/os.caibx camount.store=" + u + "/os.castr", "no NBD support"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := bootQemu(t, k, c.initrd, c.cmdline+" ip=dhcp panic=-1", 6*time.Minute, false, guestNet...)
+			var line string
+			for _, l := range strings.Split(r.console, "\n") {
+				if strings.HasPrefix(strings.TrimSpace(l), "camount: cannot boot from") {
+					line = strings.TrimSpace(l)
+					break
+				}
+			}
+			t.Logf("console: %s", line)
+			if line == "" || !strings.Contains(line, c.want) {
+				t.Errorf("want a line \"camount: cannot boot from ...\" naming %q; console:\n%s", c.want, tail(r.console, 5000))
+			}
+			if bootMarker.MatchString(r.console) {
+				t.Errorf("the guest booted")
+			}
+		})
+	}
+}

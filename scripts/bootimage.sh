@@ -9,7 +9,8 @@
 #
 # The image boots read-only to multi-user.target; then the unit
 # camount-boot-marker.service runs the scripts in /etc/camount-boot-checks.d
-# (none by default; each prints lines to the serial console), prints
+# (each prints lines to the serial console; 10-root-daemon reports the
+# @camount process serving /dev/nbd0 and prints its recorded profile), prints
 #   CAMOUNT-BOOT-MARKER uptime=SECONDS root=SOURCE
 # on /dev/ttyS0 and powers the machine off.
 #
@@ -40,8 +41,7 @@ tar -C "$root" -xf "$tarball"
 mkdir -p "$root/etc/camount-boot-checks.d" "$root/etc/systemd/system/multi-user.target.wants"
 cat >"$root/usr/local/sbin/camount-boot-marker" <<'SH'
 #!/bin/sh
-# Runs the boot checks and prints the boot marker (bootimage.sh); the unit
-# powers the machine off when it ends.
+# Runs the boot checks, prints the boot marker and powers off (bootimage.sh).
 exec >/dev/ttyS0 2>&1
 for f in /etc/camount-boot-checks.d/*; do
 	[ -x "$f" ] && "$f"
@@ -49,8 +49,36 @@ done
 read -r up _ </proc/uptime
 src=$(awk '$2 == "/" { s = $1 " " $3 " " $4 } END { print s }' /proc/self/mounts | tr ' ' ,)
 echo "CAMOUNT-BOOT-MARKER uptime=$up root=$src"
+systemctl --no-block --check-inhibitors=no poweroff
 SH
 chmod 755 "$root/usr/local/sbin/camount-boot-marker"
+# Booted from /dev/nbd0 (root=camount:URL): report the serving process, which
+# the initramfs started as @camount, and, if it records a profile, have it
+# written (SIGUSR1) and print it, so the host can save it.
+cat >"$root/etc/camount-boot-checks.d/10-root-daemon" <<'SH'
+#!/bin/sh
+for p in /proc/[0-9]*; do
+	c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+	case "$c" in
+	@camount*)
+		echo "CAMOUNT-CHECK root-daemon pid=${p#/proc/} argv=$c"
+		prof=$(echo "$c" | tr ' ' '\n' | sed -n 's/^--record-profile=//p')
+		if [ -n "$prof" ]; then
+			# The path is in the process's root: the initramfs.
+			prof=$p/root$prof
+			rm -f "$prof"
+			kill -USR1 "${p#/proc/}"
+			i=0
+			while [ ! -s "$prof" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+			echo "CAMOUNT-PROFILE-BEGIN"
+			cat "$prof"
+			echo "CAMOUNT-PROFILE-END"
+		fi
+		;;
+	esac
+done 2>/dev/null
+SH
+chmod 755 "$root/etc/camount-boot-checks.d/10-root-daemon"
 cat >"$root/etc/systemd/system/camount-boot-marker.service" <<'UNIT'
 [Unit]
 Description=camount boot marker: report boot time on the serial console, power off
@@ -59,7 +87,6 @@ After=multi-user.target
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/camount-boot-marker
-SuccessAction=poweroff
 FailureAction=poweroff
 
 [Install]

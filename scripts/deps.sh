@@ -30,6 +30,11 @@ need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs modu
 need cmp diffutils
 need sshd openssh-server # the sftp store tests (integration/sftp_test.go) run a real sshd
 need ssh-keygen openssh-client
+# The boot tests and bench (docs/BOOT.md): a Debian root image, an initramfs
+# with camount, and qemu's curl driver (the bench's peer).
+need mmdebstrap mmdebstrap
+need mkinitramfs initramfs-tools
+ls /usr/lib/*/qemu/block-curl.so >/dev/null 2>&1 || pkgs="$pkgs qemu-block-extra"
 # cgo: make compresses chunks with libzstd (bundled in github.com/DataDog/zstd,
 # compiled by gcc); without a C compiler Go builds the pure-Go fallback.
 need gcc gcc

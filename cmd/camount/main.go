@@ -65,7 +65,12 @@ func main() {
 			stops = append(stops, func() { trace.Stop(); f.Close() })
 		}
 	}
-	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	var code int
+	if isMountHelper(os.Args[0]) { // mount -t camount (mounthelper.go)
+		code = mountHelperMain(os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		code = run(os.Args[1:], os.Stdout, os.Stderr)
+	}
 	for _, stop := range stops {
 		stop()
 	}

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Booting a real Debian (bookworm minbase, systemd) under qemu (TCG) from a
+# lazily fetched image: time until multi-user.target (the image's marker unit
+# prints the guest's uptime on the serial console) and what was fetched.
+# Every remote boot goes over nginx behind a proxy adding 20 ms per request.
+#
+# qemu's NBD client (camount nbd on the host; the disk is /dev/vda):
+#   local raw image (the limit) | qemu's curl driver on the raw image |
+#   casync extract of the image, then boot | camount first boot (recording a
+#   profile) | camount boot with that profile.
+# /dev/nbd0 in the guest (root=camount:URL, contrib/initramfs-tools):
+#   camount first boot (recording a profile) | camount boot with that profile.
+#
+# Each boot once (BOOT_RUNS=N for more: the median); a boot takes 30 s to
+# minutes on a loaded machine. The image is built once and kept in
+# $BENCH_TOOLS/boot (delete it to rebuild). Targets (issue 14): first lazy
+# boot within 1.5x of the local raw boot, profiled within 1.1x, at most 10%
+# of the store fetched, faster than the curl driver.
+# With BENCH_QUICK (make test) no VM is booted: integration/boot_test.go
+# boots the same image in make test.
+. "$(dirname "$0")/lib.sh"
+if [ -n "${BENCH_QUICK:-}" ]; then
+	table_header "Debian boot under qemu TCG: not run in quick mode (integration/boot_test.go boots it in make test)" "peer"
+	exit 0
+fi
+RUNS=${BOOT_RUNS:-1}
+DELAY=${BOOT_DELAY:-20ms}
+for c in qemu-system-x86_64 nginx casync mmdebstrap mkinitramfs; do
+	command -v $c >/dev/null || { echo "bench/boot.sh: $c is not installed (make deps)" >&2; exit 1; }
+done
+kver=$(ls /boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -1)
+KERNEL=/boot/vmlinuz-$kver
+INITRD=/boot/initrd.img-$kver
+[ -r "$KERNEL" ] && [ -r "$INITRD" ] || { echo "bench/boot.sh: no readable $KERNEL and $INITRD" >&2; exit 1; }
+
+IMGDIR=${BOOT_IMAGE_DIR:-$BENCH_TOOLS/boot}
+mkdir -p "$IMGDIR"
+if [ ! -s "$IMGDIR/os.img" ]; then
+	echo "bench/boot.sh: building the Debian image in $IMGDIR" >&2
+	BOOTIMAGE_ROOTFS_CACHE=$IMGDIR "$REPO/scripts/bootimage.sh" "$IMGDIR/os.img.tmp" >&2
+	mv "$IMGDIR/os.img.tmp" "$IMGDIR/os.img"
+fi
+
+W=$(mktemp -d /var/tmp/camount-bench-boot.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+SRV=$W/srv
+mkdir -p "$SRV"
+ln "$IMGDIR/os.img" "$SRV/os.img" 2>/dev/null || cp "$IMGDIR/os.img" "$SRV/os.img"
+"$CAMOUNT" make --store="$SRV/os.castr" "$SRV/os.caibx" "$SRV/os.img" >/dev/null
+store_bytes=$(du -sb "$SRV/os.castr" | cut -f1)
+store_chunks=$(find "$SRV/os.castr" -name '*.cacnk' | wc -l)
+img_bytes=$(stat -c %s "$SRV/os.img")
+
+# nginx logging each request's body bytes, behind the delay proxy.
+NGX=$W/ngx
+mkdir -p "$NGX"
+nport=$(free_port)
+cat >"$NGX/nginx.conf" <<NGINX
+user root;
+daemon off;
+worker_processes 2;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections 4096; }
+http {
+  default_type application/octet-stream;
+  log_format bytes '\$request_uri \$status \$body_bytes_sent';
+  access_log $NGX/access.log bytes;
+  client_body_temp_path $NGX/client;
+  proxy_temp_path $NGX/proxy;
+  fastcgi_temp_path $NGX/fastcgi;
+  uwsgi_temp_path $NGX/uwsgi;
+  scgi_temp_path $NGX/scgi;
+  sendfile on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$nport; root $SRV; }
+}
+NGINX
+nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
+pids+=($!)
+wait_port "$nport"
+(cd "$REPO" && go build -o "$W/prefetchtool" ./bench/prefetchtool)
+pport=$(free_port)
+"$W/prefetchtool" proxy -listen "127.0.0.1:$pport" -upstream "http://127.0.0.1:$nport" -delay "$DELAY" 2>/dev/null &
+pids+=($!)
+wait_port "$pport"
+URL=http://127.0.0.1:$pport
+GURL=http://10.0.2.2:$pport # the same, seen from the guest (qemu user networking)
+cat "$SRV"/os.castr/*/* "$SRV/os.img" >/dev/null # nginx serves from the page cache
+
+# served_bytes: bytes nginx sent since the log was last cleared.
+served_bytes() { awk '{ s += $3 } END { print s + 0 }' "$NGX/access.log"; }
+served_requests() { wc -l <"$NGX/access.log"; }
+reset_log() { : >"$NGX/access.log"; }
+
+# boot NAME INITRD CMDLINE QEMU_ARGS...: boots once; sets UPTIME (guest
+# seconds at the marker) and WALL (qemu start to the marker), saves the
+# console in $W/NAME.console.
+boot() {
+	local name=$1 initrd=$2 cmdline=$3 s line
+	shift 3
+	s=$(date +%s.%N)
+	WALL=
+	UPTIME=
+	while IFS= read -r line; do
+		printf '%s\n' "$line" >>"$W/$name.console"
+		case "$line" in
+		*CAMOUNT-BOOT-MARKER*)
+			WALL=$(echo "$(date +%s.%N) - $s" | bc -l | awk '{printf "%.1f", $1}')
+			UPTIME=$(echo "$line" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
+			;;
+		esac
+	done < <(timeout 900 qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -nographic -no-reboot -nodefaults \
+		-serial stdio -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 $cmdline" "$@" 2>&1)
+	if [ -z "$UPTIME" ]; then
+		echo "bench/boot.sh: boot $name printed no marker; console:" >&2
+		tail -40 "$W/$name.console" >&2
+		exit 1
+	fi
+}
+
+# median_boot NAME ...: boot RUNS times, UPTIME and WALL the medians.
+median_boot() {
+	local us=() ws=() i
+	for ((i = 0; i < RUNS; i++)); do
+		boot "$@"
+		us+=("$UPTIME")
+		ws+=("$WALL")
+	done
+	UPTIME=$(MEDIAN_DIGITS=1 median "${us[@]}")
+	WALL=$(MEDIAN_DIGITS=1 median "${ws[@]}")
+}
+
+declare -A U WL B
+mib() { echo "scale=1; $1 / 1048576" | bc -l | awk '{printf "%.1f", $1}'; }
+vda="root=/dev/vda ro panic=-1"
+
+# 1. Local raw image.
+median_boot raw "$INITRD" "$vda" -drive "file=$SRV/os.img,format=raw,if=virtio,readonly=on"
+U[raw]=$UPTIME WL[raw]=$WALL B[raw]=0
+
+# 2. qemu's curl driver on the raw image over the link.
+if ls /usr/lib/*/qemu/block-curl.so >/dev/null 2>&1; then
+	reset_log
+	median_boot curl "$INITRD" "$vda" -drive "file.driver=http,file.url=$URL/os.img,format=raw,if=virtio,readonly=on"
+	U[curl]=$UPTIME WL[curl]=$WALL B[curl]=$(($(served_bytes) / RUNS))
+fi
+
+# 3. casync extract of the whole image, then the local boot.
+reset_log
+ts=$(date +%s.%N)
+casync extract --store="$URL/os.castr" "$URL/os.caibx" "$W/extracted.img" >/dev/null 2>&1
+te=$(date +%s.%N)
+extract=$(echo "$te - $ts" | bc -l | awk '{printf "%.1f", $1}')
+B[casync]=$(served_bytes)
+rm -f "$W/extracted.img"
+
+# 4, 5. camount nbd on the host, qemu's NBD client.
+camount_nbd_boot() { # NAME FLAGS...
+	local name=$1 uri
+	shift
+	"$CAMOUNT" nbd --listen=tcp://127.0.0.1:0 --name=os --store="$URL/os.castr" \
+		--stats-json="$W/$name.stats" "$@" "$URL/os.caibx" >"$W/$name.uri" 2>"$W/$name.log" &
+	local pid=$!
+	for ((i = 0; i < 200; i++)); do [ -s "$W/$name.uri" ] && break; sleep 0.1; done
+	uri=$(head -1 "$W/$name.uri")
+	[ -n "$uri" ] || { echo "bench/boot.sh: camount nbd did not start:" >&2; cat "$W/$name.log" >&2; exit 1; }
+	boot "$name" "$INITRD" "$vda" -drive "file=$uri,format=raw,if=virtio,readonly=on"
+	kill "$pid"
+	wait "$pid" || true
+	U[$name]=$UPTIME WL[$name]=$WALL
+	B[$name]=$(sed -n 's/.*"fetched_bytes": *\([0-9]*\).*/\1/p' "$W/$name.stats")
+	C[$name]=$(sed -n 's/.*"fetched_chunks": *\([0-9]*\).*/\1/p' "$W/$name.stats")
+}
+declare -A C
+camount_nbd_boot nbd1 --record-profile="$W/nbd.profile"
+camount_nbd_boot nbd2 --prefetch-profile="$W/nbd.profile"
+
+# 6, 7. /dev/nbd0 in the guest: an initramfs with camount (static).
+CGO_ENABLED=0 GOFLAGS= go build -C "$REPO" -o "$W/camount-static" ./cmd/camount
+conf=$W/initramfs-conf
+mkdir -p "$conf/conf.d" "$conf/hooks" "$conf/scripts/local-top"
+printf 'MODULES=list\nBUSYBOX=y\nCOMPRESS=gzip\nCOMPRESSLEVEL=1\n' >"$conf/initramfs.conf"
+printf 'virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\nnbd\n' >"$conf/modules"
+echo CAMOUNT=y >"$conf/conf.d/camount"
+cp "$REPO/contrib/initramfs-tools/hooks/camount" "$conf/hooks/"
+cp "$REPO/contrib/initramfs-tools/scripts/local-top/camount" "$conf/scripts/local-top/"
+CAMOUNT_BINARY=$W/camount-static mkinitramfs -d "$conf" -o "$W/initrd-camount.img" "$kver"
+nbd0="root=camount:$GURL/os.caibx camount.store=$GURL/os.castr ip=dhcp panic=-1"
+net=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
+reset_log
+boot nbd0a "$W/initrd-camount.img" "$nbd0 camount.args=--record-profile=/camount-boot.profile" "${net[@]}"
+U[nbd0a]=$UPTIME WL[nbd0a]=$WALL B[nbd0a]=$(served_bytes)
+sed -n '/CAMOUNT-PROFILE-BEGIN/,/CAMOUNT-PROFILE-END/p' "$W/nbd0a.console" | tr -d '\r' | sed '1d;$d' >"$W/nbd0.profile"
+# The profile goes into the initramfs as a second cpio archive.
+mkdir -p "$W/extra/etc/camount"
+cp "$W/nbd0.profile" "$W/extra/etc/camount/boot.profile"
+(cd "$W/extra" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/extra.cpio.gz"
+cat "$W/initrd-camount.img" "$W/extra.cpio.gz" >"$W/initrd-camount-profile.img"
+reset_log
+boot nbd0b "$W/initrd-camount-profile.img" "$nbd0 camount.profile=/etc/camount/boot.profile" "${net[@]}"
+U[nbd0b]=$UPTIME WL[nbd0b]=$WALL B[nbd0b]=$(served_bytes)
+
+echo
+echo "Debian bookworm (systemd) to multi-user.target under qemu TCG; image $(mib "$img_bytes") MiB raw, store $store_chunks chunks, $(mib "$store_bytes") MiB"
+echo "HTTP over a proxy adding $DELAY per request; boots: $RUNS each (median); 'extract+boot' = casync extract wall + local boot wall"
+printf '%-34s %10s %10s %12s\n' "boot" "uptime" "wall" "fetched"
+printf '%-34s %10s %10s %12s\n' "----" "------" "----" "-------"
+row() { printf '%-34s %9ss %9ss %9s MiB\n' "$1" "$2" "$3" "$4"; }
+row "local raw image (the limit)" "${U[raw]}" "${WL[raw]}" 0
+[ -n "${U[curl]:-}" ] && row "qemu curl driver, raw image" "${U[curl]}" "${WL[curl]}" "$(mib "${B[curl]}")"
+row "casync extract, then boot" "-" "$(echo "$extract + ${WL[raw]}" | bc -l)" "$(mib "${B[casync]}")"
+row "camount nbd, first boot" "${U[nbd1]}" "${WL[nbd1]}" "$(mib "${B[nbd1]}")"
+row "camount nbd, profiled boot" "${U[nbd2]}" "${WL[nbd2]}" "$(mib "${B[nbd2]}")"
+row "camount /dev/nbd0, first boot" "${U[nbd0a]}" "${WL[nbd0a]}" "$(mib "${B[nbd0a]}")"
+row "camount /dev/nbd0, profiled boot" "${U[nbd0b]}" "${WL[nbd0b]}" "$(mib "${B[nbd0b]}")"
+
+table_header "qemu NBD client boot, wall seconds to the marker ($RUNS run(s) each)" "peer"
+table_row "first lazy boot vs local raw boot" "${WL[raw]}" "${WL[nbd1]}"
+table_row "profiled boot vs local raw boot" "${WL[raw]}" "${WL[nbd2]}"
+[ -n "${WL[curl]:-}" ] && table_row "first lazy boot vs qemu curl driver" "${WL[curl]}" "${WL[nbd1]}"
+table_row "first lazy boot vs casync extract+boot" "$(echo "$extract + ${WL[raw]}" | bc -l)" "${WL[nbd1]}"
+table_row "MiB fetched, first boot vs whole store" "$(mib "$store_bytes")" "$(mib "${B[nbd1]}")" " MiB"
+table_header "/dev/nbd0 boot (initramfs), wall seconds to the marker" "peer"
+table_row "first lazy boot vs local raw boot" "${WL[raw]}" "${WL[nbd0a]}"
+table_row "profiled boot vs local raw boot" "${WL[raw]}" "${WL[nbd0b]}"
+table_row "MiB fetched, first boot vs whole store" "$(mib "$store_bytes")" "$(mib "${B[nbd0a]}")" " MiB"
