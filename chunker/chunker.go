@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"strconv"
 	"strings"
@@ -62,6 +63,9 @@ func parseSize(s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	if n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("%q is out of range", s)
 	}
 	return n * mult, nil
 }

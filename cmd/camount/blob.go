@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,6 +54,9 @@ func parseByteSize(v string) (int64, error) {
 		s = strings.TrimSuffix(strings.TrimSuffix(s, "i"), "B")
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) || err == nil && n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is out of range (at most %d bytes, 8388607T)", v, int64(math.MaxInt64))
+	}
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (examples: 1048576, 512K, 256M, 2G)", v)
 	}

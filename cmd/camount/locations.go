@@ -77,6 +77,9 @@ func (o *blobFlags) checkReadLocations(index string) (string, error) {
 		}
 	}
 	if o.remote != nil {
+		if err := o.remote.check(); err != nil {
+			return "", err
+		}
 		if o.remote.cacheDir, err = parseLocal("--cache", o.remote.cacheDir, location.Cache); err != nil {
 			return "", err
 		}
@@ -198,4 +201,16 @@ func fileKind(m os.FileMode) string {
 		return "device"
 	}
 	return "special file"
+}
+
+// check refuses HTTP settings that cannot work: a timeout of zero or less
+// would be no bound at all on a stalled server.
+func (r *remoteFlags) check() error {
+	if r.timeout <= 0 {
+		return usagef("--http-timeout=%s: must be more than 0 (a stalled server would hang every read)", r.timeout)
+	}
+	if r.retries < 0 {
+		return usagef("--http-retries=%d: must be 0 or more", r.retries)
+	}
+	return nil
 }

@@ -80,6 +80,9 @@ func (r *remoteFlags) httpOptions(log *slog.Logger) (fetch.HTTPOptions, error) {
 
 // loadIndex reads an index from a file or an http(s):// URL.
 func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chunker.Index, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
 	loc, err := location.Parse("INDEX", path, location.Index)
 	if err != nil {
 		return nil, err
