@@ -221,11 +221,24 @@ func unpack(c chunker.Chunk, stored []byte) ([]byte, Compression, error) {
 		return nil, None, fmt.Errorf("stored size %d exceeds %d", len(stored), MaxChunkSize)
 	}
 	comp := detect(stored)
+	if comp == None && uint64(len(stored)) != c.Size {
+		// No compression magic and not the chunk's size: something else
+		// (an HTML error page served with 200, a truncated file).
+		return nil, None, fmt.Errorf("not a chunk: %d bytes with no zstd, xz or gzip magic, where the chunk has %d (starts %q)", len(stored), c.Size, preview(stored))
+	}
 	data, err := decompress(comp, stored, c.Size)
 	if err == nil && uint64(len(data)) != c.Size {
 		err = fmt.Errorf("decompressed to %d bytes, the index says %d", len(data), c.Size)
 	}
 	return data, comp, err
+}
+
+// preview is the start of some bytes, for an error message.
+func preview(b []byte) string {
+	if len(b) > 24 {
+		return string(b[:24]) + "…"
+	}
+	return string(b)
 }
 
 // settle checks the digest sum of unpacked data against the chunk ID and

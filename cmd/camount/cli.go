@@ -207,6 +207,10 @@ func execute(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if code, msg, ok := interrupted(ctx, err); ok {
+		fmt.Fprintf(stderr, "camount %s: %s\n", name, msg)
+		return code
+	}
 	fmt.Fprintf(stderr, "camount %s: %s\n", name, location.RedactText(err.Error()))
 	return 1
 }

@@ -5,6 +5,7 @@ package main
 // schemes each use supports) before any work starts.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -213,4 +214,50 @@ func (r *remoteFlags) check() error {
 		return usagef("--http-retries=%d: must be 0 or more", r.retries)
 	}
 	return nil
+}
+
+// interrupted tells a verb stopped by SIGINT or SIGTERM (its context
+// cancelled by the signal, the error a cancellation) from a failure: it
+// returns the shell's exit code for the signal (128+N) and "interrupted".
+func interrupted(ctx context.Context, err error) (code int, msg string, ok bool) {
+	if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+		return 0, "", false
+	}
+	cause := context.Cause(ctx)
+	switch {
+	case cause != nil && cause.Error() == os.Interrupt.String()+" signal received":
+		return 128 + int(unix.SIGINT), "interrupted (SIGINT)", true
+	case cause != nil && cause.Error() == unix.SIGTERM.String()+" signal received":
+		return 128 + int(unix.SIGTERM), "interrupted (SIGTERM)", true
+	}
+	return 1, "interrupted", true
+}
+
+// missingDirs returns the directories that creating p with MkdirAll would
+// make, deepest first.
+func missingDirs(p string) []string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for d := abs; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || !errors.Is(err, os.ErrNotExist) {
+			return out
+		}
+		out = append(out, d)
+		if filepath.Dir(d) == d {
+			return out
+		}
+	}
+}
+
+// removeDirs removes the directories missingDirs named, deepest first,
+// as long as they are empty.
+func removeDirs(dirs []string) {
+	for _, d := range dirs {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
 }

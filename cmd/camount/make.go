@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,7 +96,14 @@ func makeBlob(ctx context.Context, e *env, mf *makeFlags, out, in string) error 
 		mf.progress = &publish.Progress{}
 		p.pub = mf.progress
 	}
+	// A pipe or FIFO that stalls must not hold off SIGINT/SIGTERM: its
+	// read ends at the cancellation (regular files ignore deadlines).
+	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Now()) })
+	defer stop()
 	id, err := writeIndex(ctx, e, r, out, mf, 0)
+	if err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return ctx.Err()
+	}
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,7 @@ type mountArgs struct {
 	uidShift          *catar.UIDShift
 }
 
-func runMount(ctx context.Context, e *env, a mountArgs) error {
+func runMount(ctx context.Context, e *env, a mountArgs) (err error) {
 	kind := kindOf(a.index)
 	if kind == kindUnknown {
 		return usagef("%s: INDEX must end in .caibx, .caidx or .catar", a.index)
@@ -124,10 +124,17 @@ func runMount(ctx context.Context, e *env, a mountArgs) error {
 	if a.name != "" && kind != kindBlobIndex {
 		return usagef("--name applies to .caibx images only")
 	}
+	created := missingDirs(a.mnt)
 	mnt, err := prepareMountpoint(a.mnt, a.mkdir)
 	if err != nil {
 		return err
 	}
+	// A mount that fails takes away the directories it made (locations.go).
+	defer func() {
+		if err != nil {
+			removeDirs(created)
+		}
+	}()
 	mtime := time.Now() // an index URL (remote.go) has no local file
 	if !fetch.IsURL(a.index) {
 		ist, err := os.Stat(a.index)
