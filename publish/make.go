@@ -46,6 +46,13 @@ type MakeOptions struct {
 	// once; 0 means GOMAXPROCS for a local directory and 32 for a remote
 	// store (whose requests mostly wait on the network).
 	Uploads int
+	// ListLimit: before splitting, a remote store that can list its chunks
+	// is listed once, if it holds at most ListLimit chunks (0 means
+	// DefaultListLimit), and a chunk the listing shows costs no request;
+	// the others are stored without asking (a chunk stored meanwhile by
+	// someone else is stored again, harmlessly). Negative: ask the store
+	// about every chunk (HasChunk).
+	ListLimit int
 	// Progress, if not nil, is updated as chunks are stored.
 	Progress *Progress
 	// Log receives debug messages; nil discards.
@@ -97,6 +104,7 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 			uploads = 32
 		}
 	}
+	listed := present(ctx, store, o.ListLimit)
 	src, err := chunkSource(r, p)
 	if err != nil {
 		return nil, err
@@ -131,7 +139,13 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 			defer swg.Done()
 			var buf []byte // compressed chunk, reused: StoreChunk copies it out
 			for j := range toStore {
-				has, err := store.HasChunk(ctx, j.id)
+				var has bool
+				var err error
+				if listed != nil {
+					has = listed[j.id]
+				} else {
+					has, err = store.HasChunk(ctx, j.id)
+				}
 				if err == nil && !has {
 					var b []byte
 					b, err = fetch.AppendCompress(buf[:0], o.Compression, j.data)

@@ -19,6 +19,9 @@ type PushOptions struct {
 	To   fetch.WriteStore
 	// Jobs bounds the chunks copied at once; 0 means 32.
 	Jobs int
+	// ListLimit is as in MakeOptions: a remote destination holding at most
+	// this many chunks is listed once instead of asked about each chunk.
+	ListLimit int
 	// Progress, if not nil, is updated as chunks are copied.
 	Progress *Progress
 	// Log receives debug messages; nil discards.
@@ -98,13 +101,14 @@ func Push(ctx context.Context, indexes []*chunker.Index, o PushOptions) (PushRes
 		}
 		mu.Unlock()
 	}
+	listed := present(ctx, o.To, o.ListLimit)
 	q := make(chan item)
 	for i := 0; i < jobs; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for it := range q {
-				n, err := copyChunk(ctx, o.From, o.To, it.c, it.d, refetch)
+				n, err := copyChunk(ctx, o.From, o.To, it.c, it.d, refetch, listed)
 				if err != nil {
 					fail(err)
 					continue
@@ -145,9 +149,12 @@ feed:
 
 // copyChunk copies one chunk unless the destination has it, returning the
 // stored bytes written, or -1 when it was present.
-func copyChunk(ctx context.Context, from fetch.Store, to fetch.WriteStore, c chunker.Chunk, d chunker.Digest, refetch int) (int, error) {
-	has, err := to.HasChunk(ctx, c.ID)
-	if err != nil {
+func copyChunk(ctx context.Context, from fetch.Store, to fetch.WriteStore, c chunker.Chunk, d chunker.Digest, refetch int, listed map[chunker.ID]bool) (int, error) {
+	var has bool
+	var err error
+	if listed != nil {
+		has = listed[c.ID]
+	} else if has, err = to.HasChunk(ctx, c.ID); err != nil {
 		return 0, fmt.Errorf("chunk %s in %s: %w", c.ID, to, err)
 	}
 	if has {

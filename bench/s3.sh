@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# S3 stores (issue 16), against a real S3 server on loopback (versitygw,
+# posix backend, built once by scripts/versitygw.sh), on the reference
+# corpus's disk image (../shared/bench/mkcorpus.sh):
+#   publish: camount make --store=s3+http://… beside desync make -s s3+http://…
+#     (chunk, compress and upload into an empty prefix)
+#   cold full read from S3: camount mount + cat beside desync mount-index + cat,
+#     camount extract beside desync extract (desync v0.9.3, benchmark only)
+# Targets: publish >= 2x faster than desync, cold reads >= 3x.
+# S3_RUNS (default 1) runs of each measure; the median is shown.
+. "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || { echo "bench/s3.sh: needs root (FUSE mounts, dropping caches)" >&2; exit 1; }
+command -v fusermount3 >/dev/null || { echo "bench/s3.sh: fusermount3 (fuse3) not installed" >&2; exit 1; }
+S3_RUNS=${S3_RUNS:-1}
+[ -n "${BENCH_QUICK:-}" ] && S3_RUNS=1
+ensure_corpus
+ensure_desync
+VGW=$("$REPO/scripts/versitygw.sh")
+
+mount_setup /var/tmp/camount-bench-s3.XXXXXX
+root=$W/s3root
+mkdir -p "$root/bucket"
+port=$(free_port)
+export AWS_ACCESS_KEY_ID=camountbench AWS_SECRET_ACCESS_KEY=camount-bench-secret-0123 AWS_REGION=us-east-1
+export S3_ACCESS_KEY=$AWS_ACCESS_KEY_ID S3_SECRET_KEY=$AWS_SECRET_ACCESS_KEY S3_REGION=$AWS_REGION
+"$VGW" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --port "127.0.0.1:$port" --quiet posix "$root" >"$W/vgw.log" 2>&1 &
+vgw=$!
+s3_cleanup() {
+	mount_cleanup
+	kill "$vgw" 2>/dev/null
+	wait "$vgw" 2>/dev/null
+}
+trap s3_cleanup EXIT
+# mount_cleanup removes $W (and the bucket) once the server is gone too.
+wait_port "$port"
+S3=s3+http://127.0.0.1:$port/bucket
+img=$CORPUS/disk.img
+size=$(stat -c %s "$img")
+
+# publish TOOL RUN: make the image into the empty prefix TOOL-RUN; prints seconds.
+publish() {
+	local pfx=$S3/$1-$2
+	drop_caches
+	case $1 in
+	camount) time_once "$CAMOUNT" make --store="$pfx" "$W/$1-$2.caibx" "$img" ;;
+	desync) time_once "$DESYNC" make -s "$pfx" "$W/$1-$2.caibx" "$img" ;;
+	esac
+}
+
+ts_m=() ts_d=()
+for ((i = 0; i < S3_RUNS; i++)); do
+	ts_m+=("$(publish camount "$i")")
+	ts_d+=("$(publish desync "$i")")
+done
+m_pub=$(MEDIAN_DIGITS=2 median "${ts_m[@]}")
+d_pub=$(MEDIAN_DIGITS=2 median "${ts_d[@]}")
+# The same chunks (the indexes differ only in feature flags desync sets).
+[ "$(tail -c +49 "$W/camount-0.caibx" | md5sum)" = "$(tail -c +49 "$W/desync-0.caibx" | md5sum)" ] ||
+	{ echo "bench/s3.sh: camount and desync chunked the image differently" >&2; exit 1; }
+chunks=$(find "$root/bucket/camount-0" -name '*.cacnk' | wc -l)
+stored=$(du -sb "$root/bucket/camount-0" | cut -f1)
+
+# Reads: both tools read the store camount published.
+STORE=$S3/camount-0
+INDEX=$W/camount-0.caibx
+
+# read_mounted TOOL: cold cat of the mounted image; sets T (median seconds).
+read_mounted() {
+	local ts=() i
+	for ((i = 0; i < S3_RUNS; i++)); do
+		case $1 in
+		camount) mount_start "$CAMOUNT" mount --store="$STORE" "$INDEX" "$MNT" ;;
+		desync) mount_start --listed "$DESYNC" mount-index -s "$STORE" "$INDEX" "$MNT" ;;
+		esac
+		drop_caches
+		time_mounted 'cat "$MNT"/* | wc -c'
+		mount_stop
+		[ "$OUT" = "$size" ] || { echo "bench/s3.sh: $1 mount read $OUT bytes of $size" >&2; exit 1; }
+		ts+=("$WALL")
+	done
+	T=$(MEDIAN_DIGITS=2 median "${ts[@]}")
+}
+
+# extract_cold TOOL: cold extract to a file; prints seconds.
+extract_cold() {
+	local ts=() i out=$W/extract.out
+	for ((i = 0; i < S3_RUNS; i++)); do
+		rm -f "$out"
+		drop_caches
+		case $1 in
+		camount) ts+=("$(time_once "$CAMOUNT" extract --store="$STORE" "$INDEX" "$out")") ;;
+		desync) ts+=("$(time_once "$DESYNC" extract -s "$STORE" "$INDEX" "$out")") ;;
+		esac
+		cmp "$out" "$img" || { echo "bench/s3.sh: $1 extract differs from the image" >&2; exit 1; }
+	done
+	rm -f "$out"
+	MEDIAN_DIGITS=2 median "${ts[@]}"
+}
+
+read_mounted camount
+m_cat=$T
+read_mounted desync
+d_cat=$T
+m_ext=$(extract_cold camount)
+d_ext=$(extract_cold desync)
+
+table_header "S3 store on loopback (versitygw $(basename "$(dirname "$VGW")" | sed 's/.*-//'), posix backend), median of $S3_RUNS; $(numfmt --to=iec "$size") disk image, $chunks chunks, $(numfmt --to=iec "$stored") stored" desync
+table_row "make + publish to S3 (desync make)" "$d_pub" "$m_pub"
+table_row "cold cat of a mount (desync mount-index)" "$d_cat" "$m_cat"
+table_row "cold extract (desync extract)" "$d_ext" "$m_ext"
+echo "targets: publish >= 2x, cold reads >= 3x"
