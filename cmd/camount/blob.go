@@ -66,6 +66,7 @@ func parseByteSize(v string) (int64, error) {
 // blobFlags are the flags of every verb that reads an image through stores.
 type blobFlags struct {
 	stores    stringList
+	extra     stringList // --extra-store
 	cacheSize byteSize
 	workers   int
 	remote    *remoteFlags // HTTP stores, index URLs, mirrors, disk cache (remote.go)
@@ -79,6 +80,7 @@ type blobFlags struct {
 func addBlobFlags(fs *flag.FlagSet) *blobFlags {
 	o := &blobFlags{cacheSize: cache.DefaultMemoryBytes}
 	fs.Var(&o.stores, "store", "chunk store `DIR|URL` (repeatable: tried in order; 'URL1|URL2' is a failover group of mirrors); default: $CASYNC_STORE, else default.castr beside the index")
+	fs.Var(&o.extra, "extra-store", "additional chunk store `DIR|URL`, tried after --store (or its default), as casync's (repeatable)")
 	fs.Var(&o.cacheSize, "cache-size", "memory cache of verified chunks, in `BYTES` (K/M/G suffixes)")
 	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 32; readahead may use 3/4 of them, background fill 1/2, so readers always find one free)")
 	o.remote = addRemoteFlags(fs)
@@ -87,6 +89,11 @@ func addBlobFlags(fs *flag.FlagSet) *blobFlags {
 
 // storeSpecs returns the store locations for an index, casync's way.
 func (o *blobFlags) storeSpecs(index string) []string {
+	return append(o.primaryStores(index), o.extra...)
+}
+
+// primaryStores is --store, else $CASYNC_STORE, else the index's default.
+func (o *blobFlags) primaryStores(index string) []string {
 	if len(o.stores) > 0 {
 		return o.stores
 	}

@@ -32,6 +32,7 @@ type treeFlags struct {
 	fs               *flag.FlagSet
 	bf               *blobFlags // the verb's store flags, when it owns them
 	uid              *uidShiftFlags
+	nonRecursive     bool // list --recursive=no
 }
 
 func addTreeFlags(fs *flag.FlagSet) *treeFlags {
@@ -355,7 +356,13 @@ func init() {
 		summary: "list the entries of a tree, as casync list",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			tf := addTreeReadFlags(fs, "digest: sha512-256 or sha256")
+			rec := fs.String("recursive", "yes", "list the whole subtree: yes or no (no: the entry and its children only, as casync)")
 			return func(ctx context.Context, e *env, args []string) error {
+				r, err := yesNo("recursive", *rec)
+				if err != nil {
+					return err
+				}
+				tf.nonRecursive = !r
 				return runList(ctx, e, tf, args, false)
 			}
 		},
@@ -373,7 +380,7 @@ func init() {
 	})
 	register(&command{
 		name:    "digest",
-		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH]",
+		args:    "[flags] DIR|ARCHIVE.catar|INDEX.caidx [PATH] | INDEX.caibx|FILE|BLOCKDEV",
 		summary: "print the digest of a tree's archive stream (or of a file or subtree in it), as casync digest",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			tf := addTreeReadFlags(fs, "digest: sha512-256 or sha256")
@@ -393,8 +400,12 @@ func runDigest(ctx context.Context, e *env, tf *treeFlags, args []string) error 
 	if err != nil {
 		return err
 	}
-	if kindOf(in) == kindBlobIndex {
-		return usagef("%s: use camount info or a blob verb for .caibx images", in)
+	if len(args) == 1 {
+		if handled, err := digestBlob(ctx, e, tf, in); handled {
+			return err
+		}
+	} else if kindOf(in) == kindBlobIndex {
+		return usagef("%s: a path inside applies to trees only", in)
 	}
 	d := chunker.SHA512_256
 	if tf.sha256() {
@@ -481,6 +492,9 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 				return err
 			}
 		}
+		if tf.nonRecursive {
+			return listTop(a, start, w, sub)
+		}
 		return a.Walk(start, func(en *catar.Entry) error {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -515,6 +529,9 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 		}
 		if sub != "" && en.Path != sub && !strings.HasPrefix(en.Path, sub+"/") {
 			continue
+		}
+		if tf.nonRecursive && en.Path != "" && strings.Contains(en.Path, "/") {
+			continue // a directory's top and children only
 		}
 		fmt.Fprintf(w, "%s %s\n", lsMode(en.Mode), listPath(en.Path, sub))
 	}

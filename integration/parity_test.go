@@ -1,0 +1,69 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestCasyncParityOptions compares with casync the smaller options camount
+// has for parity: digest of a BLOB and a BLOB_INDEX, list --recursive=no
+// and --extra-store.
+func TestCasyncParityOptions(t *testing.T) {
+	needCmd(t, "casync")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw")
+	data := randomBytes(400<<10, 9)
+	os.WriteFile(raw, data, 0o644)
+	store := filepath.Join(dir, "s.castr")
+	a, b := filepath.Join(dir, "a.caibx"), filepath.Join(dir, "b.caibx")
+	runCmd(t, "casync", "make", "--store="+store, a, raw)
+	runCmd(t, "casync", "make", "--digest=sha256", "--store="+store, b, raw)
+	for _, args := range [][]string{
+		{"digest", "--store=" + store, a},
+		{"digest", "--store=" + store, b},
+		{"digest", "--store=" + store, "--digest=sha256", b},
+		{"digest", raw},
+		{"digest", "--digest=sha256", raw},
+	} {
+		want := runCmd(t, "casync", args...)
+		if got := camount(t, args...); got != want {
+			t.Errorf("%q: casync %q, camount %q", args, want, got)
+		}
+	}
+
+	tree := filepath.Join(dir, "t")
+	os.MkdirAll(filepath.Join(tree, "a", "b"), 0o755)
+	os.MkdirAll(filepath.Join(tree, "c"), 0o755)
+	os.WriteFile(filepath.Join(tree, "a", "b", "f"), []byte("f"), 0o644)
+	os.WriteFile(filepath.Join(tree, "z"), []byte("z"), 0o644)
+	cat := filepath.Join(dir, "t.catar")
+	runCmd(t, "casync", "make", cat, tree)
+	for _, sub := range []string{"", "a", "/a/b", "z"} {
+		args := []string{"list", "--recursive=no", cat}
+		if sub != "" {
+			args = append(args, sub)
+		}
+		want, _ := tryCmd("casync", args...) // casync may complain after listing a file
+		if got := camount(t, args...); got != want {
+			t.Errorf("%q: casync %q, camount %q", args, want, got)
+		}
+	}
+
+	// --extra-store: chunks split over two stores.
+	extra := filepath.Join(dir, "extra.castr")
+	moved := 0
+	for _, f := range storeFiles(t, store) {
+		if moved%2 == 0 {
+			os.MkdirAll(filepath.Join(extra, filepath.Dir(f)), 0o755)
+			os.Rename(filepath.Join(store, f), filepath.Join(extra, f))
+		}
+		moved++
+	}
+	out := filepath.Join(dir, "out")
+	camount(t, "extract", "--store="+store, "--extra-store="+extra, a, out)
+	checkFile(t, out, data)
+	if _, err := tryCamount("extract", "--store="+store, a, filepath.Join(dir, "out2")); err == nil {
+		t.Error("extract without the extra store succeeded")
+	}
+}
