@@ -183,6 +183,20 @@ func retryable(err error) bool {
 // get fetches u, retrying transient failures with exponential backoff and
 // jitter. A 404 or 410 is ErrNotFound; limit bounds the body.
 func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, error) {
+	return g.getWith(ctx, u, limit, nil)
+}
+
+// conditional makes a GET conditional on validators of a cached copy
+// (If-None-Match, If-Modified-Since) and records the response's.
+type conditional struct {
+	etag, lastModified string // of the cached copy ("" for none)
+	notModified        bool   // the server answered 304
+	respETag, respLM   string // validators of a 200 response
+}
+
+// getWith is get, conditional on c when c is not nil: a 304 answer
+// returns (nil, nil) with c.notModified set.
+func (g *httpGetter) getWith(ctx context.Context, u string, limit int64, c *conditional) ([]byte, error) {
 	var err error
 	delay := g.o.Backoff
 	if delay <= 0 {
@@ -198,7 +212,7 @@ func (g *httpGetter) get(ctx context.Context, u string, limit int64) ([]byte, er
 	for attempt := 0; ; attempt++ {
 		attempts++
 		var b []byte
-		b, err = g.once(ctx, u, limit)
+		b, err = g.onceWith(ctx, u, limit, c)
 		if err == nil {
 			return b, nil
 		}
@@ -253,6 +267,10 @@ func (e *NetworkError) Error() string {
 
 // once makes one attempt, bounded by the per-request timeout.
 func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, error) {
+	return g.onceWith(ctx, u, limit, nil)
+}
+
+func (g *httpGetter) onceWith(ctx context.Context, u string, limit int64, c *conditional) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.o.timeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -266,11 +284,25 @@ func (g *httpGetter) once(ctx context.Context, u string, limit int64) ([]byte, e
 	if g.o.Authorization != "" {
 		req.Header.Set("Authorization", g.o.Authorization)
 	}
+	if c != nil && c.etag != "" {
+		req.Header.Set("If-None-Match", c.etag)
+	}
+	if c != nil && c.lastModified != "" {
+		req.Header.Set("If-Modified-Since", c.lastModified)
+	}
 	resp, err := g.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if c != nil {
+		c.notModified = resp.StatusCode == http.StatusNotModified && (c.etag != "" || c.lastModified != "")
+		c.respETag, c.respLM = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		if c.notModified {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			return nil, nil
+		}
+	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection

@@ -97,6 +97,19 @@ func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chun
 	if err != nil {
 		return nil, err
 	}
+	if r.cacheDir != "" {
+		// Kept in the disk cache, revalidated, used when the server is
+		// down (offline start).
+		b, err := fetch.FetchIndexCached(ctx, path, o, r.cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("index %s: %w", location.Redact(path), err)
+		}
+		x, err := chunker.ReadIndex(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", location.Redact(path), err)
+		}
+		return x, nil
+	}
 	return fetchIndex(ctx, path, o)
 }
 
