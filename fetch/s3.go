@@ -17,6 +17,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/location"
 )
 
 // S3 access goes through github.com/minio/minio-go/v7: one module (the AWS
@@ -57,7 +58,7 @@ type S3Location struct {
 	raw      string
 }
 
-func (l S3Location) String() string { return l.raw }
+func (l S3Location) String() string { return location.Redact(l.raw) } // no password shown
 
 // IsS3URL reports whether s is an s3+http:// or s3+https:// URL.
 func IsS3URL(s string) bool {
@@ -217,7 +218,7 @@ type S3Error struct {
 }
 
 func (e *S3Error) Error() string {
-	what := fmt.Sprintf("%s %s", e.Op, e.Location)
+	what := fmt.Sprintf("%s %s", e.Op, location.Redact(e.Location))
 	if e.Key != "" {
 		what += " (key " + e.Key + ")"
 	}

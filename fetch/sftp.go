@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/camount/camount/chunker"
+	"github.com/camount/camount/location"
 )
 
 // sftp stores use github.com/pkg/sftp over golang.org/x/crypto/ssh: the
@@ -59,7 +60,7 @@ type SFTPLocation struct {
 	raw  string
 }
 
-func (l SFTPLocation) String() string { return l.raw }
+func (l SFTPLocation) String() string { return location.Redact(l.raw) } // no password shown
 
 // IsSFTPURL reports whether s is an sftp:// URL.
 func IsSFTPURL(s string) bool { return strings.HasPrefix(s, "sftp://") }
@@ -109,7 +110,7 @@ type SFTPError struct {
 }
 
 func (e *SFTPError) Error() string {
-	return fmt.Sprintf("sftp %s: %s", e.Location, e.Msg)
+	return fmt.Sprintf("sftp %s: %s", location.Redact(e.Location), e.Msg)
 }
 
 func (e *SFTPError) Unwrap() error { return e.Err }

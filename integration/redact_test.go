@@ -119,6 +119,8 @@ func TestRedactPasswords(t *testing.T) {
 		{"extract", "--store=" + srv.withAuth() + "/nostore", index, filepath.Join(t.TempDir(), "o")},
 		{"extract", "--http-retries=0", "--store=http://u:secret@127.0.0.1:1/x", index, filepath.Join(t.TempDir(), "o")},
 		{"extract", "--store=ftp://u:secret@h/x", index, filepath.Join(t.TempDir(), "o")},
+		{"extract", "--http-retries=0", "--store=sftp://u:secret@127.0.0.1:1/x", index, filepath.Join(t.TempDir(), "o")},
+		{"extract", "--http-retries=0", "--store=s3+http://u:secret@127.0.0.1:1/bucket/x", index, filepath.Join(t.TempDir(), "o")},
 	} {
 		_, stderr, code := camountIn(t, dir, nil, args...)
 		if code == 0 {
