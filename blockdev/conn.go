@@ -121,6 +121,7 @@ func (c *conn) dispatch(r request) (done bool, err error) {
 		}
 		n := int(r.length)
 		c.bud.acquire(n)
+		c.s.bud.acquire(n) // the server's bound over all connections
 		c.wg.Add(1)
 		go c.read(r)
 		return false, nil
@@ -233,6 +234,7 @@ func (c *conn) read(r request) {
 	defer c.wg.Done()
 	n := int(r.length)
 	defer c.bud.release(n)
+	defer c.s.bud.release(n)
 	holes := c.zeroRuns(r)
 	if len(holes) == 1 && holes[0] == [2]int64{0, int64(n)} {
 		// all zeros: one hole chunk, nothing to fetch

@@ -116,6 +116,11 @@ type Options struct {
 	// MaxInFlightBytes bounds read buffers per connection. 0: 64 MiB
 	// (never less than MaxPayload).
 	MaxInFlightBytes int
+	// MaxServerInFlightBytes bounds the read buffers of all connections
+	// together, so that memory does not grow with the number of clients
+	// (16 connections at queue depth 16 would otherwise hold up to 16 ×
+	// MaxInFlightBytes). 0: 64 MiB (never less than MaxPayload).
+	MaxServerInFlightBytes int
 	// HandshakeTimeout bounds the option negotiation. 0: 30 s; <0: none.
 	HandshakeTimeout time.Duration
 	// TLS, if set, lets clients upgrade the connection with
@@ -145,6 +150,7 @@ type Server struct {
 	exports map[string]*export
 	names   []string // sorted
 	active  atomic.Int64
+	bud     budget // read buffers of all connections (MaxServerInFlightBytes)
 	wg      sync.WaitGroup
 }
 
@@ -169,6 +175,11 @@ func NewServer(exports []Export, opt Options) (*Server, error) {
 	if s.opt.MaxInFlightBytes < MaxPayload {
 		s.opt.MaxInFlightBytes = MaxPayload
 	}
+	if s.opt.MaxServerInFlightBytes <= 0 {
+		s.opt.MaxServerInFlightBytes = 64 << 20
+	}
+	s.opt.MaxServerInFlightBytes = max(s.opt.MaxServerInFlightBytes, MaxPayload)
+	s.bud.init(1<<30, s.opt.MaxServerInFlightBytes)
 	if s.opt.HandshakeTimeout == 0 {
 		s.opt.HandshakeTimeout = 30 * time.Second
 	}

@@ -120,16 +120,17 @@ type Scheduler struct {
 	ctx       context.Context // parent of every fetch; cancelled by Close
 	cancel    context.CancelFunc
 
-	mu       sync.Mutex
-	wake     *sync.Cond
-	inflight map[chunker.ID]*call   // guarded by mu: queued or running, not abandoned
-	queues   [numPriorities][]*call // guarded by mu; FIFO, stale entries skipped
-	running  [numPriorities]int     // guarded by mu; by the priority a fetch started at
-	fgActive int                    // guarded by mu: Foreground calls queued or running
-	lastFg   time.Time              // guarded by mu: when the last Foreground fetch ended
-	closed   bool                   // guarded by mu
-	failed   map[chunker.ID]failure // guarded by mu: recent failures (negative cache)
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	wake      *sync.Cond
+	inflight  map[chunker.ID]*call   // guarded by mu: queued or running, not abandoned
+	queues    [numPriorities][]*call // guarded by mu; FIFO, stale entries skipped
+	running   [numPriorities]int     // guarded by mu; by the priority a fetch started at
+	fgActive  int                    // guarded by mu: Foreground calls queued or running
+	lastFg    time.Time              // guarded by mu: when the last Foreground fetch ended
+	closed    bool                   // guarded by mu
+	finishedN int                    // guarded by mu: fetches finished, for compactQueues
+	failed    map[chunker.ID]failure // guarded by mu: recent failures (negative cache)
+	wg        sync.WaitGroup
 
 	pmu        sync.Mutex
 	prefetched map[chunker.ID]struct{} // guarded by pmu: prefetched, not yet read
@@ -679,6 +680,9 @@ func (s *Scheduler) worker() {
 		}
 		// Count before waking the readers, so what they see is counted.
 		s.account(cl, p, src, stored, el, err, cl.read, cl.fg)
+		if s.finishedN++; s.finishedN%256 == 0 {
+			s.compactQueues()
+		}
 		s.fgDone(cl)
 		close(cl.done)
 		cl.cancel()
@@ -724,6 +728,24 @@ func (s *Scheduler) account(cl *call, p Priority, src, stored int, el time.Durat
 		if ok {
 			st.PrefetchUsed.Add(1)
 		}
+	}
+}
+
+// compactQueues drops stale entries (promoted, abandoned or taken calls)
+// from every queue. A lower class's queue is only popped when nothing of
+// a higher class waits, so under steady Foreground load its stale entries
+// would stay, each keeping its finished call's chunk alive. s.mu held.
+func (s *Scheduler) compactQueues() {
+	for p := range s.queues {
+		q := s.queues[p]
+		live := q[:0]
+		for _, cl := range q {
+			if cl != nil && !cl.started && !cl.gone && cl.prio == Priority(p) {
+				live = append(live, cl)
+			}
+		}
+		clear(q[len(live):])
+		s.queues[p] = live
 	}
 }
 

@@ -29,6 +29,13 @@ type MountOptions struct {
 	// MaxBackground is the number of asynchronous (readahead) requests the
 	// kernel may have in flight. Default 64.
 	MaxBackground int
+	// MaxInflight bounds the FUSE requests taken from the kernel at once
+	// (being served, or being read); the kernel queues the rest. Each
+	// holds an input buffer of MaxRead bytes and a read reply of up to
+	// MaxRead, so this bounds that memory to about 2 × MaxInflight ×
+	// MaxRead whatever the number of readers (64 O_DIRECT readers of
+	// 4 MiB otherwise put 256 requests in flight). Default 16.
+	MaxInflight int
 	// Timeout is how long the kernel may cache entries and attributes
 	// (the image never changes). Default 24 hours.
 	Timeout time.Duration
@@ -54,6 +61,9 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 	if o.Timeout <= 0 {
 		o.Timeout = 24 * time.Hour
 	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 16
+	}
 	lg := logger(o.Log)
 	timeout := o.Timeout
 	opts := &fs.Options{
@@ -67,11 +77,14 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 			Options:       []string{"ro", "default_permissions"},
 			EnableAcl:     true,
 			MaxBackground: o.MaxBackground,
-			MaxWrite:      o.MaxRead,
-			MaxReadAhead:  o.MaxRead,
-			FsName:        strings.ReplaceAll(o.FsName, ",", "_"),
-			Name:          "camount",
-			Debug:         o.Debug,
+			// go-fuse counts an input buffer (MaxWrite plus headers)
+			// and a request struct per request taken from the kernel.
+			MaxInflightRequestBytes: o.MaxInflight * (o.MaxRead + 64<<10),
+			MaxWrite:                o.MaxRead,
+			MaxReadAhead:            o.MaxRead,
+			FsName:                  strings.ReplaceAll(o.FsName, ",", "_"),
+			Name:                    "camount",
+			Debug:                   o.Debug,
 			// The image never changes: the kernel may cache symlink
 			// targets and need not invalidate file data on attribute
 			// changes, which never come.
@@ -190,6 +203,14 @@ func openFlags(flags uint32) syscall.Errno {
 	return 0
 }
 
+// MaxConcurrentReads bounds the FUSE reads of a process that fetch and copy
+// chunks at the same time; further reads wait (interruptibly) for a slot.
+// With reads of up to 1 MiB (MountOptions.MaxRead) the chunks they hold
+// stay within a few tens of MiB however many readers there are.
+const MaxConcurrentReads = 16
+
+var readSlots = make(chan struct{}, MaxConcurrentReads)
+
 // readPayload serves a FUSE read of [off, off+len(dest)) of a file whose
 // bytes are src[base, base+size).
 func readPayload(ctx context.Context, lg *slog.Logger, src Source, path string, base, size int64, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -202,7 +223,16 @@ func readPayload(ctx context.Context, lg *slog.Logger, src Source, path string, 
 	if rem := size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
+	// Bound the reads that fetch at once: each holds the verified chunks
+	// it copies from until it is done, so memory would otherwise grow
+	// with the number of readers.
+	select {
+	case readSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, syscall.EINTR
+	}
 	n, err := readFull(ctx, src, dest, base+off, handleID(f))
+	<-readSlots
 	if err != nil {
 		errno := Errno(err)
 		if errno == syscall.EINTR {

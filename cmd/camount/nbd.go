@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,10 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 			Description: fmt.Sprintf("casync image %s (%d bytes, %d chunks)", location.Base(index), blob.Size(), len(x.Chunks)),
 			Source:      &nbdBlob{b: blob, avg: int64(x.Avg)},
 		})
+	}
+	// Keep the heap near the chunk caches (one per export), as mount does.
+	if os.Getenv("GOMEMLIMIT") == "" && bf.cacheSize > 0 {
+		debug.SetMemoryLimit(int64(bf.cacheSize)*int64(len(exports)) + 56<<20)
 	}
 	srv, err := blockdev.NewServer(exports, o)
 	if err != nil {
