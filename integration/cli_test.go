@@ -13,7 +13,7 @@ import (
 // spellings of earlier releases keep working.
 func TestCLIConventions(t *testing.T) {
 	help := camount(t, "make", "--help")
-	for _, want := range []string{"--store=DIR", "--chunk-size=[MIN:]AVG[:MAX]", "-v, --verbose", "-l, --log-level=LEVEL"} {
+	for _, want := range []string{"--store=STORE", "--chunk-size=[MIN:]AVG[:MAX]", "-v, --verbose", "-l, --log-level=LEVEL"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("make --help lacks %q:\n%s", want, help)
 		}

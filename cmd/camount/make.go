@@ -30,7 +30,7 @@ type makeFlags struct {
 
 func addMakeFlags(fs *flag.FlagSet) *makeFlags {
 	o := &makeFlags{}
-	fs.StringVar(&o.store, "store", "", "chunk store `DIR` to write chunks to (default: $CASYNC_STORE, else default.castr beside the index)")
+	fs.StringVar(&o.store, "store", "", "chunk `STORE` to write the chunks it lacks to: a directory, s3+http(s)://HOST/BUCKET[/PREFIX] or sftp://[USER@]HOST/PATH (default: $CASYNC_STORE, else default.castr beside the index)")
 	fs.StringVar(&o.chunkSize, "chunk-size", "auto", "chunk sizes: `[MIN:]AVG[:MAX]` or auto (16K:64K:256K)")
 	fs.StringVar(&o.digest, "digest", "sha512-256", "chunk digest: sha512-256 or sha256")
 	fs.StringVar(&o.compression, "compression", "zstd", "chunk compression: zstd, xz or gzip")
