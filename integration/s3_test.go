@@ -179,6 +179,17 @@ func TestS3MakeReadPush(t *testing.T) {
 		checkFile(t, out, data)
 		s.alive(t)
 	})
+	t.Run("tree", func(t *testing.T) {
+		tree := filepath.Join(t.TempDir(), "tree")
+		os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+		os.WriteFile(filepath.Join(tree, "d", "f"), data[:300<<10], 0o644)
+		os.WriteFile(filepath.Join(tree, "g"), []byte("hello"), 0o600)
+		idx := filepath.Join(t.TempDir(), "tree.caidx")
+		camount(t, "make", "--store="+store, idx, tree)
+		out := filepath.Join(t.TempDir(), "out")
+		camount(t, "extract", "--store="+store, idx, out)
+		runCmd(t, "diff", "-r", tree, out)
+	})
 	t.Run("push-s3-to-local", func(t *testing.T) {
 		d := t.TempDir()
 		out := camount(t, "push", "--from="+store, "--to="+filepath.Join(d, "store"), "--index-to="+filepath.Join(d, "idx"), index)
