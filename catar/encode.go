@@ -194,18 +194,19 @@ const pieceSize = 256 << 10 // bytes per item
 func getBuf() []byte { return make([]byte, 0, 1024) }
 
 type encoder struct {
-	ctx   context.Context
-	out   chan []item
-	queue []item
-	pend  []byte
-	off   int64
-	f     uint64
-	gran  uint64
-	users map[uint32]string
-	grps  map[uint32]string
-	log   *slog.Logger
-	buf   []byte
-	shift *UIDShift
+	ctx    context.Context
+	out    chan []item
+	queue  []item
+	pend   []byte
+	off    int64
+	f      uint64
+	gran   uint64
+	users  map[uint32]string
+	grps   map[uint32]string
+	log    *slog.Logger
+	buf    []byte
+	shift  *UIDShift
+	magics fsMagics // file-system type per device (FAT attributes, subvolumes)
 }
 
 // send queues an item for the writer; items travel in batches.
@@ -704,6 +705,11 @@ func (e *encoder) node(path string, st *syscall.Stat_t, f *rawFile, rules []*mat
 		if e.f&WithChattr != 0 {
 			flags |= FlagsFromChattr(m.chattr) & e.f
 		}
+		fsf, err := fsFlags(&e.magics, f, st, uint32(t), e.f)
+		if err != nil {
+			return err
+		}
+		flags |= fsf
 	}
 	b := e.buf[:0]
 	b = appendHeader(b, entrySize, TypeEntry)

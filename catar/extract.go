@@ -219,6 +219,8 @@ type extractor struct {
 	ids   map[string]uint32
 	o     ExtractOptions
 	stats *ExtractStats
+	// subvolWarn: the warning that subvolumes cannot be made, given once.
+	subvolWarn sync.Once
 }
 
 // skipType reports entries whose type the features leave out.
@@ -239,6 +241,11 @@ func skipType(e *Entry, mask uint64) bool {
 // mkdir creates the directory at path, or keeps the directory already
 // there (existed), replacing anything else in the way.
 func (x *extractor) mkdir(path string, e *Entry) (existed bool, err error) {
+	if e.Path != "" && e.Flags&x.mask&WithSubvolume != 0 {
+		if ok, err := x.mkSubvolume(path); ok || err != nil {
+			return false, err
+		}
+	}
 	for try := 0; ; try++ {
 		err = syscall.Mkdir(path, 0o700)
 		if err == nil {
@@ -379,6 +386,14 @@ func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder) error {
 				return err
 			}
 			x.log.Warn("cannot restore file attributes", "path", path, "err", err)
+		}
+	}
+	if e.IsRegular() {
+		if err := x.fsAttrs(path, e, fd, ModeReg); err != nil {
+			if x.root {
+				return err
+			}
+			x.log.Warn("cannot restore FAT attributes or subvolume flags", "path", path, "err", err)
 		}
 	}
 	return nil
@@ -756,6 +771,14 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) err
 				return err
 			}
 			x.log.Warn("cannot restore file attributes", "path", path, "err", err)
+		}
+	}
+	if withChattr && (t == ModeReg || t == ModeDir) {
+		if err := x.fsAttrs(path, e, fd, uint32(t)); err != nil {
+			if x.root {
+				return err
+			}
+			x.log.Warn("cannot restore FAT attributes or subvolume flags", "path", path, "err", err)
 		}
 	}
 	return nil
