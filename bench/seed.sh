@@ -44,7 +44,7 @@ want=$((used / 20))
 # A second copy of the tree's files, in path order, up to 5% of the used bytes.
 mkdir -p "$work/ext/copy"
 find "$work/ext" -path "$work/ext/copy" -prune -o -type f -printf '%s %P\n' | sort -k2 |
-	awk -v lim="$want" '{ t += $1; if (t > lim) exit; sub(/^[0-9]+ /, ""); print }' |
+	awk -v lim="$want" 'done { next } { t += $1; if (t > lim) { done = 1; next } sub(/^[0-9]+ /, ""); print }' |
 	(cd "$work/ext" && xargs -r -d '\n' cp --parents -t copy)
 umount "$work/ext"
 losetup -d "$loop"

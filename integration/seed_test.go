@@ -294,6 +294,24 @@ func TestSeedLazyMount(t *testing.T) {
 			}
 		})
 	}
+	t.Run("cold-file-seed", func(t *testing.T) {
+		// No scan cache: reads scan the seed around their offsets while
+		// the whole scan runs in the background. Exactness is not
+		// promised here (a read may come before the scan finds data that
+		// moved far), but most chunks must come from the seed.
+		s.fetched(t)
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+		m := startMount(t, nil, "--cache="+t.TempDir(), "--cache-size=0", "--seed="+s.v1, s.url("v2.caibx"), mnt)
+		cmpFiles(t, filepath.Join(mnt, "v2"), s.v2)
+		m.kill(t)
+		x2 := readIndex(t, s.v2idx)
+		n := s.fetched(t)
+		t.Logf("a cold seed: fetched %d chunks (%d not in v1, %d in v2)", n, s.unseeded, len(x2.Chunks))
+		if n < s.unseeded || n > s.unseeded+len(x2.Chunks)/10 {
+			t.Errorf("fetched %d chunks; %d are not in v1, v2 has %d", n, s.unseeded, len(x2.Chunks))
+		}
+	})
 	t.Run("nbd", func(t *testing.T) {
 		needCmd(t, "nbdcopy")
 		s.fetched(t)

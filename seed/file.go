@@ -76,7 +76,7 @@ func (s *FileSeed) Scan(ctx context.Context, found Found) error {
 	if s.cache != nil {
 		rec = s.cache.writer(s)
 	}
-	err := s.scan(ctx, func(id chunker.ID, l Location) {
+	err := s.scan(ctx, 0, 1<<62, func(id chunker.ID, l Location) {
 		if rec != nil {
 			rec.add(id, l.Off, l.Size)
 		}
@@ -88,8 +88,17 @@ func (s *FileSeed) Scan(ctx context.Context, found Found) error {
 	return err
 }
 
-func (s *FileSeed) scan(ctx context.Context, found Found) error {
-	ck, err := chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, 0, 1<<62)}, s.p.Chunk)
+// ScanRange implements RangeScanner: it chunks the seed's bytes [off,
+// off+n) on their own (a chunk cut only by the end of the range is not
+// reported).
+func (s *FileSeed) ScanRange(ctx context.Context, off, n int64, found Found) error {
+	return s.scan(ctx, off, n, found)
+}
+
+// scan chunks [start, start+length) of the seed; the last chunk is
+// reported only if it ends at the end of the file.
+func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) error {
+	ck, err := chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, start, length)}, s.p.Chunk)
 	if err != nil {
 		return fmt.Errorf("seed %s: %w", s.path, err)
 	}
@@ -130,7 +139,7 @@ func (s *FileSeed) scan(ctx context.Context, found Found) error {
 			}
 		}
 	}()
-	var off int64
+	off := start
 	j := &scanJob{done: make(chan struct{})}
 	send := func() {
 		if len(j.sizes) == 0 {
@@ -143,6 +152,12 @@ func (s *FileSeed) scan(ctx context.Context, found Found) error {
 	for {
 		b, err := ck.Next()
 		if err == io.EOF {
+			// The last chunk was cut by the end of the range, not by the
+			// content, unless the range ends at the end of the file.
+			if k := len(j.sizes) - 1; k >= 0 && off-start == length {
+				j.buf = j.buf[:len(j.buf)-j.sizes[k]]
+				j.offs, j.sizes = j.offs[:k], j.sizes[:k]
+			}
 			break
 		}
 		if err != nil {
@@ -156,13 +171,15 @@ func (s *FileSeed) scan(ctx context.Context, found Found) error {
 			}
 			return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, off, err)
 		}
+		// Send a full batch before adding to it, so that the last chunk is
+		// still held at the end of the range.
+		if len(j.buf) >= scanBatch {
+			send()
+		}
 		j.buf = append(j.buf, b...)
 		j.offs = append(j.offs, off)
 		j.sizes = append(j.sizes, len(b))
 		off += int64(len(b))
-		if len(j.buf) >= scanBatch {
-			send()
-		}
 	}
 	send()
 	close(jobs)

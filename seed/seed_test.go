@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
@@ -241,66 +240,60 @@ func TestScanCache(t *testing.T) {
 	}
 }
 
-// slowSeed reports the chunks of an index one every step.
-type slowSeed struct {
-	x    *chunker.Index
-	r    io.ReaderAt
-	step time.Duration
-}
-
-func (s *slowSeed) String() string { return "slow" }
-func (s *slowSeed) Close() error   { return nil }
-func (s *slowSeed) Scan(ctx context.Context, found Found) error {
-	for _, c := range s.x.Chunks {
-		select {
-		case <-time.After(s.step):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		found(c.ID, Location{R: s.r, Off: int64(c.Start), Size: int64(c.Size)})
-	}
-	return nil
-}
-
-func TestGetWaitsForANearbyScan(t *testing.T) {
-	v1, _ := versions(3 << 20)
+func TestNearbyFindsChunksBeforeTheScan(t *testing.T) {
+	const n = 12 << 20
+	v1, v2 := versions(n)
+	copy(v2[n*9/10:], v1[n/20:n/20+200000]) // moved far
+	rand.New(rand.NewSource(7)).Read(v2[n/20 : n/20+200000])
+	x2, _ := index(t, v2)
 	x1, _ := index(t, v1)
-	set := NewSet(x1, SetOptions{WaitScan: 2 * time.Second})
-	set.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	set.Start(ctx)
-	// A chunk some way ahead of the scan: Get waits and gets it from the seed.
-	c := x1.Chunks[len(x1.Chunks)/2]
-	b, err := set.Get(ctx, c.ID)
+	fs, err := OpenFile(write(t, v1), ParamsOf(x2))
 	if err != nil {
-		t.Fatalf("Get of a chunk the scan reaches soon: %v", err)
+		t.Fatal(err)
 	}
-	if x1.Digest().Sum(b) != c.ID {
-		t.Fatal("wrong bytes")
+	defer fs.Close()
+	// No Start: the whole scan never runs, only nearby scans.
+	set := NewSet(x2, SetOptions{Nearby: true})
+	set.Add(fs)
+	ctx := context.Background()
+	in1 := map[chunker.ID]uint64{}
+	for _, c := range x1.Chunks {
+		in1[c.ID] = c.Start
 	}
-	// Without WaitScan it would not have waited.
-	set2 := NewSet(x1, SetOptions{})
-	set2.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: 50 * time.Millisecond})
-	set2.Start(ctx)
-	if _, err := set2.Get(ctx, x1.Chunks[len(x1.Chunks)-1].ID); !errors.Is(err, fetch.ErrNotFound) {
-		t.Fatalf("Get without WaitScan: %v", err)
+	var near, far int
+	dist := func(c chunker.Chunk) int64 {
+		d := int64(c.Start) - int64(in1[c.ID])
+		return max(d, -d)
 	}
-}
-
-func TestGetDoesNotWaitForAFarScan(t *testing.T) {
-	v1, _ := versions(3 << 20)
-	x1, _ := index(t, v1)
-	set := NewSet(x1, SetOptions{WaitScan: 300 * time.Millisecond})
-	set.Add(&slowSeed{x: x1, r: bytes.NewReader(v1), step: 20 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	set.Start(ctx)
-	start := time.Now()
-	if _, err := set.Get(ctx, x1.Chunks[len(x1.Chunks)-1].ID); !errors.Is(err, fetch.ErrNotFound) {
-		t.Fatalf("Get of a chunk far beyond the scan: %v", err)
+	// Chunks moved far first (before a nearby scan of their old place
+	// for another chunk finds them): not found until the whole scan.
+	for _, c := range x2.Chunks {
+		if _, ok := in1[c.ID]; ok && dist(c) > regionSize+2*regionPad && c.Start > n*8/10 {
+			if _, err := set.Get(ctx, c.ID); !errors.Is(err, fetch.ErrNotFound) {
+				t.Fatalf("chunk moved %d bytes: %v", dist(c), err)
+			}
+			far++
+		}
 	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("Get waited %v (bound 300ms)", el) // a hang guard, not a timing assertion
+	for _, c := range x2.Chunks {
+		if _, ok := in1[c.ID]; !ok {
+			if _, err := set.Get(ctx, c.ID); !errors.Is(err, fetch.ErrNotFound) {
+				t.Fatalf("chunk v1 lacks: %v", err)
+			}
+			continue
+		}
+		if dist(c) < regionPad/2 {
+			b, err := set.Get(ctx, c.ID)
+			if err != nil {
+				t.Fatalf("chunk at %d (in v1 at %d): %v", c.Start, in1[c.ID], err)
+			}
+			if x2.Digest().Sum(b) != c.ID {
+				t.Fatal("wrong bytes")
+			}
+			near++
+		}
+	}
+	if near == 0 || far == 0 {
+		t.Errorf("near %d, far %d: the data should have both", near, far)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
@@ -27,12 +26,13 @@ type SetOptions struct {
 	// Zero lists chunks never to look for (the target's zero chunks,
 	// served without any store); nil: none.
 	Zero []bool
-	// WaitScan, for lazy readers: Get of a chunk no seed has shown yet
-	// waits while the scan of the last seed is about to pass the chunk's
-	// offset in the target (seeds of an image mostly hold a chunk near
-	// its own offset), as long as the scan's rate says it gets there
-	// within WaitScan. 0: never wait.
-	WaitScan time.Duration
+	// Nearby, for lazy readers: while scans go on, Get of a chunk no
+	// seed has shown yet first scans the bytes of each seed that can
+	// (RangeScanner) around the chunk's offset in the target: seeds of an
+	// image mostly hold a chunk near its own offset, so a reader finds
+	// its chunks without waiting for the whole scan. false: Get only
+	// looks up what the scans found so far.
+	Nearby bool
 }
 
 type wanted struct{ size, off int64 }
@@ -50,13 +50,9 @@ type Set struct {
 
 	targetSize int64
 
-	// The scan front, for Get's wait (SetOptions.WaitScan): how far the
-	// seed being scanned has got, which seed that is, and when it started.
-	front     atomic.Int64
-	scanning  atomic.Int64 // index in seeds of the seed being scanned
-	scanStart atomic.Int64 // unix nanoseconds
-	wmu       sync.Mutex
-	moved     *sync.Cond // broadcast as the front moves (every MiB) and when scans end
+	rmu     sync.Mutex
+	regions map[regionKey]chan struct{} // guarded by rmu: nearby scans started; closed when done
+	rsem    chan struct{}               // bounds nearby scans at once (memory)
 
 	mu   sync.RWMutex
 	locs map[chunker.ID]Location // guarded by mu
@@ -74,8 +70,9 @@ type Set struct {
 func NewSet(x *chunker.Index, o SetOptions) *Set {
 	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]wanted, len(x.Chunks)),
 		locs: map[chunker.ID]Location{}, done: make(chan struct{})}
-	s.moved = sync.NewCond(&s.wmu)
 	s.targetSize = int64(x.Size())
+	s.regions = map[regionKey]chan struct{}{}
+	s.rsem = make(chan struct{}, 2)
 	if s.o.Log == nil {
 		s.o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -109,19 +106,22 @@ func (s *Set) Start(ctx context.Context) {
 	if s.started.Swap(true) {
 		return
 	}
-	s.scanStart.Store(time.Now().UnixNano())
+	// Index seeds first: they cost nothing.
+	order := make([]Seed, 0, len(s.seeds))
+	for _, sd := range s.seeds {
+		if _, ok := sd.(*IndexSeed); ok {
+			order = append(order, sd)
+		}
+	}
+	for _, sd := range s.seeds {
+		if _, ok := sd.(*IndexSeed); !ok {
+			order = append(order, sd)
+		}
+	}
 	go func() {
 		LowerPriority(ctx)
 		var errs []error
-		defer func() {
-			s.wmu.Lock()
-			s.moved.Broadcast()
-			s.wmu.Unlock()
-		}()
-		for i, sd := range s.seeds {
-			s.front.Store(0)
-			s.scanStart.Store(time.Now().UnixNano())
-			s.scanning.Store(int64(i))
+		for _, sd := range order {
 			if err := sd.Scan(ctx, s.found); err != nil {
 				if ctx.Err() != nil {
 					errs = append(errs, ctx.Err())
@@ -153,13 +153,6 @@ func (s *Set) Wait(ctx context.Context) error {
 }
 
 func (s *Set) found(id chunker.ID, loc Location) {
-	if end := loc.Off + loc.Size; s.o.WaitScan > 0 && end > s.front.Load() {
-		if old := s.front.Swap(end); old>>20 != end>>20 {
-			s.wmu.Lock()
-			s.moved.Broadcast()
-			s.wmu.Unlock()
-		}
-	}
 	w, ok := s.want[id]
 	if !ok || w.size != loc.Size {
 		return
@@ -215,8 +208,8 @@ func Read(l Location) ([]byte, error) {
 // an error wrapping fetch.ErrNotFound. The scheduler verifies them.
 func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	l, ok := s.Lookup(id)
-	if !ok && s.o.WaitScan > 0 {
-		l, ok = s.waitScan(ctx, id)
+	if !ok && s.o.Nearby {
+		l, ok = s.nearby(ctx, id)
 	}
 	if !ok {
 		return nil, fmt.Errorf("seeds: %w", fetch.ErrNotFound)
@@ -235,65 +228,91 @@ func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 // disk cache.
 func (s *Set) IsSeed() bool { return true }
 
-// scanMargin is how far past a chunk's target offset the scan must get
-// before a waiting Get gives up on the seed (data moves a little between
-// versions of an image).
-const scanMargin = 16 << 20
+// RangeScanner is implemented by seeds that can scan part of themselves
+// (file seeds): ScanRange reports the chunks found by chunking the seed's
+// bytes [off, off+n) on their own. Cuts made from off differ from a whole
+// scan's for a few chunks, then agree; every chunk reported is a true
+// range of the seed whatever its cuts.
+type RangeScanner interface {
+	ScanRange(ctx context.Context, off, n int64, found Found) error
+}
 
-// waitScan waits, within the bounds of SetOptions.WaitScan, for the scan
-// of the last seed to pass the target offset of chunk id.
-func (s *Set) waitScan(ctx context.Context, id chunker.ID) (Location, bool) {
+// Nearby scans cover regions of regionSize bytes of a seed, each chunked
+// from regionPad before it to regionPad after it, so that the cuts agree
+// with a whole scan's inside the region.
+const (
+	regionSize = 4 << 20
+	regionPad  = 1 << 20
+)
+
+type regionKey struct {
+	seed int
+	n    int64
+}
+
+// nearby scans, in each seed that can, the regions around chunk id's
+// offset in the target that no scan has covered, then looks it up again.
+func (s *Set) nearby(ctx context.Context, id chunker.ID) (Location, bool) {
+	select {
+	case <-s.done:
+		return s.Lookup(id)
+	default:
+	}
 	w, ok := s.want[id]
 	if !ok {
 		return Location{}, false
 	}
-	deadline := time.Now().Add(s.o.WaitScan)
-	goal := w.off + scanMargin
-	// The scan ends at the seed's end: it need not get further.
-	end := s.targetSize
-	if sz, ok := s.seeds[len(s.seeds)-1].(interface{ Size() int64 }); ok {
-		end = sz.Size()
-	}
-	goal = min(goal, end)
-	for {
-		select {
-		case <-s.done:
-			return s.Lookup(id)
-		default:
+	for i, sd := range s.seeds {
+		rs, ok := sd.(RangeScanner)
+		if !ok {
+			continue
 		}
-		if int(s.scanning.Load()) != len(s.seeds)-1 || ctx.Err() != nil {
-			return Location{}, false // earlier seeds first: their fronts say nothing of this chunk
-		}
-		front := s.front.Load()
-		if front >= goal {
-			return s.Lookup(id)
-		}
-		// Will the scan get there in time, at the rate it has had?
-		el := time.Since(time.Unix(0, s.scanStart.Load()))
-		left := time.Until(deadline)
-		if left <= 0 || el <= 0 || front == 0 {
-			if left <= 0 || front == 0 && el > s.o.WaitScan {
+		for r := max(w.off-regionPad, 0) / regionSize; r <= (w.off+w.size+regionPad)/regionSize; r++ {
+			if err := s.scanRegion(ctx, i, rs, r); err != nil {
 				return Location{}, false
 			}
-		} else if rate := float64(front) / el.Seconds(); float64(goal-front)/rate > left.Seconds() {
-			return Location{}, false
 		}
-		if l, ok := s.Lookup(id); ok {
-			return l, true
-		}
-		s.wmu.Lock()
-		t := time.AfterFunc(min(left, 100*time.Millisecond), func() {
-			s.wmu.Lock()
-			s.moved.Broadcast()
-			s.wmu.Unlock()
-		})
-		s.moved.Wait()
-		s.wmu.Unlock()
-		t.Stop()
 		if l, ok := s.Lookup(id); ok {
 			return l, true
 		}
 	}
+	return s.Lookup(id)
+}
+
+// scanRegion scans region r of seed i once (concurrent callers wait for
+// the one scanning it).
+func (s *Set) scanRegion(ctx context.Context, i int, rs RangeScanner, r int64) error {
+	k := regionKey{i, r}
+	s.rmu.Lock()
+	ch, ok := s.regions[k]
+	if !ok {
+		ch = make(chan struct{})
+		s.regions[k] = ch
+	}
+	s.rmu.Unlock()
+	if ok {
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(ch)
+	select {
+	case s.rsem <- struct{}{}:
+	case <-ctx.Done():
+		s.rmu.Lock()
+		delete(s.regions, k) // not scanned: let another reader try
+		s.rmu.Unlock()
+		return ctx.Err()
+	}
+	defer func() { <-s.rsem }()
+	off := max(r*regionSize-regionPad, 0)
+	// Errors (EIO, a seed shorter than the target) only mean fewer chunks
+	// found: the whole scan reports them.
+	_ = rs.ScanRange(ctx, off, r*regionSize+regionSize+regionPad-off, s.found)
+	return nil
 }
 
 // String implements fetch.Store.

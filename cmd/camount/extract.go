@@ -85,7 +85,7 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 	}
 	eo.ScanCache = scanCache(&o)
 	if len(sf.paths) > 0 && out != "-" {
-		set, err := sf.open(e, &o, x, 0)
+		set, err := sf.open(e, &o, x, false)
 		if err != nil {
 			return err
 		}

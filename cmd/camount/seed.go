@@ -66,8 +66,8 @@ func scanCache(bf *blobFlags) *seed.ScanCache {
 // open opens every --seed for target x into a set (not started). A seed
 // that cannot be opened is an error naming it, or with --seed-optional a
 // warning.
-func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, wait time.Duration) (*seed.Set, error) {
-	set := seed.NewSet(x, seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x), WaitScan: wait})
+func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, nearby bool) (*seed.Set, error) {
+	set := seed.NewSet(x, seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x), Nearby: nearby})
 	cache := scanCache(bf)
 	for _, p := range sf.paths {
 		var sd seed.Seed
@@ -97,9 +97,6 @@ func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, wait time.Dur
 	return set, nil
 }
 
-// lazySeedWait bounds how long a lazy read waits for a seed's scan.
-const lazySeedWait = time.Second
-
 // lazyStores is called by openBlob: for mount, nbd and mkdev with --seed,
 // the seed set becomes the first store and its scans start in the
 // background (index seeds and cached scans are usable at once, file seeds
@@ -108,10 +105,10 @@ func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *c
 	if sf == nil || !sf.lazy || len(sf.paths) == 0 && sf.outputDir == "" {
 		return nil, nil
 	}
-	// A read of a chunk the scan has not reached waits for it if it gets
-	// there within a second (a sequential reader then follows the scan and
-	// fetches what no seed holds); else the chunk is fetched at once.
-	set, err := sf.open(e, bf, x, lazySeedWait)
+	// A read of a chunk the scan has not reached first scans the seeds
+	// around the chunk's offset (seeds of an image mostly hold a chunk
+	// near its own offset), then is fetched if they lack it.
+	set, err := sf.open(e, bf, x, true)
 	if err != nil {
 		return nil, err
 	}
