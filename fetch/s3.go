@@ -237,6 +237,17 @@ func (e *S3Error) Error() string {
 	return fmt.Sprintf("%s: %d %s", what, e.Status, e.Code)
 }
 
+// storeWide reports whether the error holds for every request to the
+// store (a missing bucket, refused credentials), not just this object.
+func (e *S3Error) storeWide() bool {
+	switch e.Code {
+	case "NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+		"InvalidToken", "ExpiredToken", "InvalidSecurity", "XAdminUserNotFound":
+		return true
+	}
+	return e.Status == http.StatusForbidden
+}
+
 // classify turns a minio error into ErrNotFound, an *S3Error (permanent) or
 // a *NetworkError / transient *HTTPStatusError (retried).
 func (c *s3Client) classify(op, key string, err error) error {
@@ -281,7 +292,7 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 		return c.classify(op, key, fn(ctx))
 	})
 	var se *S3Error
-	if errors.As(err, &se) && (se.Code != "" || se.Status == http.StatusForbidden) {
+	if errors.As(err, &se) && se.storeWide() {
 		c.mu.Lock()
 		c.fatal, c.fatalAt = err, time.Now()
 		c.mu.Unlock()
