@@ -666,19 +666,34 @@ func (n *TreeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	return 0, syscall.ENODATA
 }
 
-// fsIocGetflags is FS_IOC_GETFLAGS (_IOR('f', 1, long) on 64-bit Linux).
-const fsIocGetflags = 0x80086601
+// fsIocGetflags is FS_IOC_GETFLAGS (_IOR('f', 1, long) on 64-bit Linux);
+// fatIoctlGetAttributes is FAT_IOCTL_GET_ATTRIBUTES (_IOR('r', 0x10, __u32)).
+const (
+	fsIocGetflags         = 0x80086601
+	fatIoctlGetAttributes = 0x80047210
+)
 
 // Ioctl answers FS_IOC_GETFLAGS (lsattr, casync make) with the stored
-// chattr flags; other ioctls are not supported.
+// chattr flags and FAT_IOCTL_GET_ATTRIBUTES with the stored FAT
+// attributes (of archives made with fat-attrs, as on the vfat file system
+// they came from); other ioctls are not supported.
 func (n *TreeNode) Ioctl(ctx context.Context, f gofs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
-	if cmd != fsIocGetflags {
+	var v uint64
+	switch cmd {
+	case fsIocGetflags:
+		v = catar.ChattrFromFlags(n.e.Flags)
+	case fatIoctlGetAttributes:
+		if n.e.Features&catar.WithFatAttrs == 0 || !n.e.IsRegular() && !n.e.IsDir() {
+			return 0, syscall.ENOTTY
+		}
+		v = catar.FatAttrsFromFlags(n.e.Flags)
+	default:
 		return 0, syscall.ENOTTY
 	}
 	if len(output) < 4 {
 		return 0, syscall.EINVAL
 	}
 	clear(output)
-	binary.NativeEndian.PutUint32(output, uint32(catar.ChattrFromFlags(n.e.Flags)))
+	binary.NativeEndian.PutUint32(output, uint32(v))
 	return 0, 0
 }
