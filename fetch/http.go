@@ -406,9 +406,30 @@ func (s *HTTPStore) URL(id chunker.ID) string {
 	return u
 }
 
-// Get fetches <id>.cacnk.
+// Get fetches <id>.cacnk. The body is bounded by what a chunk of the size
+// the index gives can take when stored (see withStoredLimit), else by
+// MaxChunkSize: an endless or oversized answer costs no more memory.
 func (s *HTTPStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
-	return s.g.get(ctx, s.URL(id), MaxChunkSize)
+	return s.g.get(ctx, s.URL(id), storedLimit(ctx))
+}
+
+type storedLimitKey struct{}
+
+// withStoredLimit tells network stores the chunk's size: its stored form
+// (compressed, or not) cannot be much larger, so a body beyond that is
+// refused as it arrives instead of being read up to MaxChunkSize (128 MiB,
+// times every concurrent fetch).
+func withStoredLimit(ctx context.Context, size uint64) context.Context {
+	// Worst-case growth of incompressible data: zstd, xz and gzip add
+	// well under 1/64 plus a frame header.
+	return context.WithValue(ctx, storedLimitKey{}, int64(size+size/64+64<<10))
+}
+
+func storedLimit(ctx context.Context) int64 {
+	if n, ok := ctx.Value(storedLimitKey{}).(int64); ok && n > 0 && n < MaxChunkSize {
+		return n
+	}
+	return MaxChunkSize
 }
 
 // Retries implements RetryCounter: requests sent again after a transient failure.

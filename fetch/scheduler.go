@@ -798,7 +798,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 		for attempt := 0; ; attempt++ {
 			var raw []byte
 			var pooled bool
-			raw, pooled, err = getStored(ctx, st, c.ID)
+			raw, pooled, err = getStored(withStoredLimit(ctx, c.Size), st, c.ID)
 			if err != nil {
 				break
 			}
