@@ -53,6 +53,15 @@ func indexCacheKey(u string) string {
 // answers otherwise (404, 403), its answer is the error. A fetched index
 // is kept only if it parses.
 func FetchIndexCached(ctx context.Context, u string, o HTTPOptions, dir string) ([]byte, error) {
+	return FetchFileCached(ctx, u, o, dir, func(b []byte) error {
+		_, err := chunker.ReadIndex(bytes.NewReader(b))
+		return err
+	})
+}
+
+// FetchFileCached is FetchIndexCached for any file beside an index (a
+// signature): a fetched file is kept if valid (nil: always) accepts it.
+func FetchFileCached(ctx context.Context, u string, o HTTPOptions, dir string, valid func([]byte) error) ([]byte, error) {
 	g, err := newHTTPGetter(o)
 	if err != nil {
 		return nil, err
@@ -80,7 +89,7 @@ func FetchIndexCached(ctx context.Context, u string, o HTTPOptions, dir string) 
 		os.Chtimes(dataPath, now, now)
 		return cached, nil
 	case err == nil:
-		if _, perr := chunker.ReadIndex(bytes.NewReader(b)); perr == nil {
+		if valid == nil || valid(b) == nil {
 			meta = indexMeta{URL: location.WithoutSecrets(u), ETag: c.respETag, LastModified: c.respLM, Fetched: time.Now().UTC()}
 			if werr := keepIndex(cdir, dataPath, metaPath, b, meta); werr != nil {
 				g.log.Warn("cannot keep the index in the cache", "index", shown, "dir", cdir, "err", werr)

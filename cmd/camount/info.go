@@ -8,6 +8,7 @@ import (
 
 	"github.com/camount/camount/fetch"
 	"github.com/camount/camount/location"
+	"github.com/camount/camount/trust"
 )
 
 func init() {
@@ -22,7 +23,7 @@ func init() {
 				if len(args) != 1 {
 					return usagef("want one index")
 				}
-				x, err := rf.loadIndex(ctx, e, args[0])
+				x, raw, err := rf.loadIndexBytes(ctx, e, args[0])
 				if err != nil {
 					return err
 				}
@@ -49,8 +50,9 @@ func init() {
 					Max            uint64 `json:"chunk_size_max"`
 					Digest         string `json:"digest"`
 					Flags          string `json:"feature_flags"`
+					IndexDigest    string `json:"index_digest"` // of the index file: --index-digest pins it
 				}{location.Redact(args[0]), kind, x.Size(), len(x.Chunks), len(distinct), zero, x.Min, x.Avg, x.Max,
-					x.Digest().String(), fmt.Sprintf("%#016x", x.Flags)}
+					x.Digest().String(), fmt.Sprintf("%#016x", x.Flags), trust.DigestOf(raw).String()}
 				if *asJSON {
 					enc := json.NewEncoder(e.stdout)
 					enc.SetIndent("", "  ")
@@ -63,6 +65,7 @@ func init() {
 				fmt.Fprintf(w, "Chunk size:      min %d, avg %d, max %d\n", info.Min, info.Avg, info.Max)
 				fmt.Fprintf(w, "Digest:          %s\n", info.Digest)
 				fmt.Fprintf(w, "Feature flags:   %s\n", info.Flags)
+				fmt.Fprintf(w, "Index digest:    %s (pin with --index-digest)\n", info.IndexDigest)
 				return nil
 			}
 		},

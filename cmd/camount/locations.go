@@ -60,6 +60,9 @@ func (o *blobFlags) checkReadLocations(index string) (string, error) {
 	if l.IsLocal() {
 		index = l.Path
 	}
+	if t := o.remote.trustOf(); kindOf(index) == kindArchive && t != nil && (t.digest != "" || len(t.keys) > 0) {
+		return "", usagef("--index-digest and --trusted-key authenticate .caibx/.caidx indexes; %s is a .catar archive", index)
+	}
 	flag := "--store"
 	specs := []string(o.stores)
 	if len(specs) == 0 {

@@ -29,6 +29,7 @@ type remoteFlags struct {
 	cacheDir                  string
 	cacheMax                  byteSize
 	chunkQuery                bool
+	trust                     *trustFlags // --index-digest, --trusted-key (trust.go)
 	rate                      rateLimits // --rate-limit-bps
 
 	once   sync.Once
@@ -50,6 +51,7 @@ func addRemoteFlags(fs *flag.FlagSet) *remoteFlags {
 // index but no chunks (info, list-chunks).
 func addHTTPFlags(fs *flag.FlagSet) *remoteFlags {
 	r := &remoteFlags{cacheMax: cache.DefaultDiskBytes, failBack: time.Minute}
+	r.trust = addTrustFlags(fs)
 	fs.StringVar(&r.caFile, "ca-file", "", "PEM `FILE` of CA certificates for HTTPS (default: the system's)")
 	fs.StringVar(&r.certFile, "client-cert", "", "PEM `FILE` with a TLS client certificate for HTTPS")
 	fs.StringVar(&r.keyFile, "client-key", "", "PEM `FILE` with the TLS client certificate's key")
@@ -79,38 +81,61 @@ func (r *remoteFlags) httpOptions(log *slog.Logger) (fetch.HTTPOptions, error) {
 }
 
 // loadIndex reads an index from a file or an http(s):// URL.
+//
+// The index is read whole and authenticated (--index-digest,
+// --trusted-key: trust.go) before it is parsed or used.
 func (r *remoteFlags) loadIndex(ctx context.Context, e *env, path string) (*chunker.Index, error) {
+	x, _, err := r.loadIndexBytes(ctx, e, path)
+	return x, err
+}
+
+// loadIndexBytes is loadIndex that also returns the index file's bytes.
+func (r *remoteFlags) loadIndexBytes(ctx context.Context, e *env, path string) (*chunker.Index, []byte, error) {
 	if err := r.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	b, err := r.readFile(ctx, e, path, fetch.FetchIndexCached)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.trust.check(ctx, e, r, path, b); err != nil {
+		return nil, nil, err
+	}
+	x, err := chunker.ReadIndex(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", location.Redact(path), err)
+	}
+	return x, b, nil
+}
+
+// readFile reads a whole index (or a file beside one) from a path or a
+// URL; over HTTP(S) with --cache through cached (kept in the disk cache,
+// revalidated, used when the server is down: offline start).
+func (r *remoteFlags) readFile(ctx context.Context, e *env, path string, cached func(context.Context, string, fetch.HTTPOptions, string) ([]byte, error)) ([]byte, error) {
 	loc, err := location.Parse("INDEX", path, location.Index)
 	if err != nil {
 		return nil, err
 	}
 	if loc.IsLocal() {
-		return loadIndex(ctx, loc.Path)
+		return readLocalIndex(loc.Path)
 	}
 	if fetch.IsS3URL(path) || fetch.IsSFTPURL(path) {
-		return r.loadRemoteIndex(ctx, e, path)
+		return r.readRemoteFile(ctx, e, path)
 	}
 	o, err := r.httpOptions(e.log)
 	if err != nil {
 		return nil, err
 	}
+	var b []byte
 	if r.cacheDir != "" {
-		// Kept in the disk cache, revalidated, used when the server is
-		// down (offline start).
-		b, err := fetch.FetchIndexCached(ctx, path, o, r.cacheDir)
-		if err != nil {
-			return nil, fmt.Errorf("index %s: %w", location.Redact(path), err)
-		}
-		x, err := chunker.ReadIndex(bytes.NewReader(b))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", location.Redact(path), err)
-		}
-		return x, nil
+		b, err = cached(ctx, path, o, r.cacheDir)
+	} else {
+		b, err = fetch.FetchURL(ctx, path, o)
 	}
-	return fetchIndex(ctx, path, o)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", location.Redact(path), err)
+	}
+	return b, nil
 }
 
 func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.Index, error) {

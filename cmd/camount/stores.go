@@ -76,6 +76,20 @@ func (r *remoteFlags) openS3Store(e *env, spec string) (fetch.Store, error) {
 
 // loadRemoteIndex reads an index from an S3 or sftp location.
 func (r *remoteFlags) loadRemoteIndex(ctx context.Context, e *env, loc string) (*chunker.Index, error) {
+	b, err := r.readRemoteFile(ctx, e, loc)
+	if err != nil {
+		return nil, err
+	}
+	x, err := chunker.ReadIndex(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	return x, nil
+}
+
+// readRemoteFile reads a whole file (an index, a signature) from an S3 or
+// sftp location.
+func (r *remoteFlags) readRemoteFile(ctx context.Context, e *env, loc string) ([]byte, error) {
 	var b []byte
 	var err error
 	if fetch.IsSFTPURL(loc) {
@@ -98,11 +112,7 @@ func (r *remoteFlags) loadRemoteIndex(ctx context.Context, e *env, loc string) (
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", loc, err)
 	}
-	x, err := chunker.ReadIndex(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", loc, err)
-	}
-	return x, nil
+	return b, nil
 }
 
 // indexWriter is where an index file is published.
