@@ -30,7 +30,7 @@ type remoteFlags struct {
 	cacheMax                  byteSize
 	chunkQuery                bool
 	trust                     *trustFlags // --index-digest, --trusted-key (trust.go)
-	rate                      rateLimits // --rate-limit-bps
+	rate                      rateLimits  // --rate-limit-bps
 
 	once   sync.Once
 	opts   fetch.HTTPOptions // shared by every store: one connection pool
