@@ -30,6 +30,7 @@ need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs modu
 need cmp diffutils
 need sshd openssh-server # the sftp store tests (integration/sftp_test.go) run a real sshd
 need ssh-keygen openssh-client
+need minisign minisign # signed indexes, checked against the real tool (integration/trust_test.go)
 # The boot tests and bench (docs/BOOT.md): a Debian root image, an initramfs
 # with camount, and qemu's curl driver (the bench's peer).
 need mmdebstrap mmdebstrap
