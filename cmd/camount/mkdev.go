@@ -77,8 +77,8 @@ func init() {
 }
 
 func runMkdev(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, index, via, method string, conns int) error {
-	if os.Geteuid() != 0 {
-		e.log.Warn("mkdev: not root; attaching a block device needs CAP_SYS_ADMIN")
+	if !hasCapSysAdmin() {
+		return errNeedsRoot
 	}
 	blob, x, err := openBlob(ctx, e, index, bf)
 	if err != nil {
