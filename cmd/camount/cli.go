@@ -18,6 +18,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,8 +68,19 @@ type goFlagValue struct {
 	f  *flag.Flag
 }
 
-func (v goFlagValue) String() string     { return v.f.Value.String() }
-func (v goFlagValue) Set(s string) error { return v.fs.Set(v.f.Name, s) }
+func (v goFlagValue) String() string { return v.f.Value.String() }
+func (v goFlagValue) Set(s string) error {
+	if isBoolFlag(v.f) {
+		// casync's (systemd's) boolean spellings: --undo-immutable=yes.
+		switch strings.ToLower(s) {
+		case "yes", "y", "on":
+			s = "true"
+		case "no", "n", "off":
+			s = "false"
+		}
+	}
+	return v.fs.Set(v.f.Name, s)
+}
 func (v goFlagValue) Type() string {
 	if isBoolFlag(v.f) {
 		return "bool"
@@ -104,6 +116,13 @@ func newVerb(c *command, e *env) *cobra.Command {
 		DisableFlagsInUseLine: true,
 		RunE: func(cc *cobra.Command, args []string) error {
 			level := slog.LevelInfo
+			// casync's environment: $CASYNC_LOG_LEVEL, $CASYNC_VERBOSE.
+			if *logLevel == "" {
+				*logLevel = os.Getenv("CASYNC_LOG_LEVEL")
+			}
+			if v, err := strconv.ParseBool(os.Getenv("CASYNC_VERBOSE")); err == nil && v {
+				*verbose = true
+			}
 			if *logLevel != "" {
 				l, err := parseLogLevel(*logLevel)
 				if err != nil {

@@ -69,6 +69,8 @@ func TestCLISpellings(t *testing.T) {
 		{[]string{"-n", "x"}, nil, true, 7, []string{"x"}, false},
 		{[]string{"-dry-run", "x"}, nil, true, 7, []string{"x"}, false},
 		{[]string{"--dry-run=false", "x"}, nil, false, 7, []string{"x"}, false},
+		{[]string{"--dry-run=yes", "x"}, nil, true, 7, []string{"x"}, false},
+		{[]string{"-dry-run=no", "x"}, nil, false, 7, []string{"x"}, false},
 		{[]string{"-vn", "x"}, nil, true, 7, []string{"x"}, true},
 		{[]string{"-verbose", "x"}, nil, false, 7, []string{"x"}, true},
 		{[]string{"-l", "debug", "x"}, nil, false, 7, []string{"x"}, true},
