@@ -23,7 +23,7 @@ mkdir -p "$root/bucket"
 port=$(free_port)
 export AWS_ACCESS_KEY_ID=camountbench AWS_SECRET_ACCESS_KEY=camount-bench-secret-0123 AWS_REGION=us-east-1
 export S3_ACCESS_KEY=$AWS_ACCESS_KEY_ID S3_SECRET_KEY=$AWS_SECRET_ACCESS_KEY S3_REGION=$AWS_REGION
-"$VGW" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --port "127.0.0.1:$port" --quiet posix "$root" >"$W/vgw.log" 2>&1 &
+"$VGW" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --port "127.0.0.1:$port" --keep-alive --quiet posix "$root" >"$W/vgw.log" 2>&1 &
 vgw=$!
 s3_cleanup() {
 	mount_cleanup

@@ -65,7 +65,7 @@ func startS3(t *testing.T) *s3Server {
 	}
 	port := freePort(t)
 	s := &s3Server{Endpoint: fmt.Sprintf("127.0.0.1:%d", port), Root: root, log: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "--access", s3Access, "--secret", s3Secret, "--port", s.Endpoint, "--quiet", "posix", root)
+	s.cmd = exec.Command(bin, "--access", s3Access, "--secret", s3Secret, "--port", s.Endpoint, "--keep-alive", "--quiet", "posix", root)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
