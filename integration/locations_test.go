@@ -157,6 +157,12 @@ func TestLocationsReadingVerbs(t *testing.T) {
 			cases = append(cases, tc{"INDEX", s + "/c.caibx", []string{verb, s + "/c.caibx"}})
 		}
 		cases = append(cases, tc{"--store", s, []string{"gc", "--store=" + s, "c.caibx"}})
+		cases = append(cases,
+			tc{"INDEX", s + "/c.caibx", []string{"gc", "--dry-run", "--store=s:1", s + "/c.caibx"}},
+			tc{"INDEX", s + "/c.caibx", []string{"sign", "--key=k.key", s + "/c.caibx"}},
+			tc{"--key", s + "/k.key", []string{"sign", "--key=" + s + "/k.key", "c.caibx"}},
+			tc{"PROFILE", s + "/p", []string{"profile", "merge", s + "/p"}},
+		)
 	}
 	for _, s := range badLocal {
 		for _, verb := range [][]string{
@@ -179,6 +185,7 @@ func TestLocationsReadingVerbs(t *testing.T) {
 			tc{"OUT", s, []string{"extract", "--store=s:1", "t.caidx", s}},
 			tc{"MOUNTPOINT", s, []string{"mount", "--store=s:1", "c.caibx", s}},
 			tc{"DIR", s, []string{"cache", "stats", s}},
+			tc{"--output", s, []string{"profile", "merge", "--output=" + s, "c.caibx"}},
 		)
 	}
 	for _, c := range cases {

@@ -65,6 +65,11 @@ func init() {
 				} else {
 					return &location.Error{Flag: flagName, Value: spec, Use: location.WriteStore, Why: "gc cannot list this store kind"}
 				}
+				for i, a := range args { // gc reads local indexes (locations.go)
+					if args[i], err = parseLocal("INDEX", a, location.Input); err != nil {
+						return err
+					}
+				}
 				refs, err := gc.Referenced(args)
 				if err != nil {
 					return err

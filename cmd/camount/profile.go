@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 func init() {
@@ -21,8 +22,15 @@ func init() {
 				if len(args) < 2 || args[0] != "merge" {
 					return usagef("want 'merge' and at least one profile")
 				}
+				if _, err := checkOutputFile("--output", *out); err != nil {
+					return err
+				}
 				var ps []*fetch.Profile
 				for _, p := range args[1:] {
+					p, err := parseLocal("PROFILE", p, location.Input)
+					if err != nil {
+						return err
+					}
 					f, err := os.Open(p)
 					if err != nil {
 						return err

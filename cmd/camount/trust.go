@@ -152,15 +152,21 @@ func init() {
 				if *key == "" {
 					return usagef("--key: give the minisign secret key")
 				}
-				k, err := trust.LoadPrivateKey(*key, os.Getenv("CAMOUNT_KEY_PASSWORD"))
+				kp, err := parseLocal("--key", *key, location.Input)
 				if err != nil {
 					return err
 				}
-				for _, in := range args {
-					p, err := parseLocal("INDEX", in, location.Input)
-					if err != nil {
+				paths := make([]string, len(args))
+				for i, in := range args {
+					if paths[i], err = parseLocal("INDEX", in, location.Input); err != nil {
 						return err
 					}
+				}
+				k, err := trust.LoadPrivateKey(kp, os.Getenv("CAMOUNT_KEY_PASSWORD"))
+				if err != nil {
+					return err
+				}
+				for _, p := range paths {
 					b, err := readLocalIndex(p)
 					if err != nil {
 						return err
