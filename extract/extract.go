@@ -172,7 +172,28 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	var firstErr error
+	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
+	// claimed[i]: the first copy of chunk i is being or has been written.
+	claimed := make([]atomic.Bool, len(x.Chunks))
 	var sd *seeder
+	// writeSeeded writes verified seeded bytes at every place of chunk i.
+	writeSeeded := func(i int, data []byte, loc seed.Location) {
+		c := x.Chunks[i]
+		for _, j := range append([]int{i}, copies[i]...) {
+			n, err := sd.write(data, loc, int64(x.Chunks[j].Start), wrote)
+			if err != nil {
+				fail(err)
+				return
+			}
+			cnt.reflinked.Add(n)
+			cnt.seeded.Add(1)
+			cnt.seededBytes.Add(int64(c.Size))
+			o.progress(int64(c.Size), FromSeed)
+		}
+	}
 	if set := o.Seeds; set != nil || (o.SeedOutput && out.old != nil) {
 		if set == nil {
 			set = seed.NewSet(x, seed.SetOptions{Log: o.Log, Zero: fetch.ZeroChunks(x)})
@@ -186,14 +207,19 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 				set.Add(own)
 			}
 		}
-		set.Start(ctx)
 		sd = &seeder{set: set, d: x.Digest(), out: out, mode: o.Reflink, log: o.log()}
+		// A chunk a scan finds comes with the bytes it hashed to the
+		// chunk's ID: written at once, it is neither read nor hashed again.
+		set.SetOnData(func(id chunker.ID, loc seed.Location) {
+			i, ok := firstOf[id]
+			if !ok || ctx.Err() != nil || !claimed[i].CompareAndSwap(false, true) {
+				return
+			}
+			writeSeeded(i, loc.Data, loc)
+		})
+		set.Start(ctx)
 	}
 
-	var wg sync.WaitGroup
-	var errOnce sync.Once
-	var firstErr error
-	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
 	// Zero chunks: holes in a fresh file, or zeros written.
 	for i, c := range x.Chunks {
 		if !b.IsZero(i) {
@@ -228,20 +254,13 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 				if ctx.Err() != nil {
 					continue // drain
 				}
+				if !claimed[i].CompareAndSwap(false, true) {
+					continue // written from a scan
+				}
 				c := x.Chunks[i]
 				places := append([]int{i}, copies[i]...)
 				if data, loc, ok := sd.chunk(c); ok {
-					for _, j := range places {
-						n, err := sd.write(data, loc, int64(x.Chunks[j].Start), wrote)
-						if err != nil {
-							fail(err)
-							break
-						}
-						cnt.reflinked.Add(n)
-						cnt.seeded.Add(1)
-						cnt.seededBytes.Add(int64(c.Size))
-						o.progress(int64(c.Size), FromSeed)
-					}
+					writeSeeded(i, data, loc)
 					continue
 				}
 				data, err := b.Chunk(ctx, i, fetch.Foreground)

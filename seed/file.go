@@ -134,8 +134,12 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 		defer close(repDone)
 		for j := range order {
 			<-j.done
+			o := 0
 			for i, id := range j.ids {
-				found(id, Location{R: s.f, Off: j.offs[i], Size: int64(j.sizes[i]), File: s.f})
+				n := j.sizes[i]
+				// Data: the bytes just hashed to id (see Location.Data).
+				found(id, Location{R: s.f, Off: j.offs[i], Size: int64(n), File: s.f, Data: j.buf[o : o+n : o+n]})
+				o += n
 			}
 		}
 	}()

@@ -51,6 +51,11 @@ type Location struct {
 	// instead of copied; nil for bytes made on the fly (a directory
 	// serialised as an archive).
 	File *os.File
+	// Data, when a scan reports a chunk, may hold the very bytes it
+	// hashed to the chunk's ID: they are the chunk, verified, and may be
+	// used as they are, but only during the Found call (the scan reuses
+	// the buffer). nil otherwise; a Set never keeps it.
+	Data []byte
 }
 
 // Found is called by Seed.Scan for each chunk found in the seed. It is

@@ -17,9 +17,12 @@ import (
 type SetOptions struct {
 	// Log receives warnings (a seed that failed to scan); nil discards.
 	Log *slog.Logger
-	// OnFound, if set, is called (from scanning goroutines) the first time
-	// a location of a wanted chunk becomes known.
-	OnFound func(id chunker.ID)
+	// OnData, if set, is called (from the scanning goroutine) when a scan
+	// first finds a wanted chunk and has its bytes (Location.Data, the
+	// bytes the scan hashed to id: the chunk, verified); the bytes are
+	// valid only during the call. Extract writes them at once, so a
+	// chunk found by a scan is neither read nor hashed again.
+	OnData func(id chunker.ID, loc Location)
 	// Optional makes a seed that fails to scan a warning instead of an
 	// error of Wait (--seed-optional).
 	Optional bool
@@ -157,16 +160,22 @@ func (s *Set) found(id chunker.ID, loc Location) {
 	if !ok || w.size != loc.Size {
 		return
 	}
+	data := loc.Data
+	loc.Data = nil // never kept: the scan reuses it
 	s.mu.Lock()
 	_, had := s.locs[id]
 	if !had {
 		s.locs[id] = loc
 	}
 	s.mu.Unlock()
-	if !had && s.o.OnFound != nil {
-		s.o.OnFound(id)
+	if !had && data != nil && s.o.OnData != nil {
+		loc.Data = data
+		s.o.OnData(id, loc)
 	}
 }
+
+// SetOnData sets SetOptions.OnData; call it before Start.
+func (s *Set) SetOnData(f func(id chunker.ID, loc Location)) { s.o.OnData = f }
 
 // Lookup returns where a wanted chunk lies, if a seed scanned so far has it.
 func (s *Set) Lookup(id chunker.ID) (Location, bool) {
