@@ -480,10 +480,18 @@ func (s *SFTPStore) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	return s.c.readFile(ctx, s.path(id), MaxChunkSize)
 }
 
-// HasChunk implements WriteStore.
+// HasChunk implements WriteStore. As for a local store, a chunk found has
+// its modification time refreshed (one SETSTAT request, instead of a
+// STAT), so that a gc running meanwhile keeps a chunk a make reuses;
+// where the time cannot be set, it is a plain check.
 func (s *SFTPStore) HasChunk(ctx context.Context, id chunker.ID) (bool, error) {
-	err := s.c.call(ctx, "stat", s.path(id), func(c *sftp.Client) error {
-		_, err := c.Stat(s.path(id))
+	p := s.path(id)
+	err := s.c.call(ctx, "stat", p, func(c *sftp.Client) error {
+		now := time.Now()
+		err := c.Chtimes(p, now, now)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			_, err = c.Stat(p)
+		}
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
