@@ -23,7 +23,7 @@ import (
 func init() {
 	register(&command{
 		name:    "mkdev",
-		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx",
+		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx [NODE]",
 		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device over FUSE) of a .caibx image; stays serving it",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
@@ -33,8 +33,14 @@ func init() {
 			conns := fl.Int("connections", 1, "NBD connections (sockets) the kernel uses, `N` ≥ 1")
 			method := fl.String("nbd-method", "", "NBD attach interface `HOW`: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
 			return func(ctx context.Context, e *env, args []string) error {
-				if len(args) != 1 {
-					return usagef("want one .caibx INDEX")
+				if len(args) != 1 && len(args) != 2 {
+					return usagef("want one .caibx INDEX, and optionally a symlink NODE")
+				}
+				if len(args) == 2 {
+					if err := setMkdevNode(args[1]); err != nil {
+						return err
+					}
+					defer removeMkdevNode(e)
 				}
 				if kindOf(args[0]) != kindBlobIndex {
 					return usagef("%s: mkdev makes block devices of block images: want a .caibx index", args[0])
@@ -106,6 +112,7 @@ func runMkdev(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, ind
 
 // mkdevReady prints the device path on stdout and a ready line on stderr.
 func mkdevReady(e *env, dev, index, how string, size int64) {
+	makeMkdevNode(e, dev)
 	fmt.Fprintln(e.stdout, dev)
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
