@@ -87,7 +87,7 @@ func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, nearby bool) 
 		}
 		set.Add(sd)
 	}
-	if sf.outputDir != "" {
+	if sf.outputDir != "" && !sf.isSeed(sf.outputDir) {
 		if sd, err := seed.OpenDir(sf.outputDir, set.Params(), cache, sf.hardlinks); err == nil {
 			set.Add(sd)
 		} else {
@@ -95,6 +95,20 @@ func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, nearby bool) 
 		}
 	}
 	return set, nil
+}
+
+// isSeed reports whether dir is one of the --seed paths.
+func (sf *seedFlags) isSeed(dir string) bool {
+	a, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	for _, p := range sf.paths {
+		if b, err := filepath.EvalSymlinks(p); err == nil && filepath.Clean(b) == filepath.Clean(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // lazyStores is called by openBlob: for mount, nbd and mkdev with --seed,
