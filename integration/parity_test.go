@@ -50,6 +50,30 @@ func TestCasyncParityOptions(t *testing.T) {
 		}
 	}
 
+	// --what names what an operand without a casync suffix is.
+	bin := filepath.Join(dir, "t.bin")
+	os.Link(cat, bin)
+	for _, args := range [][]string{
+		{"list", "--what=archive", bin},
+		{"stat", "--what=archive", bin, "a"},
+		{"digest", "--what=archive", bin},
+	} {
+		want := runCmd(t, "casync", args...)
+		if got := camount(t, args...); got != want {
+			t.Errorf("%q: casync %q, camount %q", args, want, got)
+		}
+	}
+	ci, mi := filepath.Join(dir, "c.idx"), filepath.Join(dir, "m.idx")
+	runCmd(t, "casync", "make", "--what=archive-index", "--store="+store, ci, tree)
+	camount(t, "make", "--what=archive-index", "--store="+store, mi, tree)
+	if cb, mb := readFile(t, ci), readFile(t, mi); cb != mb || cb == "" {
+		t.Error("make --what=archive-index: index differs from casync's")
+	}
+	camount(t, "extract", "--what=archive-index", "--store="+store, mi, filepath.Join(dir, "what-out"))
+	if b := readFile(t, filepath.Join(dir, "what-out", "z")); b != "z" {
+		t.Errorf("extract --what=archive-index: z = %q", b)
+	}
+
 	// --extra-store: chunks split over two stores.
 	extra := filepath.Join(dir, "extra.castr")
 	moved := 0
@@ -66,4 +90,13 @@ func TestCasyncParityOptions(t *testing.T) {
 	if _, err := tryCamount("extract", "--store="+store, a, filepath.Join(dir, "out2")); err == nil {
 		t.Error("extract without the extra store succeeded")
 	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -203,6 +203,9 @@ const (
 
 // A URL's query and fragment (a signed CDN URL) are not part of its name.
 func kindOf(path string) indexKind {
+	if k, ok := whatKind(path); ok { // --what (what.go)
+		return k
+	}
 	path = location.StripQuery(path)
 	switch {
 	case strings.HasSuffix(path, ".caibx"):

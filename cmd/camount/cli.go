@@ -108,6 +108,7 @@ func newVerb(c *command, e *env) *cobra.Command {
 	gfs.SetOutput(io.Discard)
 	verbose := gfs.Bool("verbose", false, "log debug messages")
 	logLevel := gfs.String("log-level", "", "log messages of this `LEVEL` and above: debug, info, notice, warning, err (casync's names; default info)")
+	whatFlag := gfs.String("what", "", "what the first operand is when its suffix does not say, as casync: archive, archive-index, blob-index, blob or directory (`KIND`)")
 	runFn := c.setup(gfs)
 	cc := &cobra.Command{
 		Use:                   c.name + " " + c.args,
@@ -134,6 +135,9 @@ func newVerb(c *command, e *env) *cobra.Command {
 				level = slog.LevelDebug
 			}
 			e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
+			if err := setWhat(*whatFlag, args); err != nil {
+				return err
+			}
 			return runFn(cc.Context(), e, args)
 		},
 	}
