@@ -47,9 +47,9 @@ func indexCacheKey(u string) string {
 
 // FetchIndexCached fetches the index at URL u, keeping a copy in
 // dir/indexes (dir is a --cache directory). With a copy kept, the request
-// is conditional on its ETag and Last-Modified: a 304 answer serves the
-// copy. When the server does not answer (network errors, timeouts, 5xx
-// after the retries), the copy is used with a warning logged; when it
+// is conditional on its ETag and Last-Modified (one attempt, no
+// retries): a 304 answer serves the copy. When the server does not answer
+// (network errors, timeouts, 5xx), the copy is used with a warning logged; when it
 // answers otherwise (404, 403), its answer is the error. A fetched index
 // is kept only if it parses.
 func FetchIndexCached(ctx context.Context, u string, o HTTPOptions, dir string) ([]byte, error) {
@@ -62,15 +62,21 @@ func FetchIndexCached(ctx context.Context, u string, o HTTPOptions, dir string) 
 // FetchFileCached is FetchIndexCached for any file beside an index (a
 // signature): a fetched file is kept if valid (nil: always) accepts it.
 func FetchFileCached(ctx context.Context, u string, o HTTPOptions, dir string, valid func([]byte) error) ([]byte, error) {
-	g, err := newHTTPGetter(o)
-	if err != nil {
-		return nil, err
-	}
 	cdir := filepath.Join(dir, IndexCacheDir)
 	key := indexCacheKey(u)
 	dataPath, metaPath := filepath.Join(cdir, key+".idx"), filepath.Join(cdir, key+".json")
 	var meta indexMeta
 	cached, cerr := os.ReadFile(dataPath)
+	if cerr == nil {
+		// With a copy at hand, revalidating is worth one attempt, not
+		// the retries: a start without network (a boot) must not wait
+		// out (retries+1) timeouts before using it.
+		o.Retries = -1
+	}
+	g, err := newHTTPGetter(o)
+	if err != nil {
+		return nil, err
+	}
 	if cerr == nil {
 		if b, err := os.ReadFile(metaPath); err != nil || json.Unmarshal(b, &meta) != nil {
 			meta = indexMeta{}

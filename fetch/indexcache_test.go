@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestFetchIndexCachedETag: revalidation by ETag (304 serves the kept
@@ -21,10 +22,11 @@ func TestFetchIndexCachedETag(t *testing.T) {
 	idx := buf.Bytes()
 	var mode atomic.Value
 	mode.Store("ok")
-	var conditional atomic.Int64
+	var conditional, down atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch mode.Load() {
 		case "500":
+			down.Add(1)
 			http.Error(w, "down", 503)
 			return
 		case "404":
@@ -41,7 +43,7 @@ func TestFetchIndexCachedETag(t *testing.T) {
 	}))
 	defer srv.Close()
 	dir := t.TempDir()
-	o := HTTPOptions{Retries: -1}
+	o := HTTPOptions{Backoff: time.Millisecond} // default retries: 4
 	ctx := context.Background()
 	for _, m := range []string{"ok", "ok", "500"} {
 		mode.Store(m)
@@ -52,6 +54,11 @@ func TestFetchIndexCachedETag(t *testing.T) {
 	}
 	if conditional.Load() != 1 {
 		t.Errorf("%d conditional requests answered 304, want 1", conditional.Load())
+	}
+	// With a copy at hand the server is asked once, not retried: an
+	// offline start does not wait out the retries.
+	if down.Load() != 1 {
+		t.Errorf("%d requests to a server answering 503 with a copy kept, want 1", down.Load())
 	}
 	mode.Store("404")
 	if _, err := FetchIndexCached(ctx, srv.URL+"/i.caibx", o, dir); !errors.Is(err, ErrNotFound) {
