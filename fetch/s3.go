@@ -308,21 +308,29 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 func (c *s3Client) get(ctx context.Context, key string, limit int64) ([]byte, error) {
 	var b []byte
 	err := c.call(ctx, "GET", key, func(ctx context.Context) error {
-		obj, err := c.c.GetObject(ctx, c.loc.Bucket, key, minio.GetObjectOptions{})
+		// minio.Core's GetObject is one request whose body is read
+		// straight into a buffer of the announced size (Client.GetObject
+		// adds a goroutine and channels per object).
+		body, info, _, err := minio.Core{Client: c.c}.GetObject(ctx, c.loc.Bucket, key, minio.GetObjectOptions{})
 		if err != nil {
 			return err
 		}
-		defer obj.Close()
-		// The first Read sends the request; Stat would send a second one.
-		buf := bytes.NewBuffer(make([]byte, 0, 64<<10))
-		n, err := buf.ReadFrom(io.LimitReader(obj, limit+1))
+		defer body.Close()
+		if info.Size > limit {
+			return &S3Error{Location: c.loc.String(), Op: "GET", Key: key, Code: "TooLarge", Msg: fmt.Sprintf("%d bytes is more than %d", info.Size, limit)}
+		}
+		n := info.Size
+		if n < 0 {
+			n = 64 << 10
+		}
+		buf, err := readAllLimit(body, make([]byte, 0, n+1), limit)
 		if err != nil {
-			return err
+			return fmt.Errorf("reading body: %w", err)
 		}
-		if n > limit {
-			return &S3Error{Location: c.loc.String(), Op: "GET", Key: key, Code: "TooLarge", Msg: fmt.Sprintf("more than %d bytes", limit)}
+		if info.Size >= 0 && int64(len(buf)) != info.Size {
+			return fmt.Errorf("got %d bytes of %d: %w", len(buf), info.Size, io.ErrUnexpectedEOF)
 		}
-		b = buf.Bytes()
+		b = buf
 		return nil
 	})
 	return b, err
