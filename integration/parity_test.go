@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -72,6 +73,28 @@ func TestCasyncParityOptions(t *testing.T) {
 	camount(t, "extract", "--what=archive-index", "--store="+store, mi, filepath.Join(dir, "what-out"))
 	if b := readFile(t, filepath.Join(dir, "what-out", "z")); b != "z" {
 		t.Errorf("extract --what=archive-index: z = %q", b)
+	}
+
+	// With no operand, list, stat and digest read the current directory,
+	// and make given only its output packs it, as casync does.
+	inDir := func(name string, args ...string) string {
+		c := exec.Command(name, args...)
+		c.Dir = tree
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("%s %q in %s: %v", name, args, tree, err)
+		}
+		return string(out)
+	}
+	for _, v := range []string{"list", "stat", "digest"} {
+		if want, got := inDir("casync", v), inDir(camountBin, v); want != got {
+			t.Errorf("%s with no operand: casync %q, camount %q", v, want, got)
+		}
+	}
+	inDir("casync", "make", filepath.Join(dir, "d1.catar"))
+	inDir(camountBin, "make", filepath.Join(dir, "d2.catar"))
+	if readFile(t, filepath.Join(dir, "d1.catar")) != readFile(t, filepath.Join(dir, "d2.catar")) {
+		t.Error("make OUT with no input: archive differs from casync's")
 	}
 
 	// --extra-store: chunks split over two stores.

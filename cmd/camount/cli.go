@@ -135,6 +135,7 @@ func newVerb(c *command, e *env) *cobra.Command {
 				level = slog.LevelDebug
 			}
 			e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
+			args = casyncDefaultArgs(c.name, args)
 			if err := setWhat(*whatFlag, args); err != nil {
 				return err
 			}

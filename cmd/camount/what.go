@@ -52,3 +52,16 @@ func whatKind(path string) (indexKind, bool) {
 	}
 	return 0, false
 }
+
+// casyncDefaultArgs fills in casync's default operand: the current
+// directory as the tree list, mtree, stat and digest read with no operand,
+// and as the input of make given only its output.
+func casyncDefaultArgs(verb string, args []string) []string {
+	switch {
+	case len(args) == 0 && (verb == "list" || verb == "mtree" || verb == "stat" || verb == "digest"):
+		return []string{"."}
+	case len(args) == 1 && verb == "make":
+		return append(args, ".")
+	}
+	return args
+}
