@@ -581,12 +581,15 @@ func TestRemoteDiskCache(t *testing.T) {
 	runCmd(t, "casync", "make", "--store="+im.store, filepath.Join(im.dir, "small.caibx"), smallPath)
 	cdir2 := filepath.Join(t.TempDir(), "cache2")
 	args2 := []string{"extract", "--cache", cdir2, "--cache-max-size", strconv.Itoa(bound), im.ngx.URL + "/small.caibx"}
+	// Fresh outputs: an existing output seeds an extract (--seed-output),
+	// which would leave the chunks it holds out of the cache.
+	out2a, out2b := filepath.Join(t.TempDir(), "out2a"), filepath.Join(t.TempDir(), "out2b")
 	before := im.ngx.chunkRequests(t)
-	camount(t, append(args2, out)...)
-	checkFile(t, out, small)
+	camount(t, append(args2, out2a)...)
+	checkFile(t, out2a, small)
 	first := im.ngx.chunkRequests(t) - before
-	camount(t, append(args2, out)...)
-	checkFile(t, out, small)
+	camount(t, append(args2, out2b)...)
+	checkFile(t, out2b, small)
 	if again := im.ngx.chunkRequests(t) - before - first; again != 0 || first == 0 {
 		t.Fatalf("first read fetched %d chunks, the second %d (want all from the cache)", first, again)
 	}
@@ -609,8 +612,9 @@ func TestRemoteDiskCache(t *testing.T) {
 	if _, err := tryCamount("cache", "verify", cdir2); err == nil {
 		t.Fatal("cache verify missed a corrupt file")
 	}
-	camount(t, append(args2, out)...)
-	checkFile(t, out, small)
+	out2c := filepath.Join(t.TempDir(), "out2c")
+	camount(t, append(args2, out2c)...)
+	checkFile(t, out2c, small)
 	camount(t, "cache", "verify", cdir2)
 	st := camount(t, "cache", "stats", cdir2)
 	if !strings.Contains(st, "Chunks:") {

@@ -31,7 +31,7 @@ if [ -n "${BOOTIMAGE_ROOTFS_CACHE:-}" ]; then
 	tarball=$BOOTIMAGE_ROOTFS_CACHE/rootfs.tar
 fi
 if [ ! -s "$tarball" ]; then
-	mmdebstrap --quiet --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$tarball.tmp" >&2
+	mmdebstrap --quiet --format=tar --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$tarball.tmp" >&2
 	mv "$tarball.tmp" "$tarball"
 fi
 root=$work/root
