@@ -189,6 +189,11 @@ func TestS3MakeReadPush(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "out")
 		camount(t, "extract", "--store="+store, idx, out)
 		runCmd(t, "diff", "-r", tree, out)
+		// The tree index on S3: list reads it there.
+		camount(t, "push", "--from="+store, "--to="+store, "--index-to="+s3.url("bucket", "images/"), idx)
+		if a, b := camount(t, "list", "--store="+store, idx), camount(t, "list", "--store="+store, s3.url("bucket", "images/tree.caidx")); a != b || !strings.Contains(a, "d/f") {
+			t.Errorf("list of the S3 index:\n%s\nlocal:\n%s", b, a)
+		}
 	})
 	t.Run("push-s3-to-local", func(t *testing.T) {
 		d := t.TempDir()
@@ -210,6 +215,8 @@ func TestS3MakeReadPush(t *testing.T) {
 		o := filepath.Join(t.TempDir(), "out")
 		camount(t, "extract", s3.url("bucket", "pub/img.caibx"), o)
 		checkFile(t, o, im.src)
+		mnt := remoteMount(t, s3.url("bucket", "pub/img.caibx"))
+		checkFile(t, filepath.Join(mnt, "img"), im.src)
 		if info := camount(t, "info", s3.url("bucket", "pub/img.caibx")); !strings.Contains(info, fmt.Sprintf("%d", len(im.src))) {
 			t.Errorf("info of an S3 index:\n%s", info)
 		}

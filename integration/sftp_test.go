@@ -193,6 +193,8 @@ func TestSFTPStore(t *testing.T) {
 		o := filepath.Join(t.TempDir(), "out")
 		camount(t, "extract", pub+"img.caibx", o) // store derived: default.castr beside it
 		checkFile(t, o, im.src)
+		mnt := remoteMount(t, pub+"img.caibx")
+		checkFile(t, filepath.Join(mnt, "img"), im.src)
 		// Back from sftp to a local store.
 		d := t.TempDir()
 		camount(t, "push", "--from="+pub+"default.castr", "--to="+filepath.Join(d, "s"), "--index-to="+d, pub+"img.caibx")

@@ -135,8 +135,8 @@ func runMount(ctx context.Context, e *env, a mountArgs) (err error) {
 			removeDirs(created)
 		}
 	}()
-	mtime := time.Now() // an index URL (remote.go) has no local file
-	if !fetch.IsURL(a.index) {
+	mtime := time.Now()           // an index URL (remote.go) has no local file
+	if !location.IsURL(a.index) { // http(s), s3, sftp
 		ist, err := os.Stat(a.index)
 		if err != nil {
 			return err

@@ -13,7 +13,7 @@ import (
 
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
-	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 func init() {
@@ -67,7 +67,7 @@ func runStat(ctx context.Context, e *env, tf *treeFlags, args []string) error {
 		return usagef("%s: stat works on trees; use camount info for a .caibx", in)
 	}
 	isDir := false
-	if !fetch.IsURL(in) {
+	if !location.IsURL(in) {
 		st, err := os.Stat(in)
 		if err != nil {
 			return err

@@ -21,6 +21,7 @@ import (
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
+	"github.com/camount/camount/location"
 )
 
 // treeFlags are the tree-specific flags (feature selection).
@@ -310,7 +311,7 @@ func (s *seqReader) Read(p []byte) (int, error) {
 // source opens the input of list/mtree/digest: a directory (encoded on the
 // fly with the selected features), a .catar or a .caidx.
 func treeStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reader, func(), error) {
-	if fetch.IsURL(in) { // an index URL (remote.go)
+	if location.IsURL(in) { // an index URL (remote.go)
 		return openStream(ctx, e, tf, in)
 	}
 	st, err := os.Stat(in)
@@ -471,7 +472,7 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	w := bufio.NewWriterSize(e.stdout, 256<<10)
 	defer w.Flush()
 	isDir := false
-	if !fetch.IsURL(in) { // an index URL (remote.go) is never a directory
+	if !location.IsURL(in) { // an index URL (remote.go) is never a directory
 		st, err := os.Stat(in)
 		if err != nil {
 			return err
