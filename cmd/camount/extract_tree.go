@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/camount/camount/extract"
@@ -88,6 +89,12 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlag
 		sf.lazy, sf.wait, sf.hardlinks = true, true, hard
 		if st, err := os.Stat(dir); err == nil && st.IsDir() && seedOut {
 			sf.outputDir = dir
+		}
+		// Keep the heap near the chunk cache, as mount does: every chunk
+		// passes through it, and without a limit the collector lets the
+		// heap grow to twice the cache.
+		if os.Getenv("GOMEMLIMIT") == "" && bf.cacheSize > 0 {
+			debug.SetMemoryLimit(int64(bf.cacheSize) + 64<<20)
 		}
 	} else if len(sf.paths) > 0 {
 		e.log.Info("--seed is not used for a .catar input: every byte is local")
