@@ -29,8 +29,12 @@ trap cleanup EXIT
 go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
 ensure_desync
 
+# v1 is a snapshot of the share tree, so that every tool is seeded with the same bytes even if
+# packages change /usr/share meanwhile.
+cp -a "$V1" "$work/v1"
+V1=$work/v1
 # v2: v1 with files changed (a block overwritten in the middle), renamed, added and removed.
-echo "bench: making v2 from $V1 ($(du -sh "$V1" | cut -f1))" >&2
+echo "bench: making v1 and v2 from $V1 ($(du -sh "$V1" | cut -f1))" >&2
 cp -a "$V1" "$work/v2"
 mapfile -t files < <(cd "$work/v2" && find . -type f -size +8k | sort | awk -v n="$CHANGE" 'NR % 37 == 0 && c < n { print; c++ }')
 i=0
@@ -78,22 +82,29 @@ run_camount_cold() { rm -rf "$work/xdg"; XDG_CACHE_HOME=$work/xdg run_camount; }
 run_camount_warm() { XDG_CACHE_HOME=$work/xdg run_camount; }
 run_desync() { rm -rf "$out"; "$DESYNC" untar --store="$STORE" --index "$INDEX" "$out"; }
 
-# Correctness and counts, once each.
+# Correctness and counts, once each (a timed run too: with RUNS=1 it is the figure).
 counts() { # NAME CMD
+	local s e
 	reset_log
+	drop_caches
+	s=$(date +%s.%N)
 	"$2" >/dev/null 2>"$work/$1.err" || { echo "bench: $1 failed:" >&2; cat "$work/$1.err" >&2; exit 1; }
+	e=$(date +%s.%N)
 	diff -r --no-dereference "$work/v2" "$out" >/dev/null || { echo "bench: $1 did not reproduce v2" >&2; exit 1; }
 	read -r "${1}_n" "${1}_b" < <(fetched)
+	printf -v "t_$1" '%.3f' "$(echo "$e - $s" | bc -l)"
 }
 counts cas run_casync
 counts cam run_camount_cold
 counts warm run_camount_warm
 counts des run_desync
 
-t_cas=$(median_time drop_caches run_casync)
-t_cam=$(median_time drop_caches run_camount_cold)
-t_warm=$(median_time drop_caches run_camount_warm)
-t_des=$(median_time drop_caches run_desync)
+if [ "$RUNS" -gt 1 ]; then
+	t_cas=$(median_time drop_caches run_casync)
+	t_cam=$(median_time drop_caches run_camount_cold)
+	t_warm=$(median_time drop_caches run_camount_warm)
+	t_des=$(median_time drop_caches run_desync)
+fi
 
 table_header "seed-tree: extract v2.caidx ($(du -sh "$work/v2" | cut -f1), ${total:-?} chunks) with --seed=v1, store +$DELAY/request; median of $RUNS runs (counts: 1 run)" "casync"
 table_row "wall: casync extract --seed vs camount" "$t_cas" "$t_cam"

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"flag"
+	"io"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/camount/camount/extract"
 	"github.com/camount/camount/fetch"
@@ -112,7 +115,11 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlag
 			}
 		}
 		if sr, ok := r.(*seqReader); ok {
-			prefetchUnseeded(sr.b, set, int64(tf.blobFlags().cacheSize)/2)
+			cr := &posReader{r: r}
+			r = cr
+			pctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go prefetchUnseeded(pctx, sr.b, set, int64(tf.blobFlags().cacheSize)/4, cr.n.Load)
 		}
 	}
 	res, err := extract.Tree(ctx, r, dir, o)
@@ -123,24 +130,48 @@ func extractTree(ctx context.Context, e *env, tf *treeFlags, xf *extractTreeFlag
 	return err
 }
 
-// prefetchUnseeded asks for every chunk no seed holds at once, in archive
-// order, while their total fits half the memory cache (beyond that they
-// would push each other out before the reader gets to them); the reader
-// then finds them fetched or in flight.
-func prefetchUnseeded(b *fetch.Blob, set *seed.Set, limit int64) {
+// prefetchUnseeded keeps every chunk no seed holds requested ahead of the
+// reader, all of those within window bytes of archive past its position
+// at once: the network fetches them in parallel while seeded chunks are
+// regenerated locally. The window is a fraction of the memory cache, so
+// that the chunks read meanwhile (seeded ones too pass through the cache)
+// do not push the prefetched ones out before they are used.
+func prefetchUnseeded(ctx context.Context, b *fetch.Blob, set *seed.Set, window int64, pos func() int64) {
 	x := b.Index()
-	var total int64
+	var list []int
 	for i, c := range x.Chunks {
 		if b.IsZero(i) {
 			continue
 		}
-		if _, ok := set.Lookup(c.ID); ok {
-			continue
+		if _, ok := set.Lookup(c.ID); !ok {
+			list = append(list, i)
 		}
-		total += int64(c.Size)
-		if total > limit {
-			return
-		}
-		b.Prefetch(int64(c.Start), int64(c.Size), fetch.Readahead)
 	}
+	window = max(window, 8<<20)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for next := 0; next < len(list); {
+		limit := pos() + window
+		for ; next < len(list) && int64(x.Chunks[list[next]].Start) < limit; next++ {
+			c := x.Chunks[list[next]]
+			b.Prefetch(int64(c.Start), int64(c.Size), fetch.Readahead)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// posReader counts the bytes read through it (the reader's position).
+type posReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *posReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
