@@ -206,10 +206,15 @@ func TestS3MakeReadPush(t *testing.T) {
 	})
 	t.Run("push-local-to-s3-index-url", func(t *testing.T) {
 		im := makeS3Image(t, 3<<20, 62)
+		// A signature beside the index is published with it (before it).
+		os.WriteFile(im.index+".minisig", []byte("untrusted comment: test\n"), 0o644)
 		pub := s3.url("bucket", "pub/")
 		out := camount(t, "push", "--from="+im.store, "--to="+s3.url("bucket", "pub/default.castr"), "--index-to="+pub, im.index)
-		if !strings.Contains(out, "published "+pub+"img.caibx") {
+		if !strings.Contains(out, "published "+pub+"img.caibx.minisig\npublished "+pub+"img.caibx") {
 			t.Errorf("push output: %q", out)
+		}
+		if b, err := os.ReadFile(filepath.Join(s3.Root, "bucket", "pub", "img.caibx.minisig")); err != nil || string(b) != "untrusted comment: test\n" {
+			t.Errorf("signature on S3: %q %v", b, err)
 		}
 		// The index on S3, its store derived as casync does (default.castr beside it).
 		o := filepath.Join(t.TempDir(), "out")

@@ -116,6 +116,12 @@ func init() {
 				// The indexes last: a reader never sees one whose chunks
 				// are missing.
 				for i, d := range dests {
+					// A signature beside the index (INDEX.minisig) goes
+					// first, so a reader checking signatures never finds
+					// the new index without its own.
+					if err := pushSignature(ctx, e, rf, args[i], d); err != nil {
+						return err
+					}
 					b, err := indexBytes(xs[i])
 					if err != nil {
 						return err

@@ -6,7 +6,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,4 +209,32 @@ func indexBytes(x *chunker.Index) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// pushSignature publishes the signature file of the index src
+// (src.minisig) beside its destination d, if src has one.
+func pushSignature(ctx context.Context, e *env, r *remoteFlags, src string, d indexWriter) error {
+	sig, err := r.readFile(ctx, e, signaturePath(src), func(ctx context.Context, u string, o fetch.HTTPOptions, _ string) ([]byte, error) {
+		return fetch.FetchURL(ctx, u, o)
+	})
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fetch.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("signature of %s: %w", src, err)
+	}
+	dst := signaturePath(d.String())
+	loc, err := location.Parse("--index-to", dst, location.WriteStore)
+	if err != nil {
+		return err
+	}
+	w, err := openIndexWriter(e, r, loc)
+	if err != nil {
+		return err
+	}
+	if err := w.Write(ctx, sig); err != nil {
+		return fmt.Errorf("publishing signature %s: %w", w, err)
+	}
+	fmt.Fprintf(e.stdout, "published %s\n", w)
+	return nil
 }
