@@ -122,9 +122,12 @@ boot() {
 	if [ -z "$UPTIME" ]; then
 		echo "bench/boot.sh: boot $name printed no marker; console:" >&2
 		tail -40 "$W/$name.console" >&2
-		exit 1
+		UPTIME=failed WALL=failed
+		FAILED=1
 	fi
+	echo "bench/boot.sh: $name: uptime ${UPTIME}s, wall ${WALL}s" >&2
 }
+FAILED=
 
 # median_boot NAME ...: boot RUNS times, UPTIME and WALL the medians.
 median_boot() {
@@ -198,7 +201,9 @@ net=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
 reset_log
 boot nbd0a "$W/initrd-camount.img" "$nbd0 camount.args=--record-profile=/camount-boot.profile" "${net[@]}"
 U[nbd0a]=$UPTIME WL[nbd0a]=$WALL B[nbd0a]=$(served_bytes)
-sed -n '/CAMOUNT-PROFILE-BEGIN/,/CAMOUNT-PROFILE-END/p' "$W/nbd0a.console" | tr -d '\r' | sed '1d;$d' >"$W/nbd0.profile"
+# (only the profile's own lines: systemd may write status lines in between)
+sed -n '/CAMOUNT-PROFILE-BEGIN/,/CAMOUNT-PROFILE-END/p' "$W/nbd0a.console" | tr -d '\r' |
+	grep -E '^(camount-profile 1|index sha256:[0-9a-f]{64}|chunks [0-9]+|[0-9]+)$' >"$W/nbd0.profile" || true
 # The profile goes into the initramfs as a second cpio archive.
 mkdir -p "$W/extra/etc/camount"
 cp "$W/nbd0.profile" "$W/extra/etc/camount/boot.profile"
@@ -232,3 +237,4 @@ table_header "/dev/nbd0 boot (initramfs), wall seconds to the marker" "peer"
 table_row "first lazy boot vs local raw boot" "${WL[raw]}" "${WL[nbd0a]}"
 table_row "profiled boot vs local raw boot" "${WL[raw]}" "${WL[nbd0b]}"
 table_row "MiB fetched, first boot vs whole store" "$(mib "$store_bytes")" "$(mib "${B[nbd0a]}")" " MiB"
+[ -z "$FAILED" ] || { echo "bench/boot.sh: a boot failed (see above)" >&2; exit 1; }

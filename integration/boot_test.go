@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,9 +54,13 @@ func debianBootImage(t *testing.T) *bootImage {
 	bootImg.once.Do(func() {
 		dir := filepath.Join(filepath.Dir(camountBin), "boot")
 		os.MkdirAll(dir, 0o755)
+		extra := filepath.Join(dir, "extra")
+		if bootImg.err = guestExtras(extra); bootImg.err != nil {
+			return
+		}
 		img := filepath.Join(dir, "os.img")
 		start := time.Now()
-		cmd := exec.Command("../scripts/bootimage.sh", img)
+		cmd := exec.Command("../scripts/bootimage.sh", img, extra)
 		cmd.Env = os.Environ()
 		if c := os.Getenv("CAMOUNT_BOOT_CACHE"); c != "" {
 			cmd.Env = append(cmd.Env, "BOOTIMAGE_ROOTFS_CACHE="+c)
@@ -81,6 +87,142 @@ func debianBootImage(t *testing.T) *bootImage {
 		t.Fatal(bootImg.err)
 	}
 	return bootImg.img
+}
+
+// guestTreeFiles are the files of the tree image the guest mounts at boot.
+var guestTreeFiles = map[string]string{"a.txt": "mounted by systemd from fstab\n", "d/b.txt": strings.Repeat("camount ", 5000)}
+
+// guestExtras fills dir with what the image gets on top of Debian for the
+// fstab and unit checks (docs/BOOT.md): a static camount as
+// /usr/local/bin/camount and /usr/sbin/mount.camount, fusermount3, fuse.ko
+// for the host's kernel, a tree image and a blob image with their store in
+// /srv, an fstab line mounting the tree at /srv/tree, contrib/systemd's
+// units (camount-mount@tree2 mounting it again at /srv/tree2,
+// camount-nbd@blob serving the blob) enabled, and a boot check printing
+// "CAMOUNT-CHECK unit NAME STATE" and "CAMOUNT-CHECK file PATH SHA256".
+func guestExtras(dir string) error {
+	os.RemoveAll(dir)
+	k := ""
+	if kernels, _ := filepath.Glob("/boot/vmlinuz-*"); len(kernels) > 0 {
+		sort.Strings(kernels)
+		k = strings.TrimPrefix(filepath.Base(kernels[len(kernels)-1]), "vmlinuz-")
+	}
+	mk := func(p string, b []byte, mode os.FileMode) error {
+		p = filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, b, mode)
+	}
+	bin := filepath.Join(dir, "usr/local/bin/camount")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	build := exec.Command("go", "build", "-o", bin, "../cmd/camount")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build (static): %v\n%s", err, out)
+	}
+	os.MkdirAll(filepath.Join(dir, "usr/sbin"), 0o755)
+	if err := os.Symlink("/usr/local/bin/camount", filepath.Join(dir, "usr/sbin/mount.camount")); err != nil {
+		return err
+	}
+	if fm, err := exec.LookPath("fusermount3"); err == nil {
+		b, _ := os.ReadFile(fm)
+		if err := mk("usr/bin/fusermount3", b, 0o4755); err != nil {
+			return err
+		}
+	}
+	if k != "" {
+		mod := filepath.Join("/lib/modules", k)
+		if b, err := os.ReadFile(filepath.Join(mod, "kernel/fs/fuse/fuse.ko")); err == nil {
+			mk("usr/lib/modules/"+k+"/kernel/fs/fuse/fuse.ko", b, 0o644)
+			for _, f := range []string{"modules.builtin", "modules.order", "modules.builtin.modinfo"} {
+				if b, err := os.ReadFile(filepath.Join(mod, f)); err == nil {
+					mk("usr/lib/modules/"+k+"/"+f, b, 0o644)
+				}
+			}
+			if out, err := exec.Command("depmod", "-b", filepath.Join(dir, "usr"), k).CombinedOutput(); err != nil {
+				return fmt.Errorf("depmod: %v\n%s", err, out)
+			}
+		}
+	}
+	src := filepath.Join(filepath.Dir(dir), "tree-src")
+	os.RemoveAll(src)
+	for n, body := range guestTreeFiles {
+		p := filepath.Join(src, n)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(body), 0o644)
+	}
+	blob := filepath.Join(filepath.Dir(dir), "blob.img")
+	os.WriteFile(blob, randomBytes(1<<20, 77), 0o644)
+	srv := filepath.Join(dir, "srv")
+	for _, a := range [][]string{
+		{"make", "--store=" + filepath.Join(srv, "tree.castr"), filepath.Join(srv, "tree.caidx"), src},
+		{"make", "--store=" + filepath.Join(srv, "tree.castr"), filepath.Join(srv, "blob.caibx"), blob},
+	} {
+		if _, err := tryCamount(a...); err != nil {
+			return err
+		}
+	}
+	os.MkdirAll(filepath.Join(srv, "tree"), 0o755)
+	os.MkdirAll(filepath.Join(srv, "tree2"), 0o755)
+	if err := mk("etc/fstab", []byte("LABEL=camountroot / ext4 ro 0 0\n/srv/tree.caidx /srv/tree camount ro,nofail,store=/srv/tree.castr 0 0\n" +
+		// The units' CacheDirectory= and PrivateTmp= (the root is read-only).
+		"tmpfs /var/cache tmpfs mode=0755 0 0\ntmpfs /var/tmp tmpfs mode=1777 0 0\n"), 0o644); err != nil {
+		return err
+	}
+	mk("etc/camount/tree2.conf", []byte("INDEX=/srv/tree.caidx\nMOUNTPOINT=/srv/tree2\nCAMOUNT_ARGS=--store=/srv/tree.castr\n"), 0o644)
+	mk("etc/camount/blob.conf", []byte("INDEX=/srv/blob.caibx\nCAMOUNT_ARGS=--store=/srv/tree.castr\n"), 0o644)
+	units, _ := filepath.Glob("../contrib/systemd/*.service")
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			return err
+		}
+		if err := mk("usr/local/lib/systemd/system/"+filepath.Base(u), bytes.ReplaceAll(b, []byte("@BINDIR@"), []byte("/usr/local/bin")), 0o644); err != nil {
+			return err
+		}
+	}
+	wants := filepath.Join(dir, "etc/systemd/system/multi-user.target.wants")
+	os.MkdirAll(wants, 0o755)
+	os.Symlink("/usr/local/lib/systemd/system/camount-mount@.service", filepath.Join(wants, "camount-mount@tree2.service"))
+	os.Symlink("/usr/local/lib/systemd/system/camount-nbd@.service", filepath.Join(wants, "camount-nbd@blob.service"))
+	return mk("etc/camount-boot-checks.d/20-units", []byte(`#!/bin/sh
+for u in srv-tree.mount camount-mount@tree2.service camount-nbd@blob.service; do
+	echo "CAMOUNT-CHECK unit $u $(systemctl is-active $u)"
+done
+for f in /srv/tree/a.txt /srv/tree2/d/b.txt; do
+	echo "CAMOUNT-CHECK file $f $(sha256sum <$f | cut -d' ' -f1)"
+done
+systemctl --no-pager status srv-tree.mount camount-mount@tree2.service camount-nbd@blob.service 2>&1 | head -60
+journalctl --no-pager -n 10 -u camount-nbd@blob.service 2>&1
+`), 0o755)
+}
+
+// checkGuestUnits checks the fstab mount and the units the image enables.
+func checkGuestUnits(t *testing.T, console string) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			if i := strings.Index(console, "CAMOUNT-CHECK unit"); i >= 0 {
+				j := strings.Index(console[i:], "CAMOUNT-BOOT-MARKER")
+				if j < 0 {
+					j = len(console) - i
+				}
+				t.Logf("the guest's unit checks:\n%s", console[i:i+j])
+			}
+		}
+	}()
+	for _, u := range []string{"srv-tree.mount", "camount-mount@tree2.service", "camount-nbd@blob.service"} {
+		if !strings.Contains(console, "CAMOUNT-CHECK unit "+u+" active") {
+			t.Errorf("in the guest, %s is not active; console:\n%s", u, tail(console, 6000))
+		}
+	}
+	for p, n := range map[string]string{"/srv/tree/a.txt": "a.txt", "/srv/tree2/d/b.txt": "d/b.txt"} {
+		sum := sha256.Sum256([]byte(guestTreeFiles[n]))
+		if want := "CAMOUNT-CHECK file " + p + " " + hex.EncodeToString(sum[:]); !strings.Contains(console, want) {
+			t.Errorf("in the guest, %s does not read right (want %q)", p, want)
+		}
+	}
 }
 
 // bootKernel is the newest /boot/vmlinuz-* with its initrd and an nbd
@@ -133,7 +275,7 @@ func bootQemu(t *testing.T, k *bootKernel, initrd, cmdline string, timeout time.
 	err := cmd.Run()
 	r := &bootResult{console: out.String(), wall: out.at}
 	if p := os.Getenv("CAMOUNT_VM_CONSOLE"); p != "" {
-		os.WriteFile(p, []byte(r.console), 0o644)
+		os.WriteFile(fmt.Sprintf("%s.%s.%d", p, strings.ReplaceAll(t.Name(), "/", "-"), time.Now().Unix()), []byte(r.console), 0o644)
 	}
 	m := bootMarker.FindStringSubmatch(r.console)
 	if m != nil {
@@ -207,6 +349,7 @@ func TestBootDebianNBDClient(t *testing.T) {
 		if !strings.HasPrefix(r.root, "/dev/vda,ext4,ro") {
 			t.Errorf("%s: the guest's root is %q, want /dev/vda,ext4,ro", name, r.root)
 		}
+		checkGuestUnits(t, r.console)
 		if st.FetchedChunks <= 0 || st.FetchedBytes > img.storeBytes/2 {
 			t.Errorf("%s: fetched %d chunks, %d bytes of a %d-byte store; want some, and less than half", name, st.FetchedChunks, st.FetchedBytes, img.storeBytes)
 		}
@@ -312,6 +455,7 @@ func TestBootDebianNBD0(t *testing.T) {
 	if !strings.HasPrefix(r.root, "/dev/nbd0,ext4,ro") {
 		t.Errorf("the guest's root is %q, want /dev/nbd0,ext4,ro", r.root)
 	}
+	checkGuestUnits(t, r.console)
 	if !strings.Contains(r.console, "CAMOUNT-CHECK root-daemon pid=") || !strings.Contains(r.console, "argv=@camount mkdev") {
 		t.Errorf("no @camount mkdev process in the booted system; console:\n%s", tail(r.console, 6000))
 	}
@@ -354,6 +498,8 @@ func withFiles(t *testing.T, initrd string, files map[string][]byte) string {
 	return out
 }
 
+var profileLine = regexp.MustCompile(`^(camount-profile 1|index sha256:[0-9a-f]{64}|chunks [0-9]+|[0-9]+)$`)
+
 var consoleProfile = regexp.MustCompile(`(?s)CAMOUNT-PROFILE-BEGIN\r?\n(.*?)CAMOUNT-PROFILE-END`)
 
 // TestBootDebianNBD0Profile (make test-long) boots from /dev/nbd0 recording
@@ -377,7 +523,14 @@ func TestBootDebianNBD0Profile(t *testing.T) {
 	if m == nil {
 		t.Fatalf("the guest printed no profile; console:\n%s", tail(r.console, 6000))
 	}
-	prof := []byte(strings.ReplaceAll(m[1], "\r", ""))
+	// Keep the profile's lines (systemd may write status lines in between).
+	var keep []string
+	for _, l := range strings.Split(strings.ReplaceAll(m[1], "\r", ""), "\n") {
+		if profileLine.MatchString(l) {
+			keep = append(keep, l)
+		}
+	}
+	prof := []byte(strings.Join(keep, "\n") + "\n")
 	if err := os.WriteFile(filepath.Join(t.TempDir(), "boot.profile"), prof, 0o644); err != nil {
 		t.Fatal(err)
 	}
