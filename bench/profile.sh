@@ -9,8 +9,11 @@
 # Targets: the profile lists >= 90% of the used chunks; the replay fetches
 # nothing in the foreground and takes at most 1.3x the local-store run.
 . "$(dirname "$0")/lib.sh"
-SRC=${PROFILE_BENCH_TREE:-/usr/share/perl}
-[ -d "$SRC" ] || { echo "bench/profile.sh: $SRC is missing (perl-modules)" >&2; exit 1; }
+SRC=${PROFILE_BENCH_TREE:-}
+for d in /usr/share/perl /usr/share/perl5; do
+	[ -z "$SRC" ] && [ -d "$d" ] && SRC=$d
+done
+[ -d "$SRC" ] || { echo "bench/profile.sh: no /usr/share/perl or /usr/share/perl5 (set PROFILE_BENCH_TREE)" >&2; exit 1; }
 RUNS=${PROFILE_BENCH_RUNS:-$RUNS}
 mount_setup /var/tmp/camount-bench-profile.XXXXXX
 pids=()
@@ -74,7 +77,7 @@ done
 
 for list in all some; do
 	label="all $(wc -l <"$W/all") .pm files"
-	[ $list = some ] && label="150 .pm files"
+	[ $list = some ] && label="$(wc -l <"$W/some") .pm files (every third)"
 	table_header "Tree mount of $SRC, cat of $label, 20 ms per request; median of $RUNS run(s); peer = local store directory" "local"
 	table_row "replayed profile vs local store" "${T_LOCAL[$list]}" "${T_REPLAY[$list]}"
 	table_row "recorded (first) run vs local store" "${T_LOCAL[$list]}" "${T_FIRST[$list]}"
