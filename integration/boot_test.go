@@ -165,7 +165,7 @@ func guestExtras(dir string) error {
 	}
 	os.MkdirAll(filepath.Join(srv, "tree"), 0o755)
 	os.MkdirAll(filepath.Join(srv, "tree2"), 0o755)
-	if err := mk("etc/fstab", []byte("LABEL=camountroot / ext4 ro 0 0\n/srv/tree.caidx /srv/tree camount ro,nofail,x-systemd.mount-timeout=10min,store=/srv/tree.castr 0 0\n" +
+	if err := mk("etc/fstab", []byte("LABEL=camountroot / ext4 ro 0 0\n/srv/tree.caidx /srv/tree camount ro,nofail,x-systemd.mount-timeout=10min,store=/srv/tree.castr 0 0\n"+
 		// The units' CacheDirectory= and PrivateTmp= (the root is read-only).
 		"tmpfs /var/cache tmpfs mode=0755 0 0\ntmpfs /var/tmp tmpfs mode=1777 0 0\n"), 0o644); err != nil {
 		return err
