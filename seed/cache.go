@@ -152,5 +152,18 @@ func (c *ScanCache) Record(path string, x *chunker.Index) error {
 	return w.err
 }
 
+// Quick implements seed.Quick: the seed's scan is in the cache.
+func (s *FileSeed) Quick() bool {
+	if s.cache == nil {
+		return false
+	}
+	name, ok := s.cache.key(s.path, s.f, s.p)
+	if !ok {
+		return false
+	}
+	st, err := os.Stat(name)
+	return err == nil && st.Size() >= int64(len(cacheMagic)) && (st.Size()-int64(len(cacheMagic)))%recSize == 0
+}
+
 // SetCache makes the seed use (and fill) a scan cache.
 func (s *FileSeed) SetCache(c *ScanCache) { s.cache = c }

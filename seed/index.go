@@ -59,5 +59,8 @@ func (s *IndexSeed) Scan(ctx context.Context, found Found) error {
 	return nil
 }
 
+// Quick implements seed.Quick: an index is read already.
+func (s *IndexSeed) Quick() bool { return true }
+
 // Close closes the data file.
 func (s *IndexSeed) Close() error { return s.f.Close() }

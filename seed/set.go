@@ -109,22 +109,32 @@ func (s *Set) Start(ctx context.Context) {
 	if s.started.Swap(true) {
 		return
 	}
-	// Index seeds first: they cost nothing.
-	order := make([]Seed, 0, len(s.seeds))
+	// Quick seeds (indexes, cached scans) are scanned before Start
+	// returns, so that their chunks are usable at once; the others in
+	// the background.
+	var slow []Seed
+	var errs []error
 	for _, sd := range s.seeds {
-		if _, ok := sd.(*IndexSeed); ok {
-			order = append(order, sd)
+		if q, ok := sd.(Quick); !ok || !q.Quick() {
+			slow = append(slow, sd)
+			continue
 		}
-	}
-	for _, sd := range s.seeds {
-		if _, ok := sd.(*IndexSeed); !ok {
-			order = append(order, sd)
+		if err := sd.Scan(ctx, s.found); err != nil {
+			if ctx.Err() != nil {
+				errs = append(errs, ctx.Err())
+				slow = nil
+				break
+			}
+			if s.o.Optional {
+				s.o.Log.Warn("seed not used", "seed", sd.String(), "err", err)
+				continue
+			}
+			errs = append(errs, err)
 		}
 	}
 	go func() {
 		LowerPriority(ctx)
-		var errs []error
-		for _, sd := range order {
+		for _, sd := range slow {
 			if err := sd.Scan(ctx, s.found); err != nil {
 				if ctx.Err() != nil {
 					errs = append(errs, ctx.Err())
@@ -141,6 +151,11 @@ func (s *Set) Start(ctx context.Context) {
 		close(s.done)
 	}()
 }
+
+// Quick is implemented by seeds whose Scan costs next to nothing when
+// Quick reports true (an index; a file whose scan is cached): Set.Start
+// scans those before it returns.
+type Quick interface{ Quick() bool }
 
 // Done returns a channel closed when every scan has ended.
 func (s *Set) Done() <-chan struct{} { return s.done }
