@@ -377,6 +377,13 @@ func TestS3Errors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("write-to-a-failover-group", func(t *testing.T) {
+		d := t.TempDir()
+		_, stderr, code := camountIn(t, d, nil, "make", "--store="+s3.url("bucket", "a")+"|"+s3.url("bucket", "b"), "m.caibx", im.raw)
+		if code == 0 || !strings.Contains(stderr, "failover group is for reading") {
+			t.Fatalf("make into a failover group: exit %d, %s", code, stderr)
+		}
+	})
 	t.Run("missing-chunk", func(t *testing.T) {
 		c := x.Chunks[len(x.Chunks)-1]
 		if err := os.Remove(chunkFile(filepath.Join(s3.Root, "bucket", "e"), c)); err != nil {

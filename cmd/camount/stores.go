@@ -35,6 +35,9 @@ func (r *remoteFlags) s3Options(e *env) (fetch.S3Options, error) {
 // openWriteStore opens a parsed store location for writing: a directory
 // (created if missing) or an S3 prefix. r may be nil (default settings).
 func openWriteStore(e *env, r *remoteFlags, loc location.Location) (fetch.WriteStore, error) {
+	if !loc.IsLocal() && strings.Contains(loc.Raw, "|") {
+		return nil, fmt.Errorf("chunk store %s: a 'URL1|URL2' failover group is for reading; write to one store (push copies to another)", loc)
+	}
 	switch loc.Scheme {
 	case "":
 		if err := os.MkdirAll(loc.Path, 0o755); err != nil {
