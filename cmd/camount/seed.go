@@ -43,7 +43,7 @@ func addSeedFlags(fs *flag.FlagSet, bf *blobFlags, extract bool) *seedFlags {
 	fs.BoolVar(&sf.optional, "seed-optional", false, "a missing or unreadable --seed is a warning, not an error")
 	if extract {
 		fs.StringVar(&sf.output, "seed-output", "yes", "use an existing output file as a seed: yes or no")
-		fs.StringVar(&sf.reflink, "reflink", "auto", "clone seeded ranges into the output file instead of copying them (btrfs, xfs): auto, yes or no")
+		fs.StringVar(&sf.reflink, "reflink", "auto", "clone seeded ranges into the output file instead of copying them (btrfs, xfs): `auto|yes|no` (auto: where the file systems allow)")
 	}
 	bf.seeds = sf
 	return sf
