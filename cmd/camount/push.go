@@ -18,9 +18,9 @@ func init() {
 		args:    "--from=STORE --to=STORE [--index-to=LOCATION] INDEX...",
 		summary: "copy the chunks of indexes between stores (directories, HTTP, S3, sftp), then the indexes",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			from := fs.String("from", "", "chunk `STORE` to read chunks from (a directory, http(s)://, s3+http(s)://, or 'URL1|URL2' mirrors); default: $CASYNC_STORE, else default.castr beside the first index")
-			to := fs.String("to", "", "chunk `STORE` to copy the missing chunks to (a directory or s3+http(s)://)")
-			indexTo := fs.String("index-to", "", "after the chunks, publish each index to this `LOCATION`: a directory or S3 prefix (the index keeps its name), or a file or object name when there is one index")
+			from := fs.String("from", "", "chunk `STORE` to read chunks from (a directory, http(s)://, s3+http(s)://, sftp://, or 'URL1|URL2' mirrors); default: $CASYNC_STORE, else default.castr beside the first index")
+			to := fs.String("to", "", "chunk `STORE` to copy the missing chunks to (a directory, s3+http(s)://HOST/BUCKET[/PREFIX] or sftp://[USER@]HOST/PATH)")
+			indexTo := fs.String("index-to", "", "after the chunks, publish each index to this `LOCATION`: a directory, S3 prefix or sftp directory (the index keeps its name), or a file or object name when there is one index")
 			jobs := fs.Int("jobs", 32, "chunks copied at once")
 			rf := addRemoteFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
