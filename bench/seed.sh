@@ -36,9 +36,8 @@ cp --sparse=always "$V1" "$work/v2.img"
 cp -al "$CORPUS/store.castr" "$work/srv/store.castr"
 cp "$CORPUS/disk.caibx" "$work/srv/v1.img.caibx" # desync's and camount's index seed: data beside it
 part=$(sfdisk -d "$work/v2.img" | awk -F'[=,]' '/start=/ {print $2 * 512; exit}')
-loop=$(losetup -f --show -o "$part" "$work/v2.img")
 mkdir -p "$work/ext"
-mount "$loop" "$work/ext"
+mount -o loop,offset="$part" "$work/v2.img" "$work/ext" # the loop device goes with umount
 used=$(df -B1 --output=used "$work/ext" | tail -1)
 want=$((used / 20))
 # A second copy of the tree's files, in path order, up to 5% of the used bytes.
@@ -47,7 +46,6 @@ find "$work/ext" -path "$work/ext/copy" -prune -o -type f -printf '%s %P\n' | so
 	awk -v lim="$want" 'done { next } { t += $1; if (t > lim) { done = 1; next } sub(/^[0-9]+ /, ""); print }' |
 	(cd "$work/ext" && xargs -r -d '\n' cp --parents -t copy)
 umount "$work/ext"
-losetup -d "$loop"
 casync make --store="$work/srv/store.castr" "$work/srv/v2.caibx" "$work/v2.img" >/dev/null
 echo "v1 $(numfmt --to=iec "$(stat -c %s "$V1")")B, v2 = v1 with $(numfmt --to=iec "$want")B of files copied inside its ext4" >&2
 
