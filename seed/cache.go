@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/camount/camount/chunker"
@@ -28,6 +30,10 @@ type ScanCache struct {
 
 const cacheMagic = "camount seed scan v1\n"
 
+// filePrefix starts the names of file seed scans in the cache directory
+// (directory seeds keep theirs beside them).
+const filePrefix = "file-"
+
 func (c *ScanCache) key(path string, f *os.File, p Params) (string, bool) {
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
@@ -44,7 +50,7 @@ func (c *ScanCache) key(path string, f *os.File, p Params) (string, bool) {
 	k := fmt.Sprintf("%s\x00%d\x00%d\x00%d\x00%d\x00%d/%d/%d\x00%s", abs, st.Size(), st.ModTime().UnixNano(),
 		sys.Dev, sys.Ino, p.Chunk.Min, p.Chunk.Avg, p.Chunk.Max, p.Digest)
 	h := sha256.Sum256([]byte(k))
-	return filepath.Join(c.Dir, "seeds", hex.EncodeToString(h[:16])), true
+	return filepath.Join(c.Dir, "seeds", filePrefix+hex.EncodeToString(h[:16])), true
 }
 
 // load reports the chunks of a cached scan of s; false if there is none.
@@ -126,9 +132,39 @@ func (w *cacheWriter) finish(ok bool) {
 		err = cerr
 	}
 	if ok && err == nil && w.err == nil && os.Rename(w.f.Name(), w.name) == nil {
+		prune(filepath.Dir(w.name), maxCacheEntries)
 		return
 	}
 	os.Remove(w.f.Name())
+}
+
+// maxCacheEntries bounds the scans kept: every change of a seed (or
+// extract of an image) makes a new entry, so the oldest are dropped.
+const maxCacheEntries = 64
+
+// prune keeps the keep most recently written file seed scans of dir.
+func prune(dir string, keep int) {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) <= keep {
+		return
+	}
+	type ent struct {
+		name string
+		t    int64
+	}
+	var es []ent
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), filePrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			es = append(es, ent{e.Name(), fi.ModTime().UnixNano()})
+		}
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].t > es[j].t })
+	for _, e := range es[min(keep, len(es)):] {
+		os.Remove(filepath.Join(dir, e.name))
+	}
 }
 
 // Record stores the chunks of the regular file at path, known to be the

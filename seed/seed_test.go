@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -295,5 +296,23 @@ func TestNearbyFindsChunksBeforeTheScan(t *testing.T) {
 	}
 	if near == 0 || far == 0 {
 		t.Errorf("near %d, far %d: the data should have both", near, far)
+	}
+}
+
+func TestScanCacheIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	c := &ScanCache{Dir: dir}
+	x := &chunker.Index{Flags: chunker.FlagSHA512_256, Min: params.Min, Avg: params.Avg, Max: params.Max,
+		Chunks: []chunker.Chunk{{Start: 0, Size: 5}}}
+	for i := 0; i < maxCacheEntries+10; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("img%d", i))
+		os.WriteFile(p, []byte("hello"), 0o644)
+		if err := c.Record(p, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "seeds"))
+	if len(ents) != maxCacheEntries {
+		t.Errorf("%d entries, want %d", len(ents), maxCacheEntries)
 	}
 }
