@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/camount/camount/chunker"
 )
@@ -21,7 +22,13 @@ type FileSeed struct {
 	p    Params
 	// cache, if set, remembers scans (see ScanCache).
 	cache *ScanCache
+	// front is how far the whole scan has reported chunks (Scanned).
+	front atomic.Int64
 }
+
+// Scanned returns the seed offset up to which the whole scan (Scan) has
+// reported every chunk; nearby scans below it are not needed.
+func (s *FileSeed) Scanned() int64 { return s.front.Load() }
 
 // OpenFile opens a file seed.
 func OpenFile(path string, p Params) (*FileSeed, error) {
@@ -69,6 +76,7 @@ type scanJob struct {
 func (s *FileSeed) Scan(ctx context.Context, found Found) error {
 	if s.cache != nil {
 		if ok := s.cache.load(s, found); ok {
+			s.front.Store(1 << 62)
 			return nil
 		}
 	}
@@ -98,6 +106,7 @@ func (s *FileSeed) ScanRange(ctx context.Context, off, n int64, found Found) err
 // scan chunks [start, start+length) of the seed; the last chunk is
 // reported only if it ends at the end of the file.
 func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) error {
+	whole := start == 0 && length == 1<<62
 	ck, err := chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, start, length)}, s.p.Chunk)
 	if err != nil {
 		return fmt.Errorf("seed %s: %w", s.path, err)
@@ -140,6 +149,10 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 				// Data: the bytes just hashed to id (see Location.Data).
 				found(id, Location{R: s.f, Off: j.offs[i], Size: int64(n), File: s.f, Data: j.buf[o : o+n : o+n]})
 				o += n
+			}
+			if whole && len(j.offs) > 0 {
+				k := len(j.offs) - 1
+				s.front.Store(j.offs[k] + int64(j.sizes[k]))
 			}
 		}
 	}()

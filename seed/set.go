@@ -292,6 +292,9 @@ func (s *Set) nearby(ctx context.Context, id chunker.ID) (Location, bool) {
 			continue
 		}
 		for r := max(w.off-regionPad, 0) / regionSize; r <= (w.off+w.size+regionPad)/regionSize; r++ {
+			if sc, ok := sd.(interface{ Scanned() int64 }); ok && sc.Scanned() >= (r+1)*regionSize+regionPad {
+				continue // the whole scan has been there
+			}
 			if err := s.scanRegion(ctx, i, rs, r); err != nil {
 				return Location{}, false
 			}
