@@ -282,12 +282,23 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 	}
 	wg.Wait()
 	if firstErr != nil {
+		if set != nil {
+			// Scans write into the output (OnData): stop them before the
+			// caller closes it.
+			cancel()
+			<-set.Done()
+		}
 		return firstErr
 	}
 	if set != nil {
 		// A seed that could not be read is an error unless seeds are
 		// optional (the Set then only warned).
-		if err := set.Wait(ctx); err != nil {
+		err := set.Wait(ctx)
+		if ctx.Err() != nil {
+			<-set.Done() // the scans stop with ctx; they may write until then
+			return ctx.Err()
+		}
+		if err != nil {
 			return err
 		}
 	}
