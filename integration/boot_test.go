@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -491,8 +492,14 @@ func withFiles(t *testing.T, initrd string, files map[string][]byte) string {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(extra)
+	// Compressed, as the archive before it (after a compressed archive the
+	// kernel reports an uncompressed one as "invalid magic").
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(b)
+	zw.Close()
 	out := filepath.Join(dir, "initrd.img")
-	if err := os.WriteFile(out, append(a, b...), 0o644); err != nil {
+	if err := os.WriteFile(out, append(a, z.Bytes()...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return out
