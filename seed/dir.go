@@ -84,6 +84,23 @@ func (s *DirSeed) Scan(ctx context.Context, found Found) error {
 	return nil
 }
 
+// Quick implements seed.Quick: a scan of the tree is in the cache. Its
+// Scan then costs an lstat of every node (the fingerprint that decides
+// whether the cached scan still holds) instead of reading every file, and
+// runs before a lazy reader is ready, so no read races it.
+func (s *DirSeed) Quick() bool {
+	abs, err := filepath.Abs(s.path)
+	if err != nil {
+		return false
+	}
+	name := treeCachePath(abs, s.o)
+	if name == "" {
+		return false
+	}
+	st, err := os.Stat(name)
+	return err == nil && st.IsDir()
+}
+
 // Close releases the scan.
 func (s *DirSeed) Close() error {
 	s.mu.Lock()

@@ -140,10 +140,8 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 		return nil, fmt.Errorf("seed %s: %w", dir, err)
 	}
 	m.Fingerprint = fp
-	var final string
-	if o.CacheDir != "" {
-		key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%x\x00%d/%d/%d\x00%d\x00%v", abs, o.Features, o.Params.Min, o.Params.Avg, o.Params.Max, o.Digest, o.Hardlinks))
-		final = filepath.Join(o.CacheDir, "tree-"+hex.EncodeToString(key[:12]))
+	final := treeCachePath(abs, o)
+	if final != "" {
 		if t, err := openTree(final, m, log); err == nil {
 			t.Reused = true
 			log.Debug("seed scan reused", "dir", abs, "cache", final)
@@ -185,6 +183,16 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 	ok = true
 	log.Debug("seed scanned", "dir", abs, "bytes", m.Size, "chunks", m.Chunks, "files", m.Files)
 	return t, nil
+}
+
+// treeCachePath is where the scan of the directory abs for o is cached
+// ("" without a cache directory).
+func treeCachePath(abs string, o TreeOptions) string {
+	if o.CacheDir == "" {
+		return ""
+	}
+	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%x\x00%d/%d/%d\x00%d\x00%v", abs, o.Features, o.Params.Min, o.Params.Avg, o.Params.Max, o.Digest, o.Hardlinks))
+	return filepath.Join(o.CacheDir, "tree-"+hex.EncodeToString(key[:12]))
 }
 
 // treeFingerprint hashes lstat facts of every node under dir, in sorted
