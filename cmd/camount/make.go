@@ -90,11 +90,11 @@ func makeBlob(ctx context.Context, e *env, mf *makeFlags, out, in string) error 
 		return fmt.Errorf("%s is a directory: use an OUT.caidx to make a tree image", in)
 	}
 	r, size := blockInput(e, f, st, sizeOf(f, st))
-	if p := newProgress(e, "make", size); p != nil {
+	pub := &publish.Progress{}
+	if p := newProgress(e, "make", size, nil, storedDetail(pub)); p != nil {
 		defer p.done()
 		r = p.reader(r)
-		mf.progress = &publish.Progress{}
-		p.pub = mf.progress
+		mf.progress = pub
 	}
 	// A pipe or FIFO that stalls must not hold off SIGINT/SIGTERM: its
 	// read ends at the cancellation (regular files ignore deadlines).
@@ -154,20 +154,21 @@ func writeIndex(ctx context.Context, e *env, r io.Reader, out string, mf *makeFl
 	if err != nil {
 		return zero, err
 	}
-	if err := writeFileAtomic(out, res.Index); err != nil {
+	if err := writeFileAtomic(out, func(w io.Writer) error { _, err := res.Index.WriteTo(w); return err }); err != nil {
 		return zero, err
 	}
 	return res.Digest, nil
 }
 
-// writeFileAtomic writes an index next to its final name and renames it.
-func writeFileAtomic(path string, x *chunker.Index) error {
+// writeFileAtomic writes a file (an index) next to its final name with
+// write, then renames it into place: a reader never sees half of it.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := x.WriteTo(tmp); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -181,15 +182,18 @@ func writeFileAtomic(path string, x *chunker.Index) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// progress prints a live byte count on stderr when it is a terminal.
+// progress prints a live byte count on stderr when it is a terminal: the
+// bytes done (added with add, or read from count), of total when known,
+// the rate, and detail's text.
 type progress struct {
-	e     *env
-	verb  string
-	total int64
-	n     atomic.Int64
-	pub   *publish.Progress // chunks stored, shown when set
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	e      *env
+	verb   string
+	total  int64
+	n      atomic.Int64
+	count  func() int64  // the bytes done, when not counted with add
+	detail func() string // appended to the line, when set
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func isTerminal(w io.Writer) bool {
@@ -201,11 +205,14 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func newProgress(e *env, verb string, total int64) *progress {
+func newProgress(e *env, verb string, total int64, count func() int64, detail func() string) *progress {
 	if !isTerminal(e.stderr) {
 		return nil
 	}
-	p := &progress{e: e, verb: verb, total: total, stop: make(chan struct{})}
+	p := &progress{e: e, verb: verb, total: total, count: count, detail: detail, stop: make(chan struct{})}
+	if p.count == nil {
+		p.count = p.n.Load
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -218,21 +225,28 @@ func newProgress(e *env, verb string, total int64) *progress {
 				fmt.Fprintf(e.stderr, "\r\033[K")
 				return
 			case <-t.C:
-				n := p.n.Load()
+				n := p.count()
 				rate := float64(n) / time.Since(start).Seconds() / (1 << 20)
-				stored := ""
-				if p.pub != nil {
-					stored = fmt.Sprintf(", %d new chunks (%s)", p.pub.Stored.Load(), human(p.pub.Uploaded.Load()))
+				more := ""
+				if p.detail != nil {
+					more = p.detail()
 				}
 				if p.total > 0 {
-					fmt.Fprintf(e.stderr, "\r\033[K%s: %5.1f%% %s of %s, %.0f MiB/s%s", verb, 100*float64(n)/float64(p.total), human(n), human(p.total), rate, stored)
+					fmt.Fprintf(e.stderr, "\r\033[K%s: %5.1f%% %s of %s, %.0f MiB/s%s", verb, 100*float64(n)/float64(p.total), human(n), human(p.total), rate, more)
 				} else {
-					fmt.Fprintf(e.stderr, "\r\033[K%s: %s, %.0f MiB/s%s", verb, human(n), rate, stored)
+					fmt.Fprintf(e.stderr, "\r\033[K%s: %s, %.0f MiB/s%s", verb, human(n), rate, more)
 				}
 			}
 		}
 	}()
 	return p
+}
+
+// storedDetail tells how many new chunks a make or push has stored.
+func storedDetail(pub *publish.Progress) func() string {
+	return func() string {
+		return fmt.Sprintf(", %d new chunks (%s)", pub.Stored.Load(), human(pub.Uploaded.Load()))
+	}
 }
 
 func (p *progress) add(n int64) {

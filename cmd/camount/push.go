@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/location"
@@ -90,23 +89,8 @@ func init() {
 				for _, x := range xs {
 					total += int64(x.Size())
 				}
-				if p := newProgress(e, "push", 0); p != nil {
-					p.pub = prog
-					stop := make(chan struct{})
-					go func() {
-						t := time.NewTicker(200 * time.Millisecond)
-						defer t.Stop()
-						for {
-							select {
-							case <-stop:
-								return
-							case <-t.C:
-								p.n.Store(prog.Bytes.Load())
-							}
-						}
-					}()
+				if p := newProgress(e, "push", 0, prog.Bytes.Load, storedDetail(prog)); p != nil {
 					defer p.done()
-					defer close(stop)
 				}
 				res, err := publish.Push(ctx, xs, publish.PushOptions{From: fromStore, To: toStore, Jobs: *jobs, Progress: prog, Log: e.log})
 				if err != nil {

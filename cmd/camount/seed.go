@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/extract"
@@ -153,51 +151,24 @@ func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *c
 // seedProgress shows an extract's progress on a terminal, telling bytes
 // taken from seeds from bytes fetched from stores.
 type seedProgress struct {
-	seeded, fetched, zero atomic.Int64
-	stop                  chan struct{}
-	wg                    sync.WaitGroup
+	*progress
+	seeded, fetched atomic.Int64
 }
 
 func newSeedProgress(e *env, verb string, total int64) *seedProgress {
-	sp := &seedProgress{stop: make(chan struct{})}
-	if !isTerminal(e.stderr) {
-		return sp
-	}
-	sp.wg.Add(1)
-	go func() {
-		defer sp.wg.Done()
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		start := time.Now()
-		for {
-			select {
-			case <-sp.stop:
-				fmt.Fprintf(e.stderr, "\r\033[K")
-				return
-			case <-t.C:
-				s, f := sp.seeded.Load(), sp.fetched.Load()
-				n := s + f + sp.zero.Load()
-				rate := float64(n) / time.Since(start).Seconds() / (1 << 20)
-				fmt.Fprintf(e.stderr, "\r\033[K%s: %5.1f%% %s of %s (seeds %s, stores %s), %.0f MiB/s",
-					verb, 100*float64(n)/float64(max(total, 1)), human(n), human(total), human(s), human(f), rate)
-			}
-		}
-	}()
+	sp := &seedProgress{}
+	sp.progress = newProgress(e, verb, total, nil, func() string {
+		return fmt.Sprintf(" (seeds %s, stores %s)", human(sp.seeded.Load()), human(sp.fetched.Load()))
+	})
 	return sp
 }
 
 func (sp *seedProgress) add(n int64, from extract.From) {
+	sp.progress.add(n)
 	switch from {
 	case extract.FromSeed:
 		sp.seeded.Add(n)
 	case extract.FromStore:
 		sp.fetched.Add(n)
-	default:
-		sp.zero.Add(n)
 	}
-}
-
-func (sp *seedProgress) done() {
-	close(sp.stop)
-	sp.wg.Wait()
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -132,23 +133,7 @@ type localIndexFile string
 func (f localIndexFile) String() string { return string(f) }
 
 func (f localIndexFile) Write(ctx context.Context, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(string(f)), ".tmp-"+filepath.Base(string(f))+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), string(f))
+	return writeFileAtomic(string(f), func(w io.Writer) error { _, err := w.Write(data); return err })
 }
 
 // openIndexWriter opens an output location for an index file.
