@@ -28,6 +28,7 @@ need busybox busybox-static
 need cpio cpio
 need depmod kmod # the VM tests (integration/vm_test.go) build an initramfs module tree
 need cmp diffutils
+[ -x /usr/bin/time ] || pkgs="$pkgs time" # GNU time: a child's own peak RSS (integration/faults_test.go)
 need sshd openssh-server # the sftp store tests (integration/sftp_test.go) run a real sshd
 need ssh-keygen openssh-client
 need minisign minisign # signed indexes, checked against the real tool (integration/trust_test.go)
