@@ -59,38 +59,12 @@ store_chunks=$(find "$SRV/os.castr" -name '*.cacnk' | wc -l)
 img_bytes=$(stat -c %s "$SRV/os.img")
 
 # nginx logging each request's body bytes, behind the delay proxy.
+start_nginx "$W/ngx" "$SRV" bytes
 NGX=$W/ngx
-mkdir -p "$NGX"
-nport=$(free_port)
-cat >"$NGX/nginx.conf" <<NGINX
-user root;
-daemon off;
-worker_processes 2;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-  default_type application/octet-stream;
-  log_format bytes '\$request_uri \$status \$body_bytes_sent';
-  access_log $NGX/access.log bytes;
-  client_body_temp_path $NGX/client;
-  proxy_temp_path $NGX/proxy;
-  fastcgi_temp_path $NGX/fastcgi;
-  uwsgi_temp_path $NGX/uwsgi;
-  scgi_temp_path $NGX/scgi;
-  sendfile on;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$nport; root $SRV; }
-}
-NGINX
-nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
-pids+=($!)
-wait_port "$nport"
-(cd "$REPO" && go build -o "$W/prefetchtool" ./bench/prefetchtool)
-pport=$(free_port)
-"$W/prefetchtool" proxy -listen "127.0.0.1:$pport" -upstream "http://127.0.0.1:$nport" -delay "$DELAY" 2>/dev/null &
-pids+=($!)
-wait_port "$pport"
+pids+=("$NGINX_PID")
+start_delay_proxy "$W" "$NGINX_PORT" "$DELAY"
+pids+=("$PROXY_PID")
+pport=$PROXY_PORT
 URL=http://127.0.0.1:$pport
 GURL=http://10.0.2.2:$pport # the same, seen from the guest (qemu user networking)
 cat "$SRV"/os.castr/*/* "$SRV/os.img" >/dev/null # nginx serves from the page cache

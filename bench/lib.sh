@@ -214,13 +214,17 @@ wait_port() {
 	return 1
 }
 
-# start_nginx DIR ROOT [log]: serves ROOT over HTTP on a free loopback port,
+# start_nginx DIR ROOT [log|bytes]: serves ROOT over HTTP on a free loopback port,
 # as a CDN serves a casync store; config, logs and temp files go under DIR.
-# With "log", DIR/access.log gets one "URI STATUS" line a request. Sets
+# With "log", DIR/access.log gets one "URI STATUS" line a request; with
+# "bytes", "URI STATUS BODY_BYTES". Sets
 # NGINX_PORT and NGINX_PID (the caller kills it) and waits until it listens.
 start_nginx() {
 	local dir=$1 root=$2 alog=off
-	[ "${3:-}" = log ] && alog="$dir/access.log plain"
+	case "${3:-}" in
+	log) alog="$dir/access.log plain" ;;
+	bytes) alog="$dir/access.log bytes" ;;
+	esac
 	NGINX_PORT=$(free_port)
 	mkdir -p "$dir"
 	cat >"$dir/nginx.conf" <<NGINX
@@ -233,6 +237,7 @@ events { worker_connections 4096; }
 http {
   default_type application/octet-stream;
   log_format plain '\$request_uri \$status';
+  log_format bytes '\$request_uri \$status \$body_bytes_sent';
   access_log $alog;
   client_body_temp_path $dir/client;
   proxy_temp_path $dir/proxy;
@@ -247,4 +252,19 @@ NGINX
 	nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
 	NGINX_PID=$!
 	wait_port "$NGINX_PORT"
+}
+
+# start_delay_proxy DIR UPSTREAM_PORT DELAY: builds bench/prefetchtool into
+# DIR (PREFETCHTOOL: also its randread and pct tools) and starts its proxy,
+# adding DELAY to every request to 127.0.0.1:UPSTREAM_PORT, as a store across
+# a slow network; its log goes to DIR/proxy.log. Sets PROXY_PORT and
+# PROXY_PID (the caller kills it) and waits until it listens.
+start_delay_proxy() {
+	local dir=$1 up=$2 delay=$3
+	PREFETCHTOOL=$dir/prefetchtool
+	[ -x "$PREFETCHTOOL" ] || (cd "$REPO" && go build -o "$PREFETCHTOOL" ./bench/prefetchtool)
+	PROXY_PORT=$(free_port)
+	"$PREFETCHTOOL" proxy -listen "127.0.0.1:$PROXY_PORT" -upstream "http://127.0.0.1:$up" -delay "$delay" 2>"$dir/proxy.log" &
+	PROXY_PID=$!
+	wait_port "$PROXY_PORT"
 }

@@ -40,17 +40,13 @@ cleanup() {
 trap cleanup EXIT
 
 # Tools: the delaying proxy, and desync for the comparison (benchmark only).
-go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
 ensure_desync
 
 start_nginx "$work/nginx" "$CORPUS"
 pids+=("$NGINX_PID")
-ngport=$NGINX_PORT
-pxport=$(free_port)
-"$work/prefetchtool" proxy -listen "127.0.0.1:$pxport" -upstream "http://127.0.0.1:$ngport" -delay "$DELAY" 2>"$work/proxy.log" &
-pids+=($!)
-wait_port "$pxport"
-STORE="http://127.0.0.1:$pxport/store.castr"
+start_delay_proxy "$work" "$NGINX_PORT" "$DELAY"
+pids+=("$PROXY_PID")
+STORE="http://127.0.0.1:$PROXY_PORT/store.castr"
 INDEX="$CORPUS/disk.caibx"
 echo "corpus $CORPUS: $(stat -c %s "$CORPUS/disk.img") byte image; store behind a $DELAY proxy at $STORE" >&2
 

@@ -22,12 +22,9 @@ mkdir -p "$W/srv"
 "$CAMOUNT" make --store="$W/srv/perl.castr" "$W/srv/perl.caidx" "$SRC" >/dev/null
 start_nginx "$W/ngx" "$W/srv"
 pids+=("$NGINX_PID")
-(cd "$REPO" && go build -o "$W/prefetchtool" ./bench/prefetchtool)
-pport=$(free_port)
-"$W/prefetchtool" proxy -listen "127.0.0.1:$pport" -upstream "http://127.0.0.1:$NGINX_PORT" -delay 20ms 2>/dev/null &
-pids+=($!)
-wait_port "$pport"
-URL=http://127.0.0.1:$pport
+start_delay_proxy "$W" "$NGINX_PORT" 20ms
+pids+=("$PROXY_PID")
+URL=http://127.0.0.1:$PROXY_PORT
 (cd "$SRC" && find . -name '*.pm' | sort) >"$W/all"
 awk 'NR % 3 == 1' "$W/all" | head -150 >"$W/some"
 json() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" | head -1; }

@@ -26,7 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 [ -x "$CAMOUNT" ] || (cd "$REPO" && go build -o "$CAMOUNT" ./cmd/camount)
-go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
 ensure_desync
 
 # v1 is a snapshot of the share tree, so that every tool is seeded with the same bytes even if
@@ -54,10 +53,9 @@ casync make --store="$work/srv/store.castr" "$work/srv/v2.caidx" "$work/v2" >/de
 
 start_nginx "$work/nginx" "$work/srv" log
 pids+=("$NGINX_PID")
-pxport=$(free_port)
-"$work/prefetchtool" proxy -listen "127.0.0.1:$pxport" -upstream "http://127.0.0.1:$NGINX_PORT" -delay "$DELAY" 2>"$work/proxy.log" &
-pids+=($!)
-wait_port "$pxport"
+start_delay_proxy "$work" "$NGINX_PORT" "$DELAY"
+pids+=("$PROXY_PID")
+pxport=$PROXY_PORT
 STORE="http://127.0.0.1:$pxport/store.castr"
 INDEX="http://127.0.0.1:$pxport/v2.caidx"
 total=$("$CAMOUNT" info "$work/srv/v2.caidx" 2>/dev/null | awk '/^Chunks:/ {print $2; exit}' || true)

@@ -50,13 +50,11 @@ casync make --store="$work/srv/store.castr" "$work/srv/v2.caibx" "$work/v2.img" 
 echo "v1 $(numfmt --to=iec "$(stat -c %s "$V1")")B, v2 = v1 with $(numfmt --to=iec "$want")B of files copied inside its ext4" >&2
 
 # Tools: the delaying proxy in front of nginx (access log: one "URI STATUS" line a request).
-go build -o "$work/prefetchtool" "$REPO/bench/prefetchtool"
 start_nginx "$work/nginx" "$work/srv" log
 pids+=("$NGINX_PID")
-pxport=$(free_port)
-"$work/prefetchtool" proxy -listen "127.0.0.1:$pxport" -upstream "http://127.0.0.1:$NGINX_PORT" -delay "$DELAY" 2>"$work/proxy.log" &
-pids+=($!)
-wait_port "$pxport"
+start_delay_proxy "$work" "$NGINX_PORT" "$DELAY"
+pids+=("$PROXY_PID")
+pxport=$PROXY_PORT
 URL="http://127.0.0.1:$pxport"
 STORE="$URL/store.castr"
 
