@@ -7,6 +7,11 @@
 # image read and hashed). Median of RUNS (default 3) wall times.
 . "$(dirname "$0")/lib.sh"
 ensure_corpus
+# camount gc keeps chunks modified within --grace plus two seconds (coarse
+# file-system clocks); a corpus built just now must age past that first.
+newest=$(find "$CORPUS/store.castr" -type f -printf '%T@\n' | sort -g | tail -n 1)
+wait_s=$(echo "$newest + 3 - $(date +%s.%N)" | bc -l)
+[ "$(echo "$wait_s > 0" | bc -l)" = 1 ] && sleep "$wait_s"
 
 work=$(mktemp -d /tmp/camount-bench-verbs.XXXXXX)
 trap 'rm -rf "$work"' EXIT

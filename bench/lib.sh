@@ -58,8 +58,10 @@ make_quick_corpus() {
 	mount "$loop" "$mnt"
 	mkdir "$mnt/bin"
 	# About 40 MiB of /usr/bin, the same files on every run of one machine.
+	# awk reads its input to the end (next, not exit): an early exit would
+	# kill sort with SIGPIPE, which pipefail turns into a failed build.
 	find /usr/bin -maxdepth 1 -type f -size -4M -printf '%s %p\n' | sort -k2 |
-		awk -v lim=$((40 << 20)) '{ t += $1; if (t > lim) exit; sub(/^[0-9]+ /, ""); print }' |
+		awk -v lim=$((40 << 20)) '{ t += $1; if (t > lim) next; sub(/^[0-9]+ /, ""); print }' |
 		xargs -r -d '\n' cp -a -t "$mnt/bin"
 	umount "$mnt"
 	losetup -d "$loop"
