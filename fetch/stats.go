@@ -150,6 +150,19 @@ type StatsSnapshot struct {
 	LatencyP99     float64                  `json:"fetch_latency_p99_ms"`
 	WaitP50        float64                  `json:"foreground_wait_p50_ms"`
 	WaitP99        float64                  `json:"foreground_wait_p99_ms"`
+	// Seeded counts what an extract took from seeds instead of fetching
+	// (extract reads its seeds itself, past the scheduler); nil for the
+	// lazy readers, whose seeded chunks are the store "seeds".
+	Seeded *SeededStats `json:"seeded,omitempty"`
+}
+
+// SeededStats counts chunks an extract took from seeds: Bytes are
+// uncompressed chunk bytes, ReflinkedBytes the part of them cloned into
+// the output instead of copied.
+type SeededStats struct {
+	Chunks         int64 `json:"chunks"`
+	Bytes          int64 `json:"bytes"`
+	ReflinkedBytes int64 `json:"reflinked_bytes"`
 }
 
 // StoreStats is one store's share of a snapshot.
@@ -233,6 +246,9 @@ func (ss StatsSnapshot) String() string {
 	fmt.Fprintf(&b, "; prefetched used %d, unused %d", ss.PrefetchUsed, ss.PrefetchUnused)
 	fmt.Fprintf(&b, "; retries %d, refetched %d, failovers %d, corrupt %d, failed %d", ss.Retries, ss.Refetched, ss.Failovers, ss.Corrupt, ss.Failed)
 	fmt.Fprintf(&b, "; fetch latency p50 %.1fms p99 %.1fms", ss.LatencyP50, ss.LatencyP99)
+	if sd := ss.Seeded; sd != nil {
+		fmt.Fprintf(&b, "; seeded %d chunks %s (reflinked %s)", sd.Chunks, humanBytes(sd.Bytes), humanBytes(sd.ReflinkedBytes))
+	}
 	return b.String()
 }
 

@@ -142,10 +142,28 @@ func TestSeedExtractKinds(t *testing.T) {
 		{"index", func(out string) []string { return []string{"--seed=" + filepath.Join(idxDir, "v1.img.caibx")} }},
 		{"output", func(out string) []string { runCmd(t, "cp", s.v1, out); return nil }},
 	}
+	// What --stats-json must count as seeded: every place in v2 of a
+	// non-zero chunk v1 holds.
+	var wantSeeded, wantSeededBytes int64
+	{
+		x1, x2 := readIndex(t, s.v1idx), readIndex(t, s.v2idx)
+		in1 := map[chunker.ID]bool{}
+		for _, c := range x1.Chunks {
+			in1[c.ID] = true
+		}
+		zero := zeroIDs(x2)
+		for _, c := range x2.Chunks {
+			if in1[c.ID] && !zero[c.ID] {
+				wantSeeded++
+				wantSeededBytes += int64(c.Size)
+			}
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
-			args := append([]string{"extract", "--cache=" + t.TempDir()}, c.args(out)...)
+			stats := filepath.Join(t.TempDir(), "stats.json")
+			args := append([]string{"extract", "--cache=" + t.TempDir(), "--stats-json=" + stats}, c.args(out)...)
 			camount(t, append(args, s.url("v2.caibx"), out)...)
 			cmpFiles(t, out, s.v2)
 			n := s.fetched(t)
@@ -154,6 +172,24 @@ func TestSeedExtractKinds(t *testing.T) {
 			}
 			if n > casyncFetched {
 				t.Errorf("fetched %d chunks, casync %d", n, casyncFetched)
+			}
+			// The statistics tell seeded chunks from fetched ones.
+			var ss struct {
+				Fetched int64 `json:"fetched_chunks"`
+				Seeded  *struct {
+					Chunks, Bytes int64
+				} `json:"seeded"`
+			}
+			if b, err := os.ReadFile(stats); err != nil {
+				t.Fatal(err)
+			} else if err := json.Unmarshal(b, &ss); err != nil {
+				t.Fatalf("%s: %v", stats, err)
+			}
+			if ss.Fetched != int64(n) {
+				t.Errorf("--stats-json: fetched_chunks %d, the server saw %d", ss.Fetched, n)
+			}
+			if ss.Seeded == nil || ss.Seeded.Chunks != wantSeeded || ss.Seeded.Bytes != wantSeededBytes {
+				t.Errorf("--stats-json: seeded %+v, want %d chunks, %d bytes", ss.Seeded, wantSeeded, wantSeededBytes)
 			}
 		})
 	}

@@ -132,7 +132,7 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 					o += n
 				}
 				j.ids = make([]chunker.ID, len(datas))
-				s.p.Digest.SumBatch(j.ids, datas)
+				sumChunks(s.p.Digest, j.ids, datas)
 				close(j.done)
 			}
 		}()

@@ -90,6 +90,7 @@ type Tree struct {
 	meta   treeMeta
 	digest chunker.Digest
 	tmp    string // scan directory to remove on Close, or ""
+	tmpLck *os.File // holds tmp's lock (scratch.go) until Close
 
 	skel   *os.File
 	files  []byte // mmapped fileRec records
@@ -152,7 +153,8 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 		}
 	}
 	parent := o.CacheDir
-	scanDir, err := os.MkdirTemp(parent, ".tree-scan-")
+	cleanScratch(parent, log) // left by killed scans
+	scanDir, lock, err := makeScratch(parent)
 	if err != nil {
 		return nil, fmt.Errorf("seed scan: %w", err)
 	}
@@ -160,6 +162,7 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 	defer func() {
 		if !ok {
 			os.RemoveAll(scanDir)
+			lock.Close()
 		}
 	}()
 	if err := scanTree(ctx, abs, scanDir, &m, o); err != nil {
@@ -172,13 +175,14 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 			return nil, fmt.Errorf("seed cache: %w", err)
 		}
 		where = final
+		lock.Close() // no longer a scratch directory
 	}
 	t, err := openTree(where, m, log)
 	if err != nil {
 		return nil, err
 	}
 	if final == "" {
-		t.tmp = scanDir
+		t.tmp, t.tmpLck = scanDir, lock
 	}
 	ok = true
 	log.Debug("seed scanned", "dir", abs, "bytes", m.Size, "chunks", m.Chunks, "files", m.Files)
@@ -662,6 +666,7 @@ func (t *Tree) Close() error {
 	}
 	if t.tmp != "" {
 		os.RemoveAll(t.tmp)
+		t.tmpLck.Close()
 	}
 	return nil
 }

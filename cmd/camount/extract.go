@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"flag"
+	"sync/atomic"
 
 	"github.com/camount/camount/extract"
+	"github.com/camount/camount/fetch"
 	"github.com/camount/camount/location"
 )
 
@@ -66,6 +68,17 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 		return err
 	}
 	defer blob.Scheduler().Close()
+	// The statistics count seeded chunks apart from fetched ones: live
+	// from the progress counts, then the extract's result.
+	p := newSeedProgress(e, "extract", blob.Size())
+	defer p.done()
+	var final atomic.Pointer[extract.Result] // read on SIGUSR1
+	pf.seeded = func() *fetch.SeededStats {
+		if r := final.Load(); r != nil {
+			return &fetch.SeededStats{Chunks: r.SeededChunks, Bytes: r.SeededBytes, ReflinkedBytes: r.ReflinkedBytes}
+		}
+		return &fetch.SeededStats{Chunks: p.seededChunks.Load(), Bytes: p.seeded.Load()}
+	}
 	stopStats, err := startBlobServices(ctx, e, blob, &o, pf)
 	if err != nil {
 		return err
@@ -92,14 +105,15 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 		defer set.Close()
 		eo.Seeds = set
 	}
-	p := newSeedProgress(e, "extract", blob.Size())
-	defer p.done()
 	eo.Progress = p.add
 	var res *extract.Result
 	if out == "-" {
 		res, err = extract.Stream(ctx, blob, e.stdout, eo)
 	} else {
 		res, err = extract.Blob(ctx, blob, out, eo)
+	}
+	if err == nil {
+		final.Store(res)
 	}
 	if err == nil && res.SeededChunks > 0 {
 		e.log.Info("extracted", "seeded chunks", res.SeededChunks, "seeded bytes", res.SeededBytes,

@@ -34,6 +34,8 @@ type prefetchFlags struct {
 	prefetchProfile string
 	statsJSON       string
 	quietExit       bool // no stats line at exit (SIGUSR1 still prints one)
+	// seeded, if set, adds an extract's seeded counts to the statistics.
+	seeded func() *fetch.SeededStats
 }
 
 func addPrefetchFlags(fs *flag.FlagSet) *prefetchFlags {
@@ -130,6 +132,9 @@ func startBlobServices(ctx context.Context, e *env, blob *fetch.Blob, bf *blobFl
 
 	report := func(final bool) {
 		ss := s.Snapshot()
+		if o.seeded != nil {
+			ss.Seeded = o.seeded()
+		}
 		if !final || !o.quietExit {
 			fmt.Fprintf(e.stderr, "camount: stats: %s\n", ss)
 		}

@@ -153,6 +153,7 @@ func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *c
 type seedProgress struct {
 	*progress
 	seeded, fetched atomic.Int64
+	seededChunks    atomic.Int64
 }
 
 func newSeedProgress(e *env, verb string, total int64) *seedProgress {
@@ -168,6 +169,7 @@ func (sp *seedProgress) add(n int64, from extract.From) {
 	switch from {
 	case extract.FromSeed:
 		sp.seeded.Add(n)
+		sp.seededChunks.Add(1)
 	case extract.FromStore:
 		sp.fetched.Add(n)
 	}
