@@ -89,7 +89,7 @@ type Tree struct {
 	dir    string
 	meta   treeMeta
 	digest chunker.Digest
-	tmp    string // scan directory to remove on Close, or ""
+	tmp    string   // scan directory to remove on Close, or ""
 	tmpLck *os.File // holds tmp's lock (scratch.go) until Close
 
 	skel   *os.File
