@@ -306,15 +306,34 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 
 // get reads a whole object of at most limit bytes.
 func (c *s3Client) get(ctx context.Context, key string, limit int64) ([]byte, error) {
-	var b []byte
-	err := c.call(ctx, "GET", key, func(ctx context.Context) error {
+	b, _, _, err := c.getChanged(ctx, key, limit, "")
+	return b, err
+}
+
+// getChanged is get that also returns the object's ETag; with etag != ""
+// the request is conditional (If-None-Match), and notModified reports a
+// 304 answer (b is then nil).
+func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag string) (b []byte, newETag string, notModified bool, err error) {
+	err = c.call(ctx, "GET", key, func(ctx context.Context) error {
+		var opts minio.GetObjectOptions
+		if etag != "" {
+			if err := opts.SetMatchETagExcept(etag); err != nil {
+				return err
+			}
+		}
 		// minio.Core's GetObject is one request whose body is read
 		// straight into a buffer of the announced size (Client.GetObject
 		// adds a goroutine and channels per object).
-		body, info, _, err := minio.Core{Client: c.c}.GetObject(ctx, c.loc.Bucket, key, minio.GetObjectOptions{})
+		body, info, _, err := minio.Core{Client: c.c}.GetObject(ctx, c.loc.Bucket, key, opts)
+		var er minio.ErrorResponse
+		if etag != "" && errors.As(err, &er) && er.StatusCode == http.StatusNotModified {
+			notModified = true
+			return nil
+		}
 		if err != nil {
 			return err
 		}
+		newETag = info.ETag
 		defer body.Close()
 		if info.Size > limit {
 			return &S3Error{Location: c.loc.String(), Op: "GET", Key: key, Code: "TooLarge", Msg: fmt.Sprintf("%d bytes is more than %d", info.Size, limit)}
@@ -333,7 +352,7 @@ func (c *s3Client) get(ctx context.Context, key string, limit int64) ([]byte, er
 		b = buf
 		return nil
 	})
-	return b, err
+	return b, newETag, notModified, err
 }
 
 func (c *s3Client) has(ctx context.Context, key string) (bool, error) {
@@ -463,6 +482,11 @@ func (o *S3Object) String() string { return o.c.loc.String() }
 // Read returns the object's bytes (at most limit).
 func (o *S3Object) Read(ctx context.Context, limit int64) ([]byte, error) {
 	return o.c.get(ctx, o.c.loc.Key, limit)
+}
+
+// readChanged implements RemoteFile (the tag is the object's ETag).
+func (o *S3Object) readChanged(ctx context.Context, limit int64, tag string) ([]byte, string, bool, error) {
+	return o.c.getChanged(ctx, o.c.loc.Key, limit, tag)
 }
 
 // Write replaces the object.

@@ -593,6 +593,12 @@ func (f *SFTPFile) Read(ctx context.Context, limit int64) ([]byte, error) {
 	return f.c.readFile(ctx, f.c.loc.Path, limit)
 }
 
+// readChanged implements RemoteFile: the file is read whole (no tag).
+func (f *SFTPFile) readChanged(ctx context.Context, limit int64, _ string) ([]byte, string, bool, error) {
+	b, err := f.Read(ctx, limit)
+	return b, "", false, err
+}
+
 // Write replaces the file atomically.
 func (f *SFTPFile) Write(ctx context.Context, data []byte) error {
 	defer f.c.close()

@@ -94,7 +94,7 @@ func (r *remoteFlags) loadIndexBytes(ctx context.Context, e *env, path string) (
 	if err := r.check(); err != nil {
 		return nil, nil, err
 	}
-	b, err := r.readFile(ctx, e, path, fetch.FetchIndexCached)
+	b, err := r.readFile(ctx, e, path, useIndex)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,10 +108,21 @@ func (r *remoteFlags) loadIndexBytes(ctx context.Context, e *env, path string) (
 	return x, b, nil
 }
 
+// fileUse says whether readFile keeps a remote file in the --cache
+// directory, and which bytes it keeps.
+type fileUse int
+
+const (
+	useIndex    fileUse = iota // kept if it parses as an index
+	useFile                    // kept as it is (a signature)
+	useUncached                // never kept (push copies it elsewhere)
+)
+
 // readFile reads a whole index (or a file beside one) from a path or a
-// URL; over HTTP(S) with --cache through cached (kept in the disk cache,
-// revalidated, used when the server is down: offline start).
-func (r *remoteFlags) readFile(ctx context.Context, e *env, path string, cached func(context.Context, string, fetch.HTTPOptions, string) ([]byte, error)) ([]byte, error) {
+// URL; from HTTP(S), S3 or sftp with --cache, unless use is useUncached,
+// it is kept in the disk cache (revalidated, used when the server is
+// down: offline start).
+func (r *remoteFlags) readFile(ctx context.Context, e *env, path string, use fileUse) ([]byte, error) {
 	loc, err := location.Parse("INDEX", path, location.Index)
 	if err != nil {
 		return nil, err
@@ -119,16 +130,23 @@ func (r *remoteFlags) readFile(ctx context.Context, e *env, path string, cached 
 	if loc.IsLocal() {
 		return readLocalIndex(loc.Path)
 	}
+	valid := fetch.ValidIndex
+	if use != useIndex {
+		valid = nil
+	}
 	if fetch.IsS3URL(path) || fetch.IsSFTPURL(path) {
-		return r.readRemoteFile(ctx, e, path)
+		if r.cacheDir == "" || use == useUncached {
+			return r.readRemoteFile(ctx, e, path)
+		}
+		return r.readRemoteFileCached(ctx, e, path, valid)
 	}
 	o, err := r.httpOptions(e.log)
 	if err != nil {
 		return nil, err
 	}
 	var b []byte
-	if r.cacheDir != "" {
-		b, err = cached(ctx, path, o, r.cacheDir)
+	if r.cacheDir != "" && use != useUncached {
+		b, err = fetch.FetchFileCached(ctx, path, o, r.cacheDir, valid)
 	} else {
 		b, err = fetch.FetchURL(ctx, path, o)
 	}

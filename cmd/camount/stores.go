@@ -121,6 +121,34 @@ func (r *remoteFlags) readRemoteFile(ctx context.Context, e *env, loc string) ([
 	return b, nil
 }
 
+// readRemoteFileCached is readRemoteFile through the --cache directory
+// (fetch.FetchRemoteFileCached): kept if valid accepts it (nil: always),
+// the kept copy used when the server does not answer.
+func (r *remoteFlags) readRemoteFileCached(ctx context.Context, e *env, loc string, valid func([]byte) error) ([]byte, error) {
+	open := func(oneAttempt bool) (fetch.RemoteFile, error) {
+		if fetch.IsSFTPURL(loc) {
+			o := r.sftpOptions(e)
+			if oneAttempt {
+				o.HTTP.Retries = -1
+			}
+			return fetch.NewSFTPFile(loc, o)
+		}
+		o, err := r.s3Options(e)
+		if err != nil {
+			return nil, err
+		}
+		if oneAttempt {
+			o.HTTP.Retries = -1
+		}
+		return fetch.NewS3Object(loc, o)
+	}
+	b, err := fetch.FetchRemoteFileCached(ctx, loc, open, r.cacheDir, valid, e.log)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", location.Redact(loc), err)
+	}
+	return b, nil
+}
+
 // indexWriter is where an index file is published.
 type indexWriter interface {
 	Write(ctx context.Context, data []byte) error
@@ -202,9 +230,7 @@ func indexBytes(x *chunker.Index) ([]byte, error) {
 // pushSignature publishes the signature file of the index src
 // (src.minisig) beside its destination d, if src has one.
 func pushSignature(ctx context.Context, e *env, r *remoteFlags, src string, d indexWriter) error {
-	sig, err := r.readFile(ctx, e, signaturePath(src), func(ctx context.Context, u string, o fetch.HTTPOptions, _ string) ([]byte, error) {
-		return fetch.FetchURL(ctx, u, o)
-	})
+	sig, err := r.readFile(ctx, e, signaturePath(src), useUncached)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fetch.ErrNotFound) {
 		return nil
 	}

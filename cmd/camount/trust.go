@@ -92,9 +92,7 @@ func (t *trustFlags) check(ctx context.Context, e *env, r *remoteFlags, path str
 		return err
 	}
 	sigPath := signaturePath(path)
-	sig, err := r.readFile(ctx, e, sigPath, func(ctx context.Context, u string, o fetch.HTTPOptions, dir string) ([]byte, error) {
-		return fetch.FetchFileCached(ctx, u, o, dir, nil)
-	})
+	sig, err := r.readFile(ctx, e, sigPath, useFile)
 	if err != nil {
 		return fmt.Errorf("index %s: no signature to check against the trusted keys: %w", shown, err)
 	}
