@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,22 +13,15 @@ import (
 // `mount -t camount -o store=URL,allow_other INDEX DIR` and an fstab line
 // (mount -T FSTAB DIR) return once the tree is mounted, the files read
 // right, umount(8) unmounts and the background process exits; a bad option
-// fails naming it. mount(8) finds helpers only in /sbin, so the test links
-// /sbin/mount.camount to the built binary (when no other camount is
-// installed there) and removes the link at the end.
+// fails naming it. mount(8) finds helpers only in /sbin (util-linux ignores
+// $PATH for them), so the test runs mount(8) in a private mount namespace
+// whose /sbin has the binary under test on top as mount.camount (see
+// helperNamespace): it always tests this build, whatever is installed, and
+// never touches the host's /sbin.
 func TestMountHelper(t *testing.T) {
 	needRoot(t)
-	needCmd(t, "mount", "umount", "fusermount3")
-	helper := "/sbin/mount.camount"
-	if dst, err := os.Readlink(helper); err == nil || !os.IsNotExist(err) {
-		if dst != camountBin {
-			t.Skipf("%s exists (-> %q): not replacing an installed camount", helper, dst)
-		}
-	}
-	if err := os.Symlink(camountBin, helper); err != nil {
-		t.Skipf("cannot link %s: %v", helper, err)
-	}
-	t.Cleanup(func() { os.Remove(helper) })
+	needCmd(t, "mount", "umount", "fusermount3", "unshare", "nsenter")
+	ns := helperNamespace(t)
 
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -49,22 +41,25 @@ func TestMountHelper(t *testing.T) {
 
 	check := func(mnt string) {
 		t.Helper()
-		if !isMounted(mnt) {
+		if !ns.mounted(mnt) {
 			t.Fatalf("%s is not a mount point after mount returned", mnt)
 		}
 		for n, want := range files {
-			got, err := os.ReadFile(filepath.Join(mnt, n))
+			got, err := os.ReadFile(ns.path(filepath.Join(mnt, n)))
 			if err != nil || !bytes.Equal(got, want) {
 				t.Errorf("%s/%s: %d bytes, %v; want %d bytes", mnt, n, len(got), err, len(want))
 			}
 		}
-		if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); err == nil {
+		if err := os.WriteFile(ns.path(filepath.Join(mnt, "new")), nil, 0o644); err == nil {
 			t.Errorf("creating a file in %s succeeded", mnt)
+		}
+		if exe, want := servingExe(mnt), evalPath(camountBin); exe != want {
+			t.Errorf("%s is served by %q (%s), not the binary under test %s", mnt, exe, servingProcess(mnt), want)
 		}
 	}
 	unmount := func(mnt string) {
 		t.Helper()
-		runCmd(t, "umount", mnt)
+		ns.run(t, "umount", mnt)
 		deadline := time.Now().Add(20 * time.Second)
 		for servingProcess(mnt) != "" {
 			if time.Now().After(deadline) {
@@ -77,28 +72,28 @@ func TestMountHelper(t *testing.T) {
 	// mount -t camount -o ...
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	runCmd(t, "mount", "-t", "camount", "-o", "ro,store="+store+",allow_other,cache-size=64M", index, mnt)
+	t.Cleanup(func() { ns.cmd("umount", "-l", mnt).Run() })
+	ns.run(t, "mount", "-t", "camount", "-o", "ro,store="+store+",allow_other,cache-size=64M", index, mnt)
 	check(mnt)
 	unmount(mnt)
 
 	// An fstab line.
 	mnt2 := filepath.Join(dir, "fstab-mnt")
 	os.Mkdir(mnt2, 0o755)
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt2).Run() })
+	t.Cleanup(func() { ns.cmd("umount", "-l", mnt2).Run() })
 	fstab := filepath.Join(dir, "fstab")
 	line := index + " " + mnt2 + " camount ro,_netdev,nofail,store=" + store + " 0 0\n"
 	os.WriteFile(fstab, []byte(line), 0o644)
-	runCmd(t, "mount", "-T", fstab, mnt2)
+	ns.run(t, "mount", "-T", fstab, mnt2)
 	check(mnt2)
 	unmount(mnt2)
 
 	// A bad option: mount fails and says which.
-	out, err := exec.Command("mount", "-t", "camount", "-o", "store="+store+",no_such_option=1", index, mnt).CombinedOutput()
+	out, err := ns.cmd("mount", "-t", "camount", "-o", "store="+store+",no_such_option=1", index, mnt).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no-such-option") {
 		t.Errorf("mount with a bad option: %v, %q; want a failure naming no-such-option", err, out)
 	}
-	if isMounted(mnt) {
+	if ns.mounted(mnt) {
 		t.Errorf("%s mounted despite the bad option", mnt)
 	}
 }
