@@ -55,7 +55,14 @@ type KernelOptions struct {
 	NoModuleLoad bool
 	// ModuleParams are passed when the module is loaded. "": "nbds_max=16".
 	ModuleParams string
+	// Device is the /dev/nbdN to connect. "": the first free one. A
+	// device in use gives an error wrapping ErrDeviceBusy.
+	Device string
 }
+
+// ErrDeviceBusy is returned by AttachNBD when the KernelOptions.Device
+// asked for is connected already.
+var ErrDeviceBusy = errors.New("NBD device is in use")
 
 // Linux nbd ioctls (_IO(0xab, n)); x/sys/unix does not define them.
 const (
@@ -188,6 +195,14 @@ func AttachNBD(ctx context.Context, size int64, serve ServeFunc, opt KernelOptio
 		return nil, fmt.Errorf("nbd attach: size %d is not a positive multiple of the block size %d", size, bs)
 	}
 	conns := max(opt.Connections, 1)
+	want := -1
+	if opt.Device != "" {
+		n, err := NBDIndex(opt.Device)
+		if err != nil {
+			return nil, fmt.Errorf("nbd attach: %w", err)
+		}
+		want = n
+	}
 	if !opt.NoModuleLoad {
 		if err := LoadNBDModule(opt.ModuleParams); err != nil {
 			return nil, err
@@ -201,17 +216,17 @@ func AttachNBD(ctx context.Context, size int64, serve ServeFunc, opt KernelOptio
 	var err error
 	switch opt.Method {
 	case "", "netlink":
-		err = d.attachNetlink(ctx, size, bs, conns, serve)
+		err = d.attachNetlink(ctx, size, bs, conns, want, serve)
 		if opt.Method == "" && errors.Is(err, ErrNoGenlFamily) {
 			log.Debug("nbd: no netlink interface, using ioctls", "err", err)
-			err = d.attachIoctl(ctx, size, bs, serve)
+			err = d.attachIoctl(ctx, size, bs, want, serve)
 		}
 	case "ioctl":
 		if conns > 1 {
 			err = errors.New("nbd attach: the ioctl interface takes one connection")
 			break
 		}
-		err = d.attachIoctl(ctx, size, bs, serve)
+		err = d.attachIoctl(ctx, size, bs, want, serve)
 	default:
 		err = fmt.Errorf("nbd attach: unknown method %q (netlink or ioctl)", opt.Method)
 	}
@@ -246,7 +261,8 @@ func socketpair() (int, net.Conn, error) {
 	return fds[0], nc, nil
 }
 
-func (d *NBDDevice) attachNetlink(ctx context.Context, size, bs int64, conns int, serve ServeFunc) error {
+// attachNetlink connects /dev/nbd<want>, or any free device if want < 0.
+func (d *NBDDevice) attachNetlink(ctx context.Context, size, bs int64, conns, want int, serve ServeFunc) error {
 	c, err := dialGenl()
 	if err != nil {
 		return err
@@ -276,16 +292,23 @@ func (d *NBDDevice) attachNetlink(ctx context.Context, size, bs int64, conns int
 		ours = append(ours, nc)
 		items = append(items, attrNested(nbdSockItem, attrU32(nbdSockFD, uint32(kfd))))
 	}
-	replies, err := c.request(fam, nbdCmdConnect, nbdGenlVersion, []nlattr{
+	attrs := []nlattr{
 		attrU64(nbdAttrSizeBytes, uint64(size)),
 		attrU64(nbdAttrBlockSizeBytes, uint64(bs)),
 		attrU64(nbdAttrServerFlags, kernelServerFlags),
 		attrU64(nbdAttrClientFlags, 0),
 		attrNested(nbdAttrSockets, items...),
-	})
+	}
+	if want >= 0 {
+		attrs = append(attrs, attrU32(nbdAttrIndex, uint32(want)))
+	}
+	replies, err := c.request(fam, nbdCmdConnect, nbdGenlVersion, attrs)
 	if err != nil {
 		for _, nc := range ours {
 			nc.Close()
+		}
+		if want >= 0 && errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("nbd attach: /dev/nbd%d: %w", want, ErrDeviceBusy)
 		}
 		return fmt.Errorf("nbd attach: netlink CONNECT: %w", err)
 	}
@@ -329,7 +352,7 @@ func (d *NBDDevice) startServing(ctx context.Context, conns []net.Conn, serve Se
 
 // attachIoctl runs the whole ioctl setup and DO_IT on one locked OS
 // thread: the kernel ties the setup to the calling task.
-func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, serve ServeFunc) error {
+func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, want int, serve ServeFunc) error {
 	kfd, nc, err := socketpair()
 	if err != nil {
 		return err
@@ -355,7 +378,7 @@ func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, serve Serve
 		}
 		unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil)
 		defer unix.Close(kfd)
-		idx, fd, err := ioctlSetup(kfd, size, bs)
+		idx, fd, err := ioctlSetup(kfd, size, bs, want)
 		ready <- result{idx, fd, err}
 		if err != nil {
 			return
@@ -391,12 +414,16 @@ func (d *NBDDevice) attachIoctl(ctx context.Context, size, bs int64, serve Serve
 	return nil
 }
 
-// ioctlSetup finds a free /dev/nbdN and configures it with the socket.
-func ioctlSetup(kfd int, size, bs int64) (int, int, error) {
-	for i := 0; ; i++ {
+// ioctlSetup finds a free /dev/nbdN (/dev/nbd<want> if want >= 0) and
+// configures it with the socket.
+func ioctlSetup(kfd int, size, bs int64, want int) (int, int, error) {
+	for i := max(want, 0); ; i++ {
 		path := "/dev/nbd" + strconv.Itoa(i)
 		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
+			if errors.Is(err, unix.ENOENT) && want >= 0 {
+				return 0, -1, fmt.Errorf("nbd attach: %s does not exist", path)
+			}
 			if errors.Is(err, unix.ENOENT) {
 				if i == 0 {
 					return 0, -1, fmt.Errorf("%w: %s does not exist", ErrNoKernelNBD, path)
@@ -407,6 +434,9 @@ func ioctlSetup(kfd int, size, bs int64) (int, int, error) {
 		}
 		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), nbdSetSock, uintptr(kfd)); e != 0 {
 			unix.Close(fd)
+			if (e == unix.EBUSY || e == unix.EINVAL) && want >= 0 {
+				return 0, -1, fmt.Errorf("nbd attach: %s: %w", path, ErrDeviceBusy)
+			}
 			if e == unix.EBUSY || e == unix.EINVAL {
 				continue // in use
 			}

@@ -23,7 +23,7 @@ import (
 func init() {
 	register(&command{
 		name:    "mkdev",
-		args:    "[--via=auto|nbd|loop] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx [NODE]",
+		args:    "[--via=auto|nbd|loop] [--device=/dev/nbdN] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx [NODE]",
 		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device over FUSE) of a .caibx image; stays serving it",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
@@ -32,12 +32,16 @@ func init() {
 			via := fl.String("via", "auto", "`HOW`: nbd (/dev/nbdN, loading the nbd module), loop (a loop device over a private FUSE mount), or auto (nbd where the kernel has it, else loop)")
 			conns := fl.Int("connections", 1, "NBD connections (sockets) the kernel uses, `N` ≥ 1")
 			method := fl.String("nbd-method", "", "NBD attach interface `HOW`: netlink or ioctl (default: netlink, ioctl where the kernel lacks it)")
+			device := fl.String("device", "", "the NBD device `/dev/nbdN` to connect (default: the first free one); also given as NODE, as casync does")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 && len(args) != 2 {
-					return usagef("want one .caibx INDEX, and optionally a symlink NODE")
+					return usagef("want one .caibx INDEX, and optionally a NODE (/dev/nbdN, a /dev name or a symlink path)")
+				}
+				if err := setMkdevDevice(*device, via); err != nil {
+					return err
 				}
 				if len(args) == 2 {
-					if err := setMkdevNode(args[1]); err != nil {
+					if err := setMkdevNode(args[1], via); err != nil {
 						return err
 					}
 					defer removeMkdevNode(e)
@@ -131,7 +135,7 @@ func mkdevNBD(ctx, serveCtx context.Context, e *env, index string, src *nbdBlob,
 	size, _ := srv.ExportSize("")
 	d, err := blockdev.AttachNBD(serveCtx, size, func(ctx context.Context, nc net.Conn) error {
 		return srv.ServeTransmission(ctx, nc, "")
-	}, blockdev.KernelOptions{Logger: e.log, Connections: conns, Method: method})
+	}, blockdev.KernelOptions{Logger: e.log, Connections: conns, Method: method, Device: mkdevDevice})
 	if err != nil {
 		return err
 	}

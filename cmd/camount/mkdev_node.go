@@ -4,17 +4,42 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/camount/camount/blockdev"
 )
 
-// mkdevNode is casync mkdev's optional NODE: a symlink to the device made,
-// created when it is ready and removed when mkdev ends. (casync also takes
-// a /dev/nbdN to use or a /dev name for udev; camount picks the device.)
-// One mkdev runs per process, so a package variable suffices.
-var mkdevNode string
+// mkdevNode is casync mkdev's optional NODE when it is not an NBD device:
+// a symlink to the device made, created when it is ready and removed when
+// mkdev ends. A NODE under /dev (casync's udev "friendly name") is such a
+// symlink in /dev. mkdevDevice is the /dev/nbdN to connect (--device, or
+// a NODE naming one, as casync takes it); "" lets the kernel pick. One
+// mkdev runs per process, so package variables suffice.
+var mkdevNode, mkdevDevice string
 
-func setMkdevNode(node string) error {
-	if strings.HasPrefix(filepath.Clean(node), "/dev/") {
-		return usagef("NODE %s: camount picks the device itself; give a symlink path outside /dev", node)
+// setMkdevDevice checks --device=/dev/nbdN; giving one means NBD, never
+// the loop fallback.
+func setMkdevDevice(dev string, via *string) error {
+	if dev == "" {
+		return nil
+	}
+	if _, err := blockdev.NBDIndex(dev); err != nil || !strings.HasPrefix(filepath.Clean(dev), "/dev/") {
+		return usagef("--device %s: want an NBD device /dev/nbdN", dev)
+	}
+	if *via == "loop" {
+		return usagef("--device %s: a loop device over FUSE (--via=loop) cannot be chosen; --device needs --via=nbd or auto", dev)
+	}
+	if mkdevDevice != "" && filepath.Clean(dev) != mkdevDevice {
+		return usagef("--device %s and NODE %s name different devices", dev, mkdevDevice)
+	}
+	mkdevDevice = filepath.Clean(dev)
+	*via = "nbd"
+	return nil
+}
+
+func setMkdevNode(node string, via *string) error {
+	clean := filepath.Clean(node)
+	if _, err := blockdev.NBDIndex(clean); err == nil && filepath.Dir(clean) == "/dev" {
+		return setMkdevDevice(clean, via)
 	}
 	if _, err := os.Lstat(node); err == nil {
 		return usagef("NODE %s exists", node)
