@@ -81,6 +81,7 @@ func TestVMNBD(t *testing.T) {
 		BootFiles: boot.files, Long: os.Getenv("CAMOUNT_TEST_LONG") != ""}
 	root := filepath.Join(dir, "root")
 	vm.populate(t, root)
+	parityChecks := vmPrepareParity(t, root) // vm_parity_test.go
 	copyTree(t, d.store, filepath.Join(root, "vm", "disk.castr"))
 	copyFile(t, d.caibx, filepath.Join(root, "vm", "disk.caibx"))
 	b, _ := json.Marshal(exp)
@@ -109,6 +110,7 @@ func TestVMNBD(t *testing.T) {
 	if exp.Long {
 		want = append(want, "mkdev-multiconn-device", "mkdev-multiconn-bytes", "mkdev-multiconn-sigterm")
 	}
+	want = append(want, parityChecks...)
 	checkVMReport(t, out, want)
 }
 
@@ -234,7 +236,7 @@ func newVMEnv(t *testing.T) *vmEnv {
 }
 
 // guestModules are the modules the guest loads (with their dependencies).
-var guestModules = []string{"nbd", "ext4", "crc32c_generic", "virtio_pci", "virtio_blk", "loop", "fuse"}
+var guestModules = append([]string{"nbd", "ext4", "crc32c_generic", "virtio_pci", "virtio_blk", "loop", "fuse"}, vmGuestParityModules...)
 
 // populate fills root with the initramfs contents: the binaries, the
 // modules and what depmod makes of them.
@@ -562,6 +564,8 @@ func vmGuest() {
 	}
 	// The fallback on this kernel: a loop device over FUSE.
 	vmMkdevChecks(r, &exp, "loop", nil, false)
+	// FAT attributes on vfat, mkdev --device (vm_parity_test.go).
+	vmParityChecks(r)
 	// Last: boot from the disk camount nbd serves on the host. On success
 	// this does not return: /sbin/init of that disk takes over as pid 1.
 	vmBootFromNBD(r, b)

@@ -20,6 +20,7 @@ need setfacl acl
 need mkfs.ext4 e2fsprogs
 need mkfs.btrfs btrfs-progs # seed reflink tests (integration/seed_test.go)
 need mkfs.xfs xfsprogs
+need mkfs.vfat dosfstools # FAT attributes on a real vfat in the VM (integration/vm_parity_test.go)
 need losetup mount
 need hyperfine hyperfine
 need fio fio
