@@ -139,7 +139,11 @@ func newVerb(c *command, e *env) *cobra.Command {
 			if err := setWhat(*whatFlag, args); err != nil {
 				return err
 			}
-			return runFn(cc.Context(), e, args)
+			args, after, err := stdioOperands(c.name, gfs, e, args) // "-" (stdio.go)
+			if err != nil {
+				return err
+			}
+			return after(runFn(cc.Context(), e, args))
 		},
 	}
 	gfs.VisitAll(func(f *flag.Flag) {
