@@ -339,3 +339,38 @@ func TestFillRateLimit(t *testing.T) {
 		t.Fatalf("a 4 KiB/s fill fetched %d chunks at once (%+v)", st.total(), res)
 	}
 }
+
+// TestStreamLetsGoOfFinishedReadahead: readahead whose fetch has ended is
+// no longer held by the stream (its chunk lives in the memory cache, which
+// bounds it), so many streams with grown windows do not keep chunks alive
+// past the cache (issue 15.5).
+func TestStreamLetsGoOfFinishedReadahead(t *testing.T) {
+	st := newGateStore()
+	b, _ := fakeBlob(t, st, 1024, 16<<10, 23)
+	b.SetReadahead(4 << 20)
+	s := b.NewStream()
+	defer s.Close()
+	off := int64(0)
+	for ; off < 4*16<<10; off += 16 << 10 {
+		s.observe(off, 16<<10)
+	}
+	s.mu.Lock()
+	held := append([]raTicket(nil), s.tickets...)
+	s.mu.Unlock()
+	if len(held) == 0 {
+		t.Fatal("no readahead after a sequential run")
+	}
+	for _, rt := range held {
+		<-rt.t.Done()
+	}
+	s.observe(off, 16<<10) // the run goes on
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rt := range s.tickets {
+		for _, h := range held {
+			if rt.t == h.t {
+				t.Fatalf("chunk %d: finished readahead still held by the stream", rt.i)
+			}
+		}
+	}
+}

@@ -143,6 +143,7 @@ func (s *Stream) observe(off, n int64) {
 		k++
 	}
 	s.tickets = append(s.tickets[:0], s.tickets[k:]...)
+	s.pruneFinished()
 
 	raMax := s.b.raMax.Load()
 	if s.run < readaheadAfter || raMax <= 0 {
@@ -217,6 +218,26 @@ func (b *Blob) CloseHint(handle uint64) {
 // PrefetchRange queues [off, off+n) at Readahead priority (vfs.Prefetcher:
 // a directory listing hints the records and file heads it will read).
 func (b *Blob) PrefetchRange(off, n int64) { b.Prefetch(off, n, Readahead) }
+
+// pruneFinished lets go of readahead whose fetch has ended: its chunk is
+// in the memory cache (which bounds it) and a read finds it there, but a
+// held ticket would keep it alive past the cache's eviction. Without this,
+// readers whose windows grew (a 4 MiB read arrives as many sequential
+// requests) held up to the window cap each outside the cache: 64 readers
+// held hundreds of MiB. s.mu held.
+func (s *Stream) pruneFinished() {
+	live := s.tickets[:0]
+	for _, rt := range s.tickets {
+		select {
+		case <-rt.t.Done():
+			rt.t.Detach()
+		default:
+			live = append(live, rt)
+		}
+	}
+	clear(s.tickets[len(live):])
+	s.tickets = live
+}
 
 // dropLocked detaches every readahead ticket: queued fetches no one else
 // wants are dropped, running ones finish into the cache. s.mu held.

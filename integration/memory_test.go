@@ -113,13 +113,12 @@ func hammer(t *testing.T, path string, want []byte, n, size int, d time.Duration
 }
 
 // TestMountMemoryBound: 64 readers of 4 MiB O_DIRECT reads at random
-// offsets through a FUSE mount with a 16 MiB chunk cache. Before the
-// scheduler dropped stale queue entries and vfs bounded concurrent reads,
-// peak RSS reached 362 MiB here; now about 115 MiB, of which go-fuse's
-// per-request reply buffers (one of MaxRead = 1 MiB per request the
-// kernel sends, one per reader) are 64 MiB. Issue 15.5 asks for the cache
-// plus 64 MiB; the test holds the cache plus 128 MiB until go-fuse's
-// buffers are bounded too.
+// offsets through a FUSE mount with a 16 MiB chunk cache must keep the
+// mount's peak RSS (VmHWM of the camount process itself) within the cache
+// plus 64 MiB (issue 15.5). It was 362 MiB before the scheduler dropped
+// stale queue entries and vfs bounded concurrent reads, then ~115 MiB
+// while go-fuse held a 1 MiB reply buffer per reader and streams held
+// finished readahead outside the cache; ~72 MiB since.
 func TestMountMemoryBound(t *testing.T) {
 	needFUSE(t)
 	needRoot(t)
@@ -134,7 +133,7 @@ func TestMountMemoryBound(t *testing.T) {
 	reads := hammer(t, filepath.Join(mnt, "img"), data, 64, 4<<20, d)
 	hwm := vmHWM(t, m.cmd.Process.Pid)
 	t.Logf("64 readers, %d reads of 4 MiB: peak RSS %.1f MiB with a %d MiB cache", reads, float64(hwm)/(1<<20), cache>>20)
-	if hwm > cache+128<<20 {
-		t.Errorf("peak RSS %.1f MiB is more than the %d MiB cache + 128 MiB", float64(hwm)/(1<<20), cache>>20)
+	if hwm > cache+64<<20 {
+		t.Errorf("peak RSS %.1f MiB is more than the %d MiB cache + 64 MiB", float64(hwm)/(1<<20), cache>>20)
 	}
 }

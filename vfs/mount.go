@@ -24,8 +24,18 @@ type MountOptions struct {
 	// AllowOther lets other users access the mount (fuse allow_other).
 	// Permission bits are enforced by the kernel (default_permissions).
 	AllowOther bool
-	// MaxRead is the largest read request, in bytes. Default 1 MiB.
+	// MaxRead is the largest read request, in bytes. Default
+	// DefaultMaxRead (256 KiB). go-fuse takes a reply buffer of this
+	// size for every read the kernel sends before the file system sees
+	// it, and the kernel sends one per reading thread (plus
+	// MaxBackground readahead): 64 O_DIRECT readers held 64 MiB of
+	// buffers at 1 MiB.
 	MaxRead int
+	// Readahead is the kernel's readahead for the mount, in bytes (set
+	// through sysfs, so only as root; otherwise the kernel's 128 KiB).
+	// It may exceed MaxRead: the kernel splits it into MaxRead requests
+	// sent at once. Default 1 MiB.
+	Readahead int
 	// MaxBackground is the number of asynchronous (readahead) requests the
 	// kernel may have in flight. Default 64.
 	MaxBackground int
@@ -45,6 +55,12 @@ type MountOptions struct {
 	Log *slog.Logger
 }
 
+// DefaultMaxRead is MountOptions.MaxRead's default. Smaller requests cost
+// more round trips: hot O_DIRECT reads of 1 MiB took ~0.05 s more CPU per
+// GiB at 256 KiB than at 1 MiB (about 1.5% of a cold read of the corpus
+// image, which decodes chunks), 0.12 s at 128 KiB.
+const DefaultMaxRead = 256 << 10
+
 // Mount mounts root (from NewBlob or NewTree) read-only at dir and starts
 // serving it. It returns once the kernel has the mount. The caller ends it
 // with Unmount (or waits for an external fusermount -u with Wait).
@@ -53,7 +69,10 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 		o.FsName = "camount"
 	}
 	if o.MaxRead <= 0 {
-		o.MaxRead = 1 << 20
+		o.MaxRead = DefaultMaxRead
+	}
+	if o.Readahead <= 0 {
+		o.Readahead = 1 << 20
 	}
 	if o.MaxBackground <= 0 {
 		o.MaxBackground = 64
@@ -81,7 +100,7 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 			// and a request struct per request taken from the kernel.
 			MaxInflightRequestBytes: o.MaxInflight * (o.MaxRead + 64<<10),
 			MaxWrite:                o.MaxRead,
-			MaxReadAhead:            o.MaxRead,
+			MaxReadAhead:            o.Readahead,
 			FsName:                  strings.ReplaceAll(o.FsName, ",", "_"),
 			Name:                    "camount",
 			Debug:                   o.Debug,
@@ -117,21 +136,21 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, err
 	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
 	}
-	setReadahead(dir, o.MaxRead, lg)
+	setReadahead(dir, o.Readahead, lg)
 	return srv, nil
 }
 
-// setReadahead raises the kernel's readahead for the mount to maxRead:
+// setReadahead raises the kernel's readahead for the mount to n bytes:
 // FUSE can only lower the default 128 KiB at init, but root can raise it
 // in sysfs. Best effort.
-func setReadahead(dir string, maxRead int, lg *slog.Logger) {
+func setReadahead(dir string, n int, lg *slog.Logger) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		return
 	}
 	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
-	if err := os.WriteFile(p, []byte(strconv.Itoa(maxRead>>10)), 0); err != nil {
+	if err := os.WriteFile(p, []byte(strconv.Itoa(n>>10)), 0); err != nil {
 		lg.Debug("cannot raise readahead", "file", p, "err", err)
 	}
 }
@@ -205,7 +224,7 @@ func openFlags(flags uint32) syscall.Errno {
 
 // MaxConcurrentReads bounds the FUSE reads of a process that fetch and copy
 // chunks at the same time; further reads wait (interruptibly) for a slot.
-// With reads of up to 1 MiB (MountOptions.MaxRead) the chunks they hold
+// With reads of up to 256 KiB (MountOptions.MaxRead) the chunks they hold
 // stay within a few tens of MiB however many readers there are.
 const MaxConcurrentReads = 16
 
