@@ -163,6 +163,9 @@ func newS3Client(loc S3Location, o S3Options) (*s3Client, error) {
 	if o.AccessKey != "" {
 		creds = credentials.NewStaticV4(o.AccessKey, o.SecretKey, o.SessionToken)
 	} else {
+		if err := checkProfile(loc); err != nil {
+			return nil, err
+		}
 		creds = credentials.NewChainCredentials([]credentials.Provider{
 			&credentials.EnvAWS{},
 			&credentials.FileAWSCredentials{},
@@ -182,6 +185,24 @@ func newS3Client(loc S3Location, o S3Options) (*s3Client, error) {
 	}
 	c.SetAppInfo("camount", "")
 	return &s3Client{c: c, loc: loc, r: newRetrier(o.HTTP), fatalFor: fatalHold}, nil
+}
+
+// checkProfile fails when $AWS_PROFILE names a profile that cannot be
+// read and no $AWS_ACCESS_KEY_ID takes precedence over it: a misspelt
+// profile is one clear error, not requests sent anonymously and refused.
+func checkProfile(loc S3Location) error {
+	profile := os.Getenv("AWS_PROFILE")
+	if profile == "" || (os.Getenv("AWS_ACCESS_KEY_ID") != "" || os.Getenv("AWS_ACCESS_KEY") != "") {
+		return nil
+	}
+	if _, err := (&credentials.FileAWSCredentials{}).Retrieve(); err != nil {
+		file := os.Getenv("AWS_SHARED_CREDENTIALS_FILE")
+		if file == "" {
+			file = "~/.aws/credentials"
+		}
+		return fmt.Errorf("S3 location %s: credentials profile %q ($AWS_PROFILE) of %s (or $AWS_CONFIG_FILE, ~/.aws/config): %v", loc, profile, file, err)
+	}
+	return nil
 }
 
 // desyncEnv reads desync's S3_ACCESS_KEY, S3_SECRET_KEY, S3_SESSION_TOKEN.
@@ -293,6 +314,9 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 	})
 	var se *S3Error
 	if errors.As(err, &se) && se.storeWide() {
+		// Not about this object: every request gets it, and the same
+		// text lets the scheduler log it once.
+		se.Key = ""
 		c.mu.Lock()
 		c.fatal, c.fatalAt = err, time.Now()
 		c.mu.Unlock()

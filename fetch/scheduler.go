@@ -135,6 +135,8 @@ type Scheduler struct {
 	pmu        sync.Mutex
 	prefetched map[chunker.ID]struct{} // guarded by pmu: prefetched, not yet read
 
+	warned warnLimiter // fetch errors of the same text are logged once a while
+
 	Stats Stats
 }
 
@@ -830,7 +832,7 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 			errs = append(errs, err)
 			continue
 		case err != nil:
-			if !errors.Is(err, ErrNotFound) {
+			if !errors.Is(err, ErrNotFound) && s.warned.allow(err.Error()) {
 				s.log.Warn("chunk fetch failed", "chunk", c.ID, "store", st, "err", err)
 				s.Stats.StoreErrors.Add(1)
 			}

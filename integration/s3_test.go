@@ -51,8 +51,9 @@ func versitygwBin(t testing.TB) string {
 }
 
 // startS3 starts versitygw on a free loopback port with bucket "bucket"
-// and the test credentials in the environment of camount children.
-func startS3(t *testing.T) *s3Server {
+// and the test credentials in the environment of camount children; extra
+// are more versitygw options.
+func startS3(t *testing.T, extra ...string) *s3Server {
 	t.Helper()
 	bin := versitygwBin(t)
 	for _, kv := range s3Env {
@@ -65,7 +66,8 @@ func startS3(t *testing.T) *s3Server {
 	}
 	port := freePort(t)
 	s := &s3Server{Endpoint: fmt.Sprintf("127.0.0.1:%d", port), Root: root, log: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "--access", s3Access, "--secret", s3Secret, "--port", s.Endpoint, "--keep-alive", "--quiet", "posix", root)
+	args := append([]string{"--access", s3Access, "--secret", s3Secret, "--port", s.Endpoint, "--keep-alive", "--quiet"}, extra...)
+	s.cmd = exec.Command(bin, append(args, "posix", root)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

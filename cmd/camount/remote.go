@@ -172,10 +172,12 @@ func fetchIndex(ctx context.Context, u string, o fetch.HTTPOptions) (*chunker.In
 // $CASYNC_STORE is given: default.castr beside it, on disk or on the server.
 // The index URL's query and fragment are dropped, as casync does; with
 // chunkQuery (--chunk-query) the query is kept for the chunk requests.
+// An S3 URL's query (?lookup=, ?region=) says how to reach the bucket: the
+// derived store keeps it.
 func defaultStore(index string, chunkQuery bool) string {
 	if fetch.IsURL(index) || fetch.IsS3URL(index) || fetch.IsSFTPURL(index) {
 		if u, err := fetch.DefaultStoreURL(index); err == nil {
-			if q := indexQuery(index); chunkQuery && q != "" {
+			if q := indexQuery(index); (chunkQuery || fetch.IsS3URL(index)) && q != "" {
 				u += "?" + q
 			}
 			return u
