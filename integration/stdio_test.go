@@ -206,6 +206,18 @@ func TestStdioOperands(t *testing.T) {
 			t.Errorf("camount %s: %v %q, want an error containing %q", strings.Join(c.args, " "), err, stderr, c.want)
 		}
 	}
+	// A terminal is no image: script(1) gives the verbs one.
+	if _, err := exec.LookPath("script"); err == nil {
+		for _, c := range []struct{ cmd, want string }{
+			{camountBin + " list -", "standard input is a terminal"},
+			{camountBin + " make - " + tree, "standard output is a terminal"},
+		} {
+			out, _ := exec.Command("script", "-qec", c.cmd, "/dev/null").CombinedOutput()
+			if !strings.Contains(string(out), c.want) {
+				t.Errorf("%s on a terminal: %q, want %q", c.cmd, out, c.want)
+			}
+		}
+	}
 	if left, _ := os.ReadDir(stdioTmp); len(left) > 0 {
 		t.Errorf("temporary files left in $TMPDIR: %v", left)
 	}

@@ -20,8 +20,8 @@ import (
 //     --what's or else recognised from its first bytes (a casync index or
 //     archive; for digest anything else is a blob); a directory on
 //     standard input (`< DIR`) is read in place;
-//   - make's image for standard output is made in a temporary file and
-//     copied out at the end; its kind is --what's, else an archive for a
+//   - make's archive for standard output is streamed there; an index is
+//     made in a temporary file and copied out at the end; the kind is --what's, else an archive for a
 //     directory input and a blob index for anything else, as casync. The
 //     digest casync prints on standard output too (after the index, which
 //     spoils it) goes to standard error.
@@ -53,6 +53,9 @@ func stdioOperands(verb string, fs *flag.FlagSet, e *env, args []string) ([]stri
 	if dir, ok := stdinDir(); ok {
 		args = append([]string{dir}, args[1:]...)
 		return args, done, nil
+	}
+	if st, err := os.Stdin.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		return nil, nil, usagef("-: standard input is a terminal; redirect the image from a file or a pipe")
 	}
 	k, known := whatKind("-")
 	tmp, err := os.CreateTemp("", "camount-stdin-*")
@@ -137,6 +140,12 @@ func stdioMake(fs *flag.FlagSet, e *env, args []string) ([]string, func(error) e
 	if (k == kindTreeIndex || k == kindArchive) && !inDir {
 		return nil, nil, usagef("-: a tree is made of a directory; %s is not one", args[1])
 	}
+	if k == kindArchive {
+		// Streamed by makeTree: no temporary copy.
+		what.path, what.kind, what.set = "-", kindArchive, true
+		stdoutImage, e.stdout = e.stdout, e.stderr
+		return []string{"-", in}, func(err error) error { e.stdout = stdoutImage; return err }, nil
+	}
 	suffix := kindSuffix(k)
 	if suffix == "" {
 		return nil, nil, usagef("-: make writes an archive, an archive index or a blob index (--what=archive|archive-index|blob-index)")
@@ -168,6 +177,9 @@ func stdioMake(fs *flag.FlagSet, e *env, args []string) ([]string, func(error) e
 		return nil
 	}, nil
 }
+
+// stdoutImage is where makeTree streams an archive made for "-".
+var stdoutImage io.Writer
 
 // stdinDir returns the path of standard input if it is a directory.
 func stdinDir() (string, bool) {

@@ -154,6 +154,14 @@ func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string
 	var id chunker.ID
 	switch kindOf(out) {
 	case kindArchive:
+		if out == "-" { // streamed to standard output (stdio.go)
+			h := chunker.DigestOf(features).New()
+			if _, err := catar.Encode(ctx, io.MultiWriter(stdoutImage, h), dir, opts); err != nil {
+				return err
+			}
+			copy(id[:], h.Sum(nil))
+			break
+		}
 		tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
 		if err != nil {
 			return err
