@@ -690,13 +690,17 @@ func (x *export) allocation(dst []byte, off, length int64, one bool) ([]byte, er
 	return dst, nil
 }
 
-// budget bounds the requests (and their buffer bytes) in flight on one
-// connection. Only serve acquires, so a plain Signal wakes it.
+// budget bounds the requests (and their buffer bytes) in flight: one per
+// connection, and one over all connections (Server.bud). Requests are let
+// in first come, first served, so a large request waiting for room is not
+// passed forever by small ones from other connections; one request is
+// always let in when nothing is in flight, whatever its size.
 type budget struct {
 	mu             sync.Mutex
 	cond           sync.Cond
 	n, bytes       int
 	maxN, maxBytes int
+	next, turn     uint64 // tickets: the next to hand out, the one whose turn it is
 }
 
 func (b *budget) init(maxN, maxBytes int) {
@@ -706,12 +710,16 @@ func (b *budget) init(maxN, maxBytes int) {
 
 func (b *budget) acquire(size int) {
 	b.mu.Lock()
-	for b.n > 0 && (b.n >= b.maxN || b.bytes+size > b.maxBytes) {
+	t := b.next
+	b.next++
+	for t != b.turn || b.n > 0 && (b.n >= b.maxN || b.bytes+size > b.maxBytes) {
 		b.cond.Wait()
 	}
+	b.turn++
 	b.n++
 	b.bytes += size
 	b.mu.Unlock()
+	b.cond.Broadcast() // the next in line may fit too
 }
 
 func (b *budget) release(size int) {
@@ -719,7 +727,7 @@ func (b *budget) release(size int) {
 	b.n--
 	b.bytes -= size
 	b.mu.Unlock()
-	b.cond.Signal()
+	b.cond.Broadcast()
 }
 
 // Read buffers come from pools by power-of-two size class, 4 KiB to

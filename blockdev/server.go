@@ -103,6 +103,13 @@ type Export struct {
 	Source      Source
 }
 
+// DefaultMaxServerInFlightBytes is Options.MaxServerInFlightBytes's
+// default: four 4 MiB reads at once keep two cores decoding, and with the
+// chunks they hold stay well within the 64 MiB over the chunk cache that
+// issue 15.5 allows for 16 connections at queue depth 16 (at 64 MiB the
+// read buffers alone took it).
+const DefaultMaxServerInFlightBytes = 16 << 20
+
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// Logger receives connection and error logs; nil discards them.
@@ -119,7 +126,10 @@ type Options struct {
 	// MaxServerInFlightBytes bounds the read buffers of all connections
 	// together, so that memory does not grow with the number of clients
 	// (16 connections at queue depth 16 would otherwise hold up to 16 ×
-	// MaxInFlightBytes). 0: 64 MiB (never less than MaxPayload).
+	// MaxInFlightBytes). A read also holds the chunks it copies from, so
+	// reads in flight cost up to about twice this. Reads are let in first
+	// come, first served; a read larger than the bound runs alone.
+	// 0: DefaultMaxServerInFlightBytes.
 	MaxServerInFlightBytes int
 	// HandshakeTimeout bounds the option negotiation. 0: 30 s; <0: none.
 	HandshakeTimeout time.Duration
@@ -176,9 +186,8 @@ func NewServer(exports []Export, opt Options) (*Server, error) {
 		s.opt.MaxInFlightBytes = MaxPayload
 	}
 	if s.opt.MaxServerInFlightBytes <= 0 {
-		s.opt.MaxServerInFlightBytes = 64 << 20
+		s.opt.MaxServerInFlightBytes = DefaultMaxServerInFlightBytes
 	}
-	s.opt.MaxServerInFlightBytes = max(s.opt.MaxServerInFlightBytes, MaxPayload)
 	s.bud.init(1<<30, s.opt.MaxServerInFlightBytes)
 	if s.opt.HandshakeTimeout == 0 {
 		s.opt.HandshakeTimeout = 30 * time.Second

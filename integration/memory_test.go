@@ -137,3 +137,39 @@ func TestMountMemoryBound(t *testing.T) {
 		t.Errorf("peak RSS %.1f MiB is more than the %d MiB cache + 64 MiB", float64(hwm)/(1<<20), cache>>20)
 	}
 }
+
+// TestNBDMemoryBound: 16 NBD connections, each with 16 reads of 4 MiB in
+// flight at random offsets (libnbd's Python bindings, every reply compared
+// with the image), against camount nbd with a 16 MiB chunk cache: peak RSS
+// within the cache plus 64 MiB (issue 15.5). It was ~125 MiB while the
+// server-wide read-buffer budget was 64 MiB; ~72 MiB at 16 MiB.
+func TestNBDMemoryBound(t *testing.T) {
+	needCmd(t, "nbdsh")
+	index, store, data := memImage(t, 64<<20)
+	raw := filepath.Join(t.TempDir(), "img.raw")
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const cache = 16 << 20
+	s := startNBD(t, "tcp", []string{"--store=" + store, "--cache-size=" + strconv.Itoa(cache)}, index)
+	d := "4"
+	if os.Getenv("CAMOUNT_TEST_LONG") != "" {
+		d = "120"
+	}
+	script, err := filepath.Abs("testdata/nbdload.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := nbdsh("-c", fmt.Sprintf("exec(open(%q).read())", script))
+	cmd.Env = append(cmd.Env, "URI="+s.uris[0], "RAW="+raw, "CONNS=16", "QD=16", "SIZE="+strconv.Itoa(4<<20), "DUR="+d)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("NBD load: %v\n%s\nserver: %s", err, out, s.stderr)
+	}
+	s.alive(t)
+	hwm := vmHWM(t, s.cmd.Process.Pid)
+	t.Logf("16 connections x 16 reads of 4 MiB in flight: %s; peak RSS %.1f MiB with a %d MiB cache", strings.TrimSpace(string(out)), float64(hwm)/(1<<20), cache>>20)
+	if hwm > cache+64<<20 {
+		t.Errorf("peak RSS %.1f MiB is more than the %d MiB cache + 64 MiB", float64(hwm)/(1<<20), cache>>20)
+	}
+}
