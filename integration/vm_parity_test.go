@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -80,7 +81,7 @@ func vmPrepareParity(t *testing.T, root string) []string {
 	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\n"), 0o644)
 	want := []string{"fat-setup", "fat-make-flags", "fat-make-index-flags", "fat-extract", "fat-mount",
-		"mkdev-choose-device", "mkdev-device-busy", "mkdev-node-nbd", "mkdev-node-dev-name"}
+		"mkdev-choose-device", "mkdev-device-busy", "mkdev-node-nbd", "mkdev-node-dev-name", "mkdev-plain-blob"}
 	if cs, err := exec.LookPath("casync"); err == nil {
 		copyWithLibs(t, cs, root, "bin/casync")
 		want = append(want, "fat-make-casync", "fat-extract-casync")
@@ -409,7 +410,11 @@ func fatAttrNames(a uint32) string {
 // vmStartMkdev starts camount mkdev and returns the device it prints (or
 // its error output if it exits first) and a stop function.
 func vmStartMkdev(args ...string) (string, func() error, error) {
-	cmd := exec.Command("/bin/camount", append([]string{"mkdev", "--store=/vm/disk.castr", "/vm/disk.caibx"}, args...)...)
+	return vmStartMkdevArgs(append([]string{"--store=/vm/disk.castr", "/vm/disk.caibx"}, args...)...)
+}
+
+func vmStartMkdevArgs(args ...string) (string, func() error, error) {
+	cmd := exec.Command("/bin/camount", append([]string{"mkdev"}, args...)...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	stdout, _ := cmd.StdoutPipe()
@@ -512,6 +517,32 @@ func vmMkdevDeviceChecks(r *vmReport) {
 		}
 	}
 	r.check("mkdev-node-dev-name", err, "NODE /dev/camount-disk links to the device while it serves")
+
+	// A plain image file (casync mkdev BLOB): served over NBD.
+	var exp vmExpect
+	b, err := os.ReadFile("/vm/expect.json")
+	if err == nil {
+		err = json.Unmarshal(b, &exp)
+	}
+	if err == nil {
+		err = vmRun("/bin/camount", "extract", "--store=/vm/disk.castr", "/vm/disk.caibx", "/tmp/disk.img")
+	}
+	if err == nil {
+		dev, stop, err = vmStartMkdevArgs("/tmp/disk.img")
+		if err == nil {
+			var sum string
+			var n int64
+			sum, n, err = vmHashFile(dev)
+			if err == nil && (!strings.HasPrefix(dev, "/dev/nbd") || sum != exp.SHA256 || n != exp.Size) {
+				err = fmt.Errorf("mkdev /tmp/disk.img: %s has %d bytes with sha256 %s, want an NBD device with %d bytes and %s", dev, n, sum, exp.Size, exp.SHA256)
+			}
+			if serr := stop(); err == nil {
+				err = serr
+			}
+		}
+	}
+	os.Remove("/tmp/disk.img")
+	r.check("mkdev-plain-blob", err, "mkdev of a plain image file serves it as %s", dev)
 }
 
 func fatHashDev(p string) (string, error) {

@@ -23,8 +23,8 @@ import (
 func init() {
 	register(&command{
 		name:    "mkdev",
-		args:    "[--via=auto|nbd|loop] [--device=/dev/nbdN] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx [NODE]",
-		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device over FUSE) of a .caibx image; stays serving it",
+		args:    "[--via=auto|nbd|loop] [--device=/dev/nbdN] [--connections=N] [--store=DIR|URL]... [--cache=DIR] [--prefetch=…] INDEX.caibx|IMAGE [NODE]",
+		summary: "make a read-only kernel block device (/dev/nbdN, else a loop device) of a .caibx image or a plain image file; stays serving it",
 		setup: func(fl *flag.FlagSet) func(context.Context, *env, []string) error {
 			bf := addBlobFlags(fl)
 			addSeedFlags(fl, bf, false)
@@ -46,8 +46,9 @@ func init() {
 					}
 					defer removeMkdevNode(e)
 				}
-				if kindOf(args[0]) != kindBlobIndex {
-					return usagef("%s: mkdev makes block devices of block images: want a .caibx index", args[0])
+				plain := isPlainBlob(args[0]) // mkdev_blob.go
+				if kindOf(args[0]) != kindBlobIndex && !plain {
+					return usagef("%s: mkdev makes block devices of block images: want a .caibx index (or a plain image file, --what=blob)", args[0])
 				}
 				switch *via {
 				case "auto", "nbd", "loop":
@@ -62,6 +63,9 @@ func init() {
 				}
 				if err := pf.check(); err != nil {
 					return err
+				}
+				if plain {
+					return runMkdevPlain(ctx, e, args[0], *via, *method, *conns)
 				}
 				index, err := bf.checkReadLocations(args[0])
 				if err != nil {
@@ -127,7 +131,7 @@ func mkdevReady(e *env, dev, index, how string, size int64) {
 	}
 }
 
-func mkdevNBD(ctx, serveCtx context.Context, e *env, index string, src *nbdBlob, method string, conns int) error {
+func mkdevNBD(ctx, serveCtx context.Context, e *env, index string, src blockdev.Source, method string, conns int) error {
 	srv, err := blockdev.NewServer([]blockdev.Export{{Name: "", Source: src}}, blockdev.Options{Logger: e.log})
 	if err != nil {
 		return err
