@@ -59,52 +59,84 @@ cmp -s "$W/camount-0.caibx" "$CORPUS/disk.caibx" || { echo "bench/s3.sh: camount
 chunks=$(find "$root/bucket/camount-0" -name '*.cacnk' | wc -l)
 stored=$(du -sb "$root/bucket/camount-0" | cut -f1)
 
-# Reads: both tools read the store camount published.
+# add A B: A + B with two decimals.
+add() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a + b}'; }
+
+# cpu_s PID: the CPU seconds (user + system) process PID has used.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$1/stat"; }
+
+# Reads: both tools read the store camount published. Beside each read's
+# wall time, its CPU time and the S3 server's are taken: on a machine where
+# the server shares the cores, what the server spends serving the same
+# requests to both tools bounds the wall-time ratio.
 STORE=$S3/camount-0
 INDEX=$W/camount-0.caibx
 
-# read_mounted TOOL: cold cat of the mounted image; sets T (median seconds).
+# read_mounted TOOL: cold cat of the mounted image; sets T (median
+# seconds), C (median CPU seconds of the mount process) and S (of the server).
 read_mounted() {
-	local ts=() i
+	local ts=() cs=() ss=() i c0 s0
 	for ((i = 0; i < S3_RUNS; i++)); do
 		case $1 in
 		camount) mount_start "$CAMOUNT" mount --store="$STORE" "$INDEX" "$MNT" ;;
 		desync) mount_start --listed "$DESYNC" mount-index -s "$STORE" "$INDEX" "$MNT" ;;
 		esac
 		drop_caches
+		c0=$(cpu_s "$MOUNT_PID") s0=$(cpu_s "$vgw")
 		time_mounted 'cat "$MNT"/* | wc -c'
+		cs+=("$(add "$(cpu_s "$MOUNT_PID")" "-$c0")") ss+=("$(add "$(cpu_s "$vgw")" "-$s0")")
 		mount_stop
 		[ "$OUT" = "$size" ] || { echo "bench/s3.sh: $1 mount read $OUT bytes of $size" >&2; exit 1; }
 		ts+=("$WALL")
 	done
 	T=$(MEDIAN_DIGITS=2 median "${ts[@]}")
+	C=$(MEDIAN_DIGITS=2 median "${cs[@]}")
+	S=$(MEDIAN_DIGITS=2 median "${ss[@]}")
 }
 
-# extract_cold TOOL: cold extract to a file; prints seconds.
+# extract_cold TOOL: cold extract to a file; sets T, C (CPU seconds of the
+# tool) and S (of the server), medians.
 extract_cold() {
-	local ts=() i out=$W/extract.out
+	local ts=() cs=() ss=() i out=$W/extract.out s0 t TIMEFORMAT='%R %U %S'
 	for ((i = 0; i < S3_RUNS; i++)); do
 		rm -f "$out"
 		drop_caches
+		s0=$(cpu_s "$vgw")
 		case $1 in
-		camount) ts+=("$(time_once "$CAMOUNT" extract --store="$STORE" "$INDEX" "$out")") ;;
-		desync) ts+=("$(time_once "$DESYNC" extract -s "$STORE" "$INDEX" "$out")") ;;
+		camount) t=$({ time "$CAMOUNT" extract --store="$STORE" "$INDEX" "$out" >/dev/null 2>&1 || true; } 2>&1) ;;
+		desync) t=$({ time "$DESYNC" extract -s "$STORE" "$INDEX" "$out" >/dev/null 2>&1 || true; } 2>&1) ;;
 		esac
-		cmp "$out" "$img" || { echo "bench/s3.sh: $1 extract differs from the image" >&2; exit 1; }
+		ss+=("$(add "$(cpu_s "$vgw")" "-$s0")")
+		cmp "$out" "$img" || { echo "bench/s3.sh: $1 extract differs from the image (or failed: $t)" >&2; exit 1; }
+		read -r wall user sys <<<"$t"
+		ts+=("$wall") cs+=("$(add "$user" "$sys")")
 	done
 	rm -f "$out"
-	MEDIAN_DIGITS=2 median "${ts[@]}"
+	T=$(MEDIAN_DIGITS=2 median "${ts[@]}")
+	C=$(MEDIAN_DIGITS=2 median "${cs[@]}")
+	S=$(MEDIAN_DIGITS=2 median "${ss[@]}")
 }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 read_mounted camount
-m_cat=$T
+m_cat=$T mc_cat=$C ms_cat=$S
 read_mounted desync
-d_cat=$T
-m_ext=$(extract_cold camount)
-d_ext=$(extract_cold desync)
+d_cat=$T dc_cat=$C ds_cat=$S
+extract_cold camount
+m_ext=$T mc_ext=$C ms_ext=$S
+extract_cold desync
+d_ext=$T dc_ext=$C ds_ext=$S
 
-table_header "S3 store on loopback (versitygw $(basename "$(dirname "$VGW")" | sed 's/.*-//'), posix backend), median of $S3_RUNS; $(numfmt --to=iec "$size") disk image, $chunks chunks, $(numfmt --to=iec "$stored") stored" desync
+table_header "S3 store on loopback (versitygw $(basename "$(dirname "$VGW")" | sed 's/.*-//'), posix backend), median of $S3_RUNS; $(numfmt --to=iec "$size") disk image, $chunks chunks, $(numfmt --to=iec "$stored") stored; load average before the reads: $load0" desync
 table_row "make + publish to S3 (desync make)" "$d_pub" "$m_pub"
 table_row "cold cat of a mount (desync mount-index)" "$d_cat" "$m_cat"
 table_row "cold extract (desync extract)" "$d_ext" "$m_ext"
 echo "targets: publish >= 2x, cold reads >= 3x"
+echo
+table_header "CPU seconds of the same reads (the tool's; the S3 server's serving it; their sum)" desync
+table_row "cold cat: mount process CPU" "$dc_cat" "$mc_cat"
+table_row "cold cat: S3 server CPU" "$ds_cat" "$ms_cat"
+table_row "cold cat: both" "$(add "$dc_cat" "$ds_cat")" "$(add "$mc_cat" "$ms_cat")"
+table_row "cold extract: extract CPU" "$dc_ext" "$mc_ext"
+table_row "cold extract: S3 server CPU" "$ds_ext" "$ms_ext"
+table_row "cold extract: both" "$(add "$dc_ext" "$ds_ext")" "$(add "$mc_ext" "$ms_ext")"

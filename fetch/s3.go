@@ -330,14 +330,16 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 
 // get reads a whole object of at most limit bytes.
 func (c *s3Client) get(ctx context.Context, key string, limit int64) ([]byte, error) {
-	b, _, _, err := c.getChanged(ctx, key, limit, "")
+	b, _, _, err := c.getChanged(ctx, key, limit, "", false)
 	return b, err
 }
 
 // getChanged is get that also returns the object's ETag; with etag != ""
 // the request is conditional (If-None-Match), and notModified reports a
-// 304 answer (b is then nil).
-func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag string) (b []byte, newETag string, notModified bool, err error) {
+// 304 answer (b is then nil). With pooled, a body of announced size is
+// read into a buffer of the stored-bytes pool (storedBuf), which the
+// caller hands back with putStoredBuf.
+func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag string, pooled bool) (b []byte, newETag string, notModified bool, err error) {
 	err = c.call(ctx, "GET", key, func(ctx context.Context) error {
 		var opts minio.GetObjectOptions
 		if etag != "" {
@@ -361,6 +363,22 @@ func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag
 		defer body.Close()
 		if info.Size > limit {
 			return &S3Error{Location: c.loc.String(), Op: "GET", Key: key, Code: "TooLarge", Msg: fmt.Sprintf("%d bytes is more than %d", info.Size, limit)}
+		}
+		if pooled && info.Size >= 0 {
+			buf := storedBuf(int(info.Size))
+			_, err := io.ReadFull(body, buf)
+			if err == nil {
+				var one [1]byte
+				if n, _ := body.Read(one[:]); n > 0 {
+					err = fmt.Errorf("more than the announced %d bytes", info.Size)
+				}
+			}
+			if err != nil {
+				putStoredBuf(buf)
+				return fmt.Errorf("reading body: %w", err)
+			}
+			b = buf
+			return nil
 		}
 		n := info.Size
 		if n < 0 {
@@ -426,7 +444,14 @@ func (s *S3Store) key(id chunker.ID) string { return s.c.loc.join(chunkName(id))
 
 // Get implements Store.
 func (s *S3Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
-	return s.c.get(ctx, s.key(id), MaxChunkSize)
+	return s.c.get(ctx, s.key(id), storedLimit(ctx))
+}
+
+// getPooled is Get reading into a buffer of the stored-bytes pool, handed
+// back with putStoredBuf (the scheduler does, once the chunk is decoded).
+func (s *S3Store) getPooled(ctx context.Context, id chunker.ID) ([]byte, error) {
+	b, _, _, err := s.c.getChanged(ctx, s.key(id), storedLimit(ctx), "", true)
+	return b, err
 }
 
 // HasChunk implements WriteStore (a HEAD request).
@@ -510,7 +535,7 @@ func (o *S3Object) Read(ctx context.Context, limit int64) ([]byte, error) {
 
 // readChanged implements RemoteFile (the tag is the object's ETag).
 func (o *S3Object) readChanged(ctx context.Context, limit int64, tag string) ([]byte, string, bool, error) {
-	return o.c.getChanged(ctx, o.c.loc.Key, limit, tag)
+	return o.c.getChanged(ctx, o.c.loc.Key, limit, tag, false)
 }
 
 // Write replaces the object.

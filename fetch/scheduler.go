@@ -863,7 +863,9 @@ func (s *Scheduler) fetchVerified(cl *call, p Priority) (data []byte, src, store
 // getStored gets a chunk's stored bytes from st; pooled says they are in a
 // buffer to give back with putStoredBuf (a local store reads into one).
 func getStored(ctx context.Context, st Store, id chunker.ID) (b []byte, pooled bool, err error) {
-	if l, ok := st.(*LocalStore); ok {
+	if l, ok := st.(interface {
+		getPooled(context.Context, chunker.ID) ([]byte, error)
+	}); ok { // LocalStore, S3Store
 		b, err = l.getPooled(ctx, id)
 		return b, err == nil, err
 	}
