@@ -24,6 +24,9 @@ type FileSeed struct {
 	cache *ScanCache
 	// front is how far the whole scan has reported chunks (Scanned).
 	front atomic.Int64
+	// guide, if set (Guide), makes the whole scan a guided one (guided.go).
+	guide   *guide
+	guessed atomic.Int64 // bytes reported by guesses that held (Guessed)
 }
 
 // Scanned returns the seed offset up to which the whole scan (Scan) has
@@ -84,12 +87,18 @@ func (s *FileSeed) Scan(ctx context.Context, found Found) error {
 	if s.cache != nil {
 		rec = s.cache.writer(s)
 	}
-	err := s.scan(ctx, 0, 1<<62, func(id chunker.ID, l Location) {
+	report := func(id chunker.ID, l Location) {
 		if rec != nil {
 			rec.add(id, l.Off, l.Size)
 		}
 		found(id, l)
-	})
+	}
+	var err error
+	if s.guide != nil {
+		err = s.scanGuided(ctx, report)
+	} else {
+		err = s.scan(ctx, 0, 1<<62, report)
+	}
 	if rec != nil {
 		rec.finish(err == nil)
 	}

@@ -50,6 +50,7 @@ type Set struct {
 	p     Params
 	want  map[chunker.ID]wanted
 	seeds []Seed
+	x     *chunker.Index // the target: file seeds' scans are guided by it
 
 	targetSize int64
 
@@ -74,6 +75,7 @@ func NewSet(x *chunker.Index, o SetOptions) *Set {
 	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]wanted, len(x.Chunks)),
 		locs: map[chunker.ID]Location{}, done: make(chan struct{})}
 	s.targetSize = int64(x.Size())
+	s.x = x
 	s.regions = map[regionKey]chan struct{}{}
 	s.rsem = make(chan struct{}, 2)
 	if s.o.Log == nil {
@@ -115,6 +117,11 @@ func (s *Set) Start(ctx context.Context) {
 	var slow []Seed
 	var errs []error
 	for _, sd := range s.seeds {
+		if gd, ok := sd.(interface {
+			Guide(x *chunker.Index, zero []bool)
+		}); ok {
+			gd.Guide(s.x, s.o.Zero) // guided.go
+		}
 		if q, ok := sd.(Quick); !ok || !q.Quick() {
 			slow = append(slow, sd)
 			continue

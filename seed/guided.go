@@ -1,0 +1,365 @@
+package seed
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/camount/camount/chunker"
+)
+
+// A guided scan is the whole scan of a file seed (Scan) when the target
+// index is known (Guide): it reports exactly the chunks the plain scan
+// reports (the seed chunked from its start, as casync does), but mostly
+// without running the chunker.
+//
+// Why that holds: the chunker starts afresh at every cut, and where it cuts
+// next depends only on the bytes from the last cut to the next one. So if
+// the seed has a cut at a, and its bytes [a, a+n) equal a target chunk of n
+// bytes (one cut by content, not by the end of the target), the seed's
+// next cut is a+n and its chunk there has that chunk's ID. An image update
+// mostly leaves data where it was (or moves it by one distance, delta): at
+// a cut a the scan guesses the target chunk that starts at a+delta, and the
+// ones after it, reads the seed's bytes for them and hashes them (which it
+// must anyway, to verify them). A guess whose hash differs is where the
+// seed's content differs: the chunker takes over from there, until a cut
+// lines up with a target chunk again (at the old distance, or at the
+// distance of a chunk the chunker found elsewhere in the target).
+//
+// Guesses run ahead of their verification (hashing on every core); an
+// epoch number drops the guesses made past one that failed. Every chunk
+// reported was hashed from the seed's bytes, as in the plain scan.
+
+// Guide gives a file seed the target it is scanned for (Set.Start does),
+// so that its whole scan is guided. zero flags the target's zero chunks
+// (nil: none).
+func (s *FileSeed) Guide(x *chunker.Index, zero []bool) {
+	if x == nil || len(x.Chunks) == 0 || x.Min != s.p.Chunk.Min || x.Avg != s.p.Chunk.Avg || x.Max != s.p.Chunk.Max || x.Digest() != s.p.Digest {
+		return
+	}
+	s.guide = &guide{x: x, zero: zero}
+}
+
+// Guessed returns the bytes a guided scan reported without cutting them
+// (its guesses that held).
+func (s *FileSeed) Guessed() int64 { return s.guessed.Load() }
+
+type guide struct {
+	x    *chunker.Index
+	zero []bool
+	once sync.Once
+	byID map[chunker.ID]int // first non-zero target chunk of each ID
+}
+
+func (g *guide) init() {
+	g.once.Do(func() {
+		g.byID = make(map[chunker.ID]int, len(g.x.Chunks))
+		for i, c := range g.x.Chunks {
+			if g.zero != nil && g.zero[i] {
+				continue
+			}
+			if _, ok := g.byID[c.ID]; !ok {
+				g.byID[c.ID] = i
+			}
+		}
+	})
+}
+
+// at returns the target chunk starting at offset t that may be guessed
+// (not the last one, which the end of the target cut), or -1.
+func (g *guide) at(t int64) int {
+	cs := g.x.Chunks
+	if t < 0 {
+		return -1
+	}
+	i := sort.Search(len(cs), func(i int) bool { return int64(cs[i].Start) >= t })
+	if i >= len(cs)-1 || int64(cs[i].Start) != t {
+		return -1
+	}
+	return i
+}
+
+// gjob is a batch of chunks (guessed or cut) hashed together.
+type gjob struct {
+	epoch int
+	buf   []byte
+	offs  []int64
+	sizes []int
+	guess []int // target chunk guessed, -1 for a chunk the chunker cut
+	ids   []chunker.ID
+	final bool // the batch reaches the end of the seed
+	err   error
+	done  chan struct{}
+}
+
+// restart tells the guesser where the first failed guess of epoch-1 was.
+type restart struct {
+	pos   int64
+	epoch int
+}
+
+// hint is a distance seen between the seed and the target: a chunk the
+// chunker cut at seed offset end-size lies in the target at end+delta-size.
+type hint struct {
+	epoch int
+	delta int64
+}
+
+// Guessed batches start small after each switch to guessing, since a
+// wrong guess wastes the batches made past it.
+const guessFirst = 256 << 10
+
+// cutBatch is the bytes of chunks the chunker cuts per batch.
+const cutBatch = 1 << 20
+
+func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
+	g := s.guide
+	g.init()
+	size := s.Size()
+	if size < 0 {
+		return fmt.Errorf("seed %s: cannot tell its size", s.path)
+	}
+	workers := max(1, runtime.GOMAXPROCS(0))
+	if IsBackground(ctx) {
+		workers = 1
+	}
+	jobs := make(chan *gjob, workers)
+	order := make(chan *gjob, 2*workers)
+	restarts := make(chan restart, 1)
+	finished := make(chan struct{}) // the reporter confirmed the final batch
+	var lastHint atomic.Pointer[hint]
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			LowerPriority(ctx)
+			var datas [][]byte
+			for j := range jobs {
+				datas = datas[:0]
+				o := 0
+				for _, n := range j.sizes {
+					datas = append(datas, j.buf[o:o+n])
+					o += n
+				}
+				j.ids = make([]chunker.ID, len(datas))
+				sumChunks(s.p.Digest, j.ids, datas)
+				close(j.done)
+			}
+		}()
+	}
+	// The reporter checks guesses and reports chunks in seed order.
+	var repErr error
+	repDone := make(chan struct{})
+	go func() {
+		defer close(repDone)
+		epoch := 0
+		for j := range order {
+			<-j.done
+			if j.epoch != epoch || repErr != nil {
+				continue // made past a failed guess, or after an error
+			}
+			if j.err != nil {
+				repErr = j.err
+				continue
+			}
+			o := 0
+			failed := false
+			for k, id := range j.ids {
+				n := j.sizes[k]
+				if gi := j.guess[k]; gi >= 0 && g.x.Chunks[gi].ID != id {
+					epoch++
+					restarts <- restart{pos: j.offs[k], epoch: epoch}
+					failed = true
+					break
+				} else if gi < 0 {
+					if ti, ok := g.byID[id]; ok {
+						c := g.x.Chunks[ti]
+						lastHint.Store(&hint{epoch: epoch, delta: int64(c.Start) - j.offs[k]})
+					}
+				}
+				if j.guess[k] >= 0 {
+					s.guessed.Add(int64(n))
+				}
+				found(id, Location{R: s.f, Off: j.offs[k], Size: int64(n), File: s.f, Data: j.buf[o : o+n : o+n]})
+				o += n
+				s.front.Store(j.offs[k] + int64(n))
+			}
+			if !failed && j.final {
+				close(finished)
+				epoch = -1 // nothing after it counts
+			}
+		}
+	}()
+
+	err := s.guess(ctx, g, size, jobs, order, restarts, finished, &lastHint)
+	close(jobs)
+	close(order)
+	wg.Wait()
+	<-repDone
+	if err == nil {
+		err = repErr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// guess makes the batches: guessed chunks while guesses hold, chunks cut by
+// the chunker elsewhere. It returns when the reporter confirmed the batch
+// that reaches the end of the seed, or on an error.
+func (s *FileSeed) guess(ctx context.Context, g *guide, size int64, jobs, order chan<- *gjob, restarts <-chan restart, finished <-chan struct{}, lastHint *atomic.Pointer[hint]) error {
+	var (
+		pos    int64 // seed offset of the next chunk: a cut
+		delta  int64 // target offset - seed offset of the data being guessed
+		epoch  int
+		ti     = g.at(0) // target chunk guessed at pos, or -1: the chunker cuts
+		limit  = int64(guessFirst)
+		ck     *chunker.Chunker
+		cutEnd int64 // where the chunker's reader stands (seed offset)
+		final  bool  // the batch reaching the end of the seed was sent (this epoch)
+	)
+	send := func(j *gjob) error {
+		select {
+		case order <- j:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			close(j.done) // never hashed: the reporter must not wait for it
+			return ctx.Err()
+		}
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		select {
+		case r := <-restarts:
+			pos, epoch, ti, ck = r.pos, r.epoch, -1, nil
+			limit, final = guessFirst, false
+		default:
+		}
+		if pos >= size && ck == nil {
+			// Every batch up to the end of the seed is made: wait for the
+			// reporter to confirm them, or for a guess that failed.
+			if !final {
+				final = true // an empty seed, or a batch ending at the end
+				if err := send(&gjob{epoch: epoch, final: true, done: make(chan struct{})}); err != nil {
+					return err
+				}
+			}
+			select {
+			case r := <-restarts:
+				pos, epoch, ti, ck = r.pos, r.epoch, -1, nil
+				limit, final = guessFirst, false
+				continue
+			case <-finished:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		j := &gjob{epoch: epoch, done: make(chan struct{})}
+		if ti >= 0 {
+			// Guess target chunks ti, ti+1, ... at pos.
+			start := pos
+			last := len(g.x.Chunks) - 1
+			for ti < last && pos-start < limit {
+				n := int64(g.x.Chunks[ti].Size)
+				if pos+n > size {
+					break
+				}
+				j.offs = append(j.offs, pos)
+				j.sizes = append(j.sizes, int(n))
+				j.guess = append(j.guess, ti)
+				pos += n
+				ti++
+			}
+			if len(j.sizes) == 0 {
+				ti = -1 // nothing to guess here: cut
+				continue
+			}
+			if ti >= last || pos+int64(g.x.Chunks[ti].Size) > size {
+				ti = -1 // the chunker takes the rest from pos
+			}
+			j.buf = make([]byte, pos-start)
+			if n, err := s.f.ReadAt(j.buf, start); n < len(j.buf) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF // the seed shrank
+				}
+				j.err = fmt.Errorf("seed %s: reading at offset %d: %w", s.path, start, err)
+			}
+			j.final = pos >= size
+			final = j.final
+			limit = min(2*limit, scanBatch)
+			if err := send(j); err != nil {
+				return err
+			}
+			if j.err != nil {
+				return j.err
+			}
+			continue
+		}
+		// Cut with the chunker from pos, until a cut lines up with the
+		// target again or the batch is full.
+		if ck == nil {
+			var err error
+			ck, err = chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, pos, size-pos)}, s.p.Chunk)
+			if err != nil {
+				return fmt.Errorf("seed %s: %w", s.path, err)
+			}
+			cutEnd = pos
+		}
+		// Small batches, so that a chunk found elsewhere in the target
+		// (moved data) is reported, and guessing resumes, soon.
+		for len(j.buf) < cutBatch {
+			b, err := ck.Next()
+			if err == io.EOF {
+				j.final = true
+				ck = nil
+				break
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, cutEnd, err)
+			}
+			j.buf = append(j.buf, b...)
+			j.offs = append(j.offs, cutEnd)
+			j.sizes = append(j.sizes, len(b))
+			j.guess = append(j.guess, -1)
+			cutEnd += int64(len(b))
+			// Guess again where the target has a chunk at this cut, at
+			// the old distance or at one the chunker's chunks showed.
+			if t := g.at(cutEnd + delta); t >= 0 && cutEnd < size {
+				ti = t
+			} else if h := lastHint.Load(); h != nil && h.epoch == epoch && h.delta != delta && cutEnd < size {
+				if t := g.at(cutEnd + h.delta); t >= 0 {
+					ti, delta = t, h.delta
+				}
+			}
+			if ti >= 0 {
+				ck = nil
+				limit = guessFirst
+				break
+			}
+		}
+		pos = cutEnd
+		final = j.final
+		if len(j.sizes) > 0 || j.final {
+			if err := send(j); err != nil {
+				return err
+			}
+		}
+	}
+}
