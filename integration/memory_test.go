@@ -18,21 +18,43 @@ import (
 // vmHWM returns a process's peak resident set size in bytes (VmHWM).
 func vmHWM(t testing.TB, pid int) int64 {
 	t.Helper()
+	return procStatusKiB(t, pid, "VmHWM:") << 10
+}
+
+// procStatusKiB returns a field of /proc/PID/status given in kB.
+func procStatusKiB(t testing.TB, pid int, field string) int64 {
+	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(l, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
-				t.Fatalf("VmHWM %q: %v", rest, err)
+				t.Fatalf("%s %q: %v", field, rest, err)
 			}
-			return kb << 10
+			return kb
 		}
 	}
-	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// vmRSS returns a process's resident set size in bytes now (VmRSS).
+func vmRSS(t testing.TB, pid int) int64 {
+	t.Helper()
+	return procStatusKiB(t, pid, "VmRSS:") << 10
+}
+
+// openFDs returns the number of file descriptors a process has open.
+func openFDs(t testing.TB, pid int) int64 {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(ents))
 }
 
 // memImage makes a casync image of size random bytes (nothing compresses,

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,8 +21,10 @@ import (
 // both fetching from an HTTP store behind a proxy whose fault changes
 // every second (latency, 5xx, resets, truncated and corrupted bodies,
 // stalls; each URL's first request fails, so retries get through). Every
-// byte is compared with the source; peak RSS is sampled. 20 s in make
-// test, 30 minutes with CAMOUNT_TEST_LONG=1 (issue 15.6).
+// byte is compared with the source. Each server's RSS and open file
+// descriptors are sampled every second: the test fails on a growth trend
+// (growing is not leveling off, see checkNoGrowth). 20 s in make test,
+// 30 minutes with CAMOUNT_TEST_LONG=1 (issue 15.6).
 func TestSoakFaults(t *testing.T) {
 	needFUSE(t)
 	needRoot(t)
@@ -44,6 +47,7 @@ func TestSoakFaults(t *testing.T) {
 	var wrong []string
 	var fuseReads, fuseEIO, nbdCopies, nbdFailed int
 	var peakMount, peakNBD int64
+	var rssMount, rssNBD, fdsMount, fdsNBD []int64 // one sample a second
 	fail := func(format string, a ...any) {
 		mu.Lock()
 		wrong = append(wrong, fmt.Sprintf(format, a...))
@@ -65,6 +69,10 @@ func TestSoakFaults(t *testing.T) {
 			mu.Lock()
 			peakMount = max(peakMount, vmHWM(t, m.cmd.Process.Pid))
 			peakNBD = max(peakNBD, vmHWM(t, srv.cmd.Process.Pid))
+			rssMount = append(rssMount, vmRSS(t, m.cmd.Process.Pid))
+			rssNBD = append(rssNBD, vmRSS(t, srv.cmd.Process.Pid))
+			fdsMount = append(fdsMount, openFDs(t, m.cmd.Process.Pid))
+			fdsNBD = append(fdsNBD, openFDs(t, srv.cmd.Process.Pid))
 			mu.Unlock()
 		}
 	}()
@@ -138,4 +146,69 @@ func TestSoakFaults(t *testing.T) {
 		t.Fatal("nothing was read")
 	}
 	srv.alive(t)
+	checkNoGrowth(t, "mount RSS", rssMount, 1<<20, 16<<20)
+	checkNoGrowth(t, "nbd RSS", rssNBD, 1<<20, 16<<20)
+	checkNoGrowth(t, "mount open files", fdsMount, 1, 16)
+	checkNoGrowth(t, "nbd open files", fdsNBD, 1, 16)
+}
+
+// checkNoGrowth fails the test if samples (one a second) trend upwards:
+// the maximum of their last third above the maximum of their first third
+// by more than margin or a quarter, whichever is more. A bounded process
+// levels off early (its cache fills, its pools reach their size), so the
+// first seconds of warming up are left out. It is not a timed check: a
+// slow machine only takes fewer samples.
+func checkNoGrowth(t *testing.T, what string, samples []int64, unit, margin int64) {
+	t.Helper()
+	first, last, allowed, ok := growthTrend(samples, margin)
+	if !ok {
+		t.Logf("%s: %d samples, too few to see a trend", what, len(samples))
+		return
+	}
+	t.Logf("%s: max %d in the first third, %d in the last (%d samples; allowed %d)", what, first/unit, last/unit, len(samples), allowed/unit)
+	if last > allowed {
+		t.Errorf("%s grows: max %d in the last third of the run, %d in the first third (allowed %d); samples: %v", what, last/unit, first/unit, allowed/unit, scaled(samples, unit))
+	}
+}
+
+// growthTrend returns the maxima of the first and last thirds of samples
+// after the warm-up, and the most the last may be; ok is false when there
+// are too few samples.
+func growthTrend(samples []int64, margin int64) (first, last, allowed int64, ok bool) {
+	const warmup = 3
+	if len(samples) < warmup+6 {
+		return 0, 0, 0, false
+	}
+	s := samples[warmup:]
+	third := len(s) / 3
+	first, last = slices.Max(s[:third]), slices.Max(s[len(s)-third:])
+	return first, last, first + max(margin, first/4), true
+}
+
+// TestGrowthTrend: the soak's check catches a steady leak and lets a
+// process that warms up and then levels off (with noise) pass.
+func TestGrowthTrend(t *testing.T) {
+	const mib = 1 << 20
+	var leak, level []int64
+	for i := int64(0); i < 60; i++ {
+		leak = append(leak, 40*mib+i*mib) // 1 MiB a second
+		level = append(level, min(10*mib+i*8*mib, 50*mib)+(i%5)*mib)
+	}
+	if first, last, allowed, ok := growthTrend(leak, 16*mib); !ok || last <= allowed {
+		t.Errorf("a leak of 1 MiB a second passes: first %d, last %d, allowed %d", first, last, allowed)
+	}
+	if first, last, allowed, ok := growthTrend(level, 16*mib); !ok || last > allowed {
+		t.Errorf("a process that levels off fails: first %d, last %d, allowed %d", first, last, allowed)
+	}
+	if _, _, _, ok := growthTrend(leak[:8], 16*mib); ok {
+		t.Error("a trend from 8 samples")
+	}
+}
+
+func scaled(v []int64, unit int64) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = x / unit
+	}
+	return out
 }
