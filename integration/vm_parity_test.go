@@ -73,17 +73,25 @@ var vmGuestParityModules = []string{"vfat", "nls_cp437", "nls_ascii", "nls_utf8"
 // initramfs root and returns the checks the guest must report.
 func vmPrepareParity(t *testing.T, root string) []string {
 	t.Helper()
-	needCmd(t, "mkfs.vfat")
+	want := []string{"mkdev-choose-device", "mkdev-device-busy", "mkdev-node-nbd", "mkdev-node-dev-name", "mkdev-plain-blob"}
+	if _, err := exec.LookPath("mkfs.vfat"); err != nil {
+		// Only the FAT checks need it: the rest of the VM test still runs.
+		t.Log("no mkfs.vfat (dosfstools): the guest skips the FAT attribute checks")
+		return want
+	}
 	for _, n := range []string{"fat-src", "fat-camount", "fat-casync"} {
 		runCmd(t, "mkfs.vfat", "-C", filepath.Join(root, "vm", n+".img"), "2048")
 	}
 	// users for the archives' user-names feature, as on a real system
 	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\n"), 0o644)
-	want := []string{"fat-setup", "fat-make-flags", "fat-make-index-flags", "fat-extract", "fat-mount",
-		"mkdev-choose-device", "mkdev-device-busy", "mkdev-node-nbd", "mkdev-node-dev-name", "mkdev-plain-blob"}
+	want = append(want, "fat-setup", "fat-make-flags", "fat-make-index-flags", "fat-extract", "fat-mount")
 	if cs, err := exec.LookPath("casync"); err == nil {
-		copyWithLibs(t, cs, root, "bin/casync")
+		if err := copyWithLibs(t, cs, root, "bin/casync"); err != nil {
+			os.Remove(filepath.Join(root, "bin", "casync"))
+			t.Logf("casync cannot go into the guest (%v): the FAT checks run without comparing with casync", err)
+			return want
+		}
 		want = append(want, "fat-make-casync", "fat-extract-casync")
 	} else {
 		t.Log("no casync on the host: the guest checks FAT attributes without comparing with casync")
@@ -93,13 +101,13 @@ func vmPrepareParity(t *testing.T, root string) []string {
 
 // copyWithLibs copies a dynamically linked program and the libraries ldd
 // names (with the loader) into root.
-func copyWithLibs(t *testing.T, prog, root, to string) {
+func copyWithLibs(t *testing.T, prog, root, to string) error {
 	t.Helper()
-	copyFile(t, prog, filepath.Join(root, to))
 	out, err := exec.Command("ldd", prog).Output()
 	if err != nil {
-		t.Fatalf("ldd %s: %v", prog, err)
+		return fmt.Errorf("ldd %s: %w", prog, err)
 	}
+	copyFile(t, prog, filepath.Join(root, to))
 	for _, f := range strings.Fields(string(out)) {
 		if strings.HasPrefix(f, "/") {
 			if real, err := filepath.EvalSymlinks(f); err == nil {
@@ -107,6 +115,7 @@ func copyWithLibs(t *testing.T, prog, root, to string) {
 			}
 		}
 	}
+	return nil
 }
 
 // ---- guest side ----
@@ -119,7 +128,11 @@ func vmParityChecks(r *vmReport) {
 			}
 		}
 	}
-	vmFATChecks(r)
+	if _, err := os.Stat("/vm/fat-src.img"); err == nil {
+		vmFATChecks(r)
+	} else {
+		fmt.Println("VMTEST info: no vfat images (the host has no mkfs.vfat): FAT checks skipped")
+	}
 	vmMkdevDeviceChecks(r)
 }
 
