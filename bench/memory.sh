@@ -61,9 +61,8 @@ fuse() {
 # nbd CACHE: serves the disk image with camount nbd and runs the NBD load;
 # sets RSS (MiB) and BW (MiB/s).
 nbd() {
-	local port uri
-	port=$(free_port)
-	"$CAMOUNT" nbd --listen="tcp://127.0.0.1:$port" --store="$STORE" --cache-size="$1" "$DISK" >"$W/nbd.out" 2>"$W/nbd.log" &
+	local uri
+	"$CAMOUNT" nbd --listen=tcp://127.0.0.1:0 --store="$STORE" --cache-size="$1" "$DISK" >"$W/nbd.out" 2>"$W/nbd.log" &
 	NBD_PID=$!
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -72,7 +71,11 @@ nbd() {
 		sleep 0.1
 	done
 	uri=$(head -n 1 "$W/nbd.out")
-	[ -n "$uri" ] || { echo "bench/memory.sh: camount nbd did not start:" >&2; cat "$W/nbd.log" >&2; exit 1; }
+	[ -n "$uri" ] || {
+		echo "bench/memory.sh: camount nbd printed no URI in 30 s ($(kill -0 "$NBD_PID" 2>/dev/null && echo running || echo exited)):" >&2
+		cat "$W/nbd.log" >&2
+		exit 1
+	}
 	BW=$(fio_bw --ioengine=nbd --uri="$uri" --numjobs=16 --iodepth=16)
 	RSS=$(awk '/^VmHWM/ {printf "%d", $2 / 1024}' "/proc/$NBD_PID/status")
 	kill "$NBD_PID"
