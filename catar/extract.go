@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -84,14 +85,19 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 	if mask == 0 {
 		mask = WithMask
 	}
-	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}, mask: mask, o: o, stats: &ExtractStats{}}
+	x := &extractor{log: log, root: os.Geteuid() == 0, ids: map[string]uint32{}, mask: mask, o: o, stats: &ExtractStats{},
+		euid: os.Geteuid(), egid: os.Getegid()}
+	x.umask, x.umaskKnown = readUmask()
+	_, statErr := os.Lstat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	rootState := x.rootState(dir, os.IsNotExist(statErr))
 	type job struct {
-		e    *Entry
-		path string
-		data []byte
+		e      *Entry
+		path   string
+		data   []byte
+		parent *dirState
 	}
 	jobs := make(chan job, 256)
 	var wg sync.WaitGroup
@@ -117,7 +123,7 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 				if failed() {
 					continue
 				}
-				if err := x.file(j.path, j.e, j.data, nil); err != nil {
+				if err := x.file(j.path, j.e, j.data, nil, j.parent); err != nil {
 					setErr(err)
 				}
 			}
@@ -129,7 +135,8 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 		names map[string]struct{} // entries of the archive, for Delete
 	}
 	var dirs []pending
-	dirIndex := map[string]int{} // archive path → index in dirs, for Delete
+	dirIndex := map[string]int{}     // archive path → index in dirs, for Delete
+	states := map[string]*dirState{} // archive path → what is known of the directory
 	loopErr := func() error {
 		for {
 			if err := ctx.Err(); err != nil {
@@ -155,11 +162,26 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 				continue
 			}
 			path := filepath.Join(dir, filepath.FromSlash(e.Path))
+			var parent *dirState
+			if e.Path != "" {
+				parentPath, _ := pathSplit(e.Path)
+				parent = states[parentPath]
+			}
 			switch {
 			case e.IsDir():
 				existed, err := x.mkdir(path, e)
 				if err != nil {
 					return err
+				}
+				switch {
+				case e.Path == "":
+					states[""] = rootState
+				case !existed && parent != nil:
+					// Made here: empty, on its parent's file system,
+					// and owned and moded as its parent's new entries.
+					states[e.Path] = &dirState{fresh: true, plain: parent.plain, magic: parent.magic}
+				default:
+					states[e.Path] = &dirState{}
 				}
 				p := pending{e: e, path: path}
 				if o.Delete && existed {
@@ -171,7 +193,7 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 				dirs = append(dirs, p)
 			case e.IsRegular() && e.Size > inlineExtractSize:
 				// Large files stream straight from the archive.
-				if err := x.file(path, e, nil, d); err != nil {
+				if err := x.file(path, e, nil, d, parent); err != nil {
 					return err
 				}
 			case e.IsRegular():
@@ -179,9 +201,9 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 				if _, err := io.ReadFull(d, data); err != nil {
 					return err
 				}
-				jobs <- job{e, path, data}
+				jobs <- job{e, path, data, parent}
 			default:
-				jobs <- job{e, path, nil}
+				jobs <- job{e, path, nil, parent}
 			}
 		}
 	}()
@@ -221,6 +243,90 @@ type extractor struct {
 	stats *ExtractStats
 	// subvolWarn: the warning that subvolumes cannot be made, given once.
 	subvolWarn sync.Once
+	// What a new node gets before its metadata is set: the process's
+	// owner, and permissions less the umask (if umaskKnown).
+	euid, egid int
+	umask      uint32
+	umaskKnown bool
+}
+
+// dirState is what Extract knows of a directory it writes into.
+type dirState struct {
+	// fresh: the directory was empty when Extract began filling it (made
+	// by Extract, or an empty target), so its entries are created under
+	// their own names: there is nothing to replace atomically.
+	fresh bool
+	// plain: new entries get the process's owner and group and their
+	// creation mode less the umask (no set-group-ID bit or default ACL
+	// above them), so ownership and mode that already match need no
+	// chown or chmod.
+	plain bool
+	// magic is the file system's type (statfs f_type), 0 if unknown.
+	magic int64
+}
+
+// rootState describes the target directory dir: fresh if it was just
+// made (made) or is empty; plain if new entries in it get the process's
+// owner and group and mode less the umask.
+func (x *extractor) rootState(dir string, made bool) *dirState {
+	st := &dirState{fresh: made}
+	if !made {
+		if f, err := os.Open(dir); err == nil {
+			names, err := f.Readdirnames(1)
+			f.Close()
+			st.fresh = len(names) == 0 && err == io.EOF
+		}
+	}
+	if !st.fresh {
+		return &dirState{}
+	}
+	var sfs syscall.Statfs_t
+	if syscall.Statfs(dir, &sfs) == nil {
+		st.magic = int64(sfs.Type)
+	}
+	var sst syscall.Stat_t
+	if x.umaskKnown && syscall.Stat(dir, &sst) == nil && sst.Mode&syscall.S_ISGID == 0 {
+		var b [1]byte
+		_, err := syscall.Getxattr(dir, "system.posix_acl_default", b[:])
+		// ENODATA: no default ACL; ERANGE would mean one is there.
+		st.plain = err == syscall.ENODATA || err == syscall.EOPNOTSUPP
+	}
+	return st
+}
+
+// readUmask returns the process's umask from /proc/self/status (Linux
+// 4.7+); reading it with umask(2) would change it for a moment for every
+// thread.
+func readUmask() (uint32, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(m), err == nil
+		}
+	}
+	return 0, false
+}
+
+// born is what a node just created by Extract is known to have, so that
+// metadata already right need not be set again.
+type born struct {
+	uid, gid int
+	perm     uint32 // permission bits (ModePerm)
+	magic    int64  // file system type, 0 if unknown
+}
+
+// createPerm is the mode a new node is created with: its final
+// permission bits (without set-ID and sticky bits, which chown would
+// clear) when the archive restores them, else 0600 as before.
+func (x *extractor) createPerm(e *Entry) uint32 {
+	if e.Features&x.mask&(WithPermissions|WithACL|WithReadOnly) != 0 {
+		return e.Mode & 0o777
+	}
+	return 0o600
 }
 
 // skipType reports entries whose type the features leave out.
@@ -343,16 +449,31 @@ func tempName(path string) string {
 
 // file creates a non-directory node at path from a temporary name: its
 // contents from data, or from d when data is nil; its metadata; then the
-// rename into place.
-func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder) error {
+// rename into place. In a fresh directory (parent) the node is created
+// under its own name: nothing is there to replace.
+func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder, parent *dirState) error {
 	if e.IsRegular() && x.o.Hardlink != nil && data != nil {
 		sum := sha256.Sum256(data)
 		if ok, err := x.tryHardlink(path, e, sum); ok || err != nil {
 			return err
 		}
 	}
-	tmp := tempName(path)
-	fd, skipped, sum, err := x.create(tmp, e, data, d)
+	perm := x.createPerm(e)
+	var b *born
+	if parent != nil && parent.plain {
+		b = &born{uid: x.euid, gid: x.egid, perm: perm &^ x.umask, magic: parent.magic}
+	} else if parent != nil {
+		b = &born{uid: -1, gid: -1, perm: ^uint32(0), magic: parent.magic}
+	}
+	tmp := path
+	if parent == nil || !parent.fresh || x.o.Hardlink != nil && data == nil {
+		tmp = tempName(path)
+	}
+	fd, skipped, sum, err := x.create(tmp, e, data, d, perm)
+	if err != nil && tmp == path && errors.Is(err, syscall.EEXIST) {
+		tmp = tempName(path) // not so fresh after all
+		fd, skipped, sum, err = x.create(tmp, e, data, d, perm)
+	}
 	if err != nil || skipped {
 		return err
 	}
@@ -370,15 +491,17 @@ func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder) error {
 			return err
 		}
 	}
-	if err := x.metaOpts(tmp, e, fd, false); err != nil {
+	if err := x.metaOpts(tmp, e, fd, false, b); err != nil {
 		closeFd()
 		syscall.Unlink(tmp)
 		return err
 	}
-	if err := x.install(tmp, path); err != nil {
-		closeFd()
-		syscall.Unlink(tmp)
-		return err
+	if tmp != path {
+		if err := x.install(tmp, path); err != nil {
+			closeFd()
+			syscall.Unlink(tmp)
+			return err
+		}
 	}
 	if e.Flags&x.mask&WithChattr != 0 && e.IsRegular() {
 		if err := setChattr(path, fd, ChattrFromFlags(e.Flags&x.mask)); err != nil {
@@ -389,7 +512,11 @@ func (x *extractor) file(path string, e *Entry, data []byte, d *Decoder) error {
 		}
 	}
 	if e.IsRegular() {
-		if err := x.fsAttrs(path, e, fd, ModeReg); err != nil {
+		var magic int64
+		if b != nil {
+			magic = b.magic
+		}
+		if err := x.fsAttrs(path, e, fd, ModeReg, magic); err != nil {
 			if x.root {
 				return err
 			}
@@ -526,12 +653,12 @@ func (x *extractor) sameFile(p string, e *Entry, sum [32]byte) bool {
 // SHA-256 when hardlinking is on. A regular file is returned open (fd ≥ 0)
 // so its metadata can be set through the descriptor. skipped reports a node
 // that could not be created without privileges.
-func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd int, skipped bool, sum [32]byte, err error) {
+func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder, perm uint32) (fd int, skipped bool, sum [32]byte, err error) {
 	fd = -1
-	err = x.mknode(path, e, &fd)
+	err = x.mknode(path, e, &fd, perm)
 	if err == syscall.EPERM && x.o.UndoImmutable {
 		x.undoImmutable(filepath.Dir(path))
-		err = x.mknode(path, e, &fd)
+		err = x.mknode(path, e, &fd, perm)
 	}
 	if err != nil {
 		if (err == syscall.EPERM || err == syscall.EACCES) && !x.root && (e.Type() == ModeBlock || e.Type() == ModeChar) {
@@ -571,10 +698,10 @@ func (x *extractor) create(path string, e *Entry, data []byte, d *Decoder) (fd i
 	return fd, false, sum, nil
 }
 
-func (x *extractor) mknode(path string, e *Entry, fd *int) error {
+func (x *extractor) mknode(path string, e *Entry, fd *int, perm uint32) error {
 	switch e.Type() {
 	case ModeReg:
-		f, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
+		f, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, perm)
 		if err != nil {
 			return err
 		}
@@ -583,9 +710,9 @@ func (x *extractor) mknode(path string, e *Entry, fd *int) error {
 	case ModeLink:
 		return syscall.Symlink(e.Target, path)
 	case ModeFIFO:
-		return syscall.Mkfifo(path, 0o600)
+		return syscall.Mkfifo(path, perm)
 	case ModeSock, ModeBlock, ModeChar:
-		return syscall.Mknod(path, e.Type()|0o600, int(e.Rdev()))
+		return syscall.Mknod(path, e.Type()|perm, int(e.Rdev()))
 	}
 	return nil
 }
@@ -670,12 +797,14 @@ const fsIocSetflags = 0x40086602
 //
 // fd, if ≥ 0, is the open regular file at path.
 func (x *extractor) meta(path string, e *Entry, fd int) error {
-	return x.metaOpts(path, e, fd, true)
+	return x.metaOpts(path, e, fd, true, nil)
 }
 
 // metaOpts is meta, leaving chattr flags out unless withChattr (an
-// immutable file could not be renamed into place).
-func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) error {
+// immutable file could not be renamed into place). If b is set, the node
+// was just created with what b says: owner and permissions it already
+// has are not set again.
+func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool, b *born) error {
 	t := e.Type()
 	hasUID := e.HasUID() && x.mask&withUIDs != 0
 	names := x.mask&WithUserNames != 0 && (e.User != "" || e.Group != "")
@@ -699,9 +828,12 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) err
 			}
 		}
 		var err error
-		if fd >= 0 {
+		switch {
+		case b != nil && (uid == -1 || uid == b.uid) && (gid == -1 || gid == b.gid):
+			// Already so.
+		case fd >= 0:
 			err = syscall.Fchown(fd, uid, gid)
-		} else {
+		default:
 			err = os.Lchown(path, uid, gid)
 		}
 		if err != nil {
@@ -723,7 +855,7 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) err
 				x.log.Warn("cannot restore xattr", "path", path, "name", xa.Name, "err", err)
 			}
 		}
-		if e.Features&x.mask&(WithPermissions|WithACL|WithReadOnly) != 0 {
+		if e.Features&x.mask&(WithPermissions|WithACL|WithReadOnly) != 0 && (b == nil || b.perm != e.Mode&ModePerm) {
 			var err error
 			if fd >= 0 {
 				err = syscall.Fchmod(fd, e.Mode&ModePerm)
@@ -774,7 +906,7 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool) err
 		}
 	}
 	if withChattr && (t == ModeReg || t == ModeDir) {
-		if err := x.fsAttrs(path, e, fd, uint32(t)); err != nil {
+		if err := x.fsAttrs(path, e, fd, uint32(t), 0); err != nil {
 			if x.root {
 				return err
 			}

@@ -104,9 +104,14 @@ func openPath(path string, fd int) (*rawFile, func(), error) {
 // flag of a btrfs subvolume, as casync extract does; it runs last among a
 // node's metadata. Where the file system cannot hold FAT attributes the
 // archive sets, casync fails; camount warns and goes on.
-func (x *extractor) fsAttrs(path string, e *Entry, fd int, t uint32) error {
+//
+// magic, if not 0, is the file system's type, known from the directory.
+func (x *extractor) fsAttrs(path string, e *Entry, fd int, t uint32, magic int64) error {
 	wantFAT := x.mask&WithFatAttrs != 0
 	wantRO := t == ModeDir && x.mask&WithSubvolumeRO != 0 && e.Flags&WithSubvolume != 0
+	if wantFAT && !wantRO && magic != 0 && magic != msdosMagic && magic != fuseMagic && FatAttrsFromFlags(e.Flags&x.mask) == 0 {
+		return nil // nothing to set, and no FAT attributes to clear
+	}
 	if !wantFAT && !wantRO {
 		return nil
 	}
@@ -119,7 +124,7 @@ func (x *extractor) fsAttrs(path string, e *Entry, fd int, t uint32) error {
 	if err := syscall.Fstatfs(f.fd, &sfs); err != nil {
 		return &os.PathError{Op: "fstatfs", Path: path, Err: err}
 	}
-	magic := int64(sfs.Type)
+	magic = int64(sfs.Type)
 	if wantFAT {
 		value := uint32(FatAttrsFromFlags(e.Flags & x.mask))
 		mask := uint32(FatAttrsFromFlags(x.mask))
