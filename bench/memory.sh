@@ -62,6 +62,7 @@ fuse() {
 # sets RSS (MiB) and BW (MiB/s).
 nbd() {
 	local uri
+	rm -f "$W/nbd.out" # not the last run's URI: the shell truncates it only in the child
 	"$CAMOUNT" nbd --listen=tcp://127.0.0.1:0 --store="$STORE" --cache-size="$1" "$DISK" >"$W/nbd.out" 2>"$W/nbd.log" &
 	NBD_PID=$!
 	local i
