@@ -21,6 +21,7 @@ import (
 // header unchanged (S3 signs it), and records the Host headers it saw.
 type hostRecorder struct {
 	upstream string
+	tr       http.Transport // no proxy of its own (Proxy nil), whatever $HTTP_PROXY says
 	mu       sync.Mutex
 	hosts    map[string]int
 }
@@ -41,7 +42,7 @@ func (p *hostRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.Header = r.Header.Clone()
 	req.Host = r.Host
 	req.ContentLength = r.ContentLength
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -70,7 +71,7 @@ func TestS3VirtualHosted(t *testing.T) {
 	px := &hostRecorder{upstream: s3.Endpoint, hosts: map[string]int{}}
 	srv := &http.Server{Handler: px}
 	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { srv.Close(); px.tr.CloseIdleConnections() })
 	proxy := "http://" + l.Addr().String()
 	for _, kv := range [][2]string{{"HTTP_PROXY", proxy}, {"http_proxy", proxy}, {"NO_PROXY", ""}, {"no_proxy", ""}} {
 		t.Setenv(kv[0], kv[1])
