@@ -22,6 +22,7 @@ cleanup() {
 	set +e
 	mountpoint -q "$work/mnt" 2>/dev/null && { fusermount3 -u "$work/mnt" 2>/dev/null || fusermount3 -uz "$work/mnt"; }
 	mountpoint -q "$work/ext" 2>/dev/null && umount "$work/ext"
+	mountpoint -q "$work/bt" 2>/dev/null && umount "$work/bt"
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 	grep -q " $work/" /proc/mounts && { echo "bench: leaving $work (still mounted)" >&2; return; }
 	rm -rf "$work"
@@ -112,6 +113,47 @@ lazy() {
 }
 run camount-mount lazy
 
+# Reflinks: v1 and the output on one btrfs file system (a loop-mounted image
+# file); the share of the seeded bytes the output shares with v1 (its
+# extents also referenced elsewhere: btrfs filesystem du's Total minus
+# Exclusive), casync and camount each extracting v2 with --seed=v1.img.
+# Only the 4 KiB blocks wholly inside a seeded range can be cloned.
+REFLINK=no
+if command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null; then
+	imgsz=$(stat -c %s "$V1")
+	truncate -s $((3 * imgsz + (256 << 20))) "$work/btrfs.img"
+	mkfs.btrfs -q "$work/btrfs.img" >/dev/null 2>&1
+	mkdir -p "$work/bt"
+	if mount -o loop "$work/btrfs.img" "$work/bt" 2>/dev/null; then
+		REFLINK=yes
+	else
+		echo "bench: cannot loop-mount a btrfs image; no reflink figures" >&2
+	fi
+fi
+# shared FILE: bytes of FILE's extents shared with other files.
+shared() {
+	sync
+	btrfs filesystem du --raw "$1" | awk 'NR == 2 { print $1 - $2 }'
+}
+if [ "$REFLINK" = yes ]; then
+	cp --sparse=always "$V1" "$work/bt/v1.img"
+	rm -f "$work/bt/out.img"
+	casync extract --seed="$work/bt/v1.img" --store="$STORE" "$work/srv/v2.caibx" "$work/bt/out.img" >/dev/null 2>&1
+	cmp "$work/bt/out.img" "$work/v2.img" || { echo "bench: casync wrote a wrong image on btrfs" >&2; exit 1; }
+	SH_casync=$(shared "$work/bt/out.img")
+	rm -f "$work/bt/out.img"
+	XDG_CACHE_HOME=$work/xdg-bt "$CAMOUNT" extract --seed="$work/bt/v1.img" --reflink=yes --stats-json="$work/bt-stats.json" \
+		--store="$STORE" "$work/srv/v2.caibx" "$work/bt/out.img" >/dev/null 2>&1
+	cmp "$work/bt/out.img" "$work/v2.img" || { echo "bench: camount wrote a wrong image on btrfs" >&2; exit 1; }
+	SH_camount=$(shared "$work/bt/out.img")
+	seeded=$(sed -n 's/.*"bytes": \([0-9]*\).*/\1/p' "$work/bt-stats.json" | tail -1)
+	reflinked=$(sed -n 's/.*"reflinked_bytes": \([0-9]*\).*/\1/p' "$work/bt-stats.json")
+	rm -f "$work/bt/out.img" "$work/bt/v1.img"
+	umount "$work/bt"
+	rm -f "$work/btrfs.img"
+	fetched >/dev/null
+fi
+
 total=$(stat -c %s "$work/v2.img")
 table_header "update v1 -> v2 ($(numfmt --to=iec "$total")B image, ~5% of used blocks changed) over HTTP with $DELAY per request; median of $SEED_RUNS; chunks: requests at the server" "peer"
 table_row "wall: casync --seed=v1.img vs camount" "${T[casync]}" "${T[camount-cold]}"
@@ -124,3 +166,7 @@ table_row "chunks fetched: desync vs camount" "${N[desync]}" "${N[camount-index]
 table_row "chunks fetched: extract vs mount+cat (camount)" "${N[camount-cold]}" "${N[camount-mount]}" " "
 table_row "MiB fetched: casync vs camount" "$(echo "scale=1; ${B[casync]} / 1048576" | bc)" "$(echo "scale=1; ${B[camount-cold]} / 1048576" | bc)" " "
 table_row "MiB fetched: desync vs camount" "$(echo "scale=1; ${B[desync]} / 1048576" | bc)" "$(echo "scale=1; ${B[camount-index]} / 1048576" | bc)" " "
+if [ "$REFLINK" = yes ] && [ "${seeded:-0}" -gt 0 ]; then
+	table_header "reflinks on btrfs (loop-mounted image file): bytes of the output sharing extents with v1, of the $(numfmt --to=iec "$seeded")B camount seeded (${reflinked}B cloned); 1 run" "casync"
+	table_row "share of seeded bytes reflinked (%)" "$(echo "scale=1; 100 * $SH_casync / $seeded" | bc)" "$(echo "scale=1; 100 * $SH_camount / $seeded" | bc)" " "
+fi

@@ -188,6 +188,7 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 				fail(err)
 				return
 			}
+			sd.seamNote(j, loc, int64(x.Chunks[j].Start))
 			cnt.reflinked.Add(n)
 			cnt.seeded.Add(1)
 			cnt.seededBytes.Add(int64(c.Size))
@@ -208,6 +209,9 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 			}
 		}
 		sd = &seeder{set: set, d: x.Digest(), out: out, mode: o.Reflink, log: o.log()}
+		if sd.mode != ReflinkNo && !out.device {
+			sd.seams = make([]seam, len(x.Chunks))
+		}
 		// A chunk a scan finds comes with the bytes it hashed to the
 		// chunk's ID: written at once, it is neither read nor hashed again.
 		set.SetOnData(func(id chunker.ID, loc seed.Location) {
@@ -302,7 +306,11 @@ func assemble(ctx context.Context, b *fetch.Blob, out *output, o *Options, cnt *
 			return err
 		}
 	}
-	return nil
+	// Every chunk is written: clone the blocks that straddle two chunks
+	// seeded from one stretch of a seed.
+	n, err := sd.cloneSeams(x)
+	cnt.reflinked.Add(n)
+	return err
 }
 
 func writeAt(f *os.File, p []byte, off int64, wrote *atomic.Bool) error {

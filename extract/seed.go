@@ -54,6 +54,7 @@ type seeder struct {
 	noClone atomic.Bool // a clone was refused (auto): copy from now on
 	warned  atomic.Bool
 	log     *slog.Logger
+	seams   []seam // by chunk place, for cloneSeams; nil: no cloning
 }
 
 // dispatch sends the first copy of each chunk to jobs: at once when a

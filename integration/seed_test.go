@@ -382,6 +382,26 @@ func TestSeedLazyMount(t *testing.T) {
 func TestSeedReflink(t *testing.T) {
 	needRoot(t)
 	s := makeSeedImages(t)
+	// What can be cloned: the seeded chunks that lie in v1 at an offset
+	// equal to theirs in v2 modulo the 4 KiB block (clones are of whole
+	// blocks at equal offsets within a block).
+	var cloneable int64
+	{
+		x1, x2 := readIndex(t, s.v1idx), readIndex(t, s.v2idx)
+		at := map[chunker.ID][]uint64{}
+		for _, c := range x1.Chunks {
+			at[c.ID] = append(at[c.ID], c.Start)
+		}
+		zero := zeroIDs(x2)
+		for _, c := range x2.Chunks {
+			for _, o := range at[c.ID] {
+				if !zero[c.ID] && o%4096 == c.Start%4096 {
+					cloneable += int64(c.Size)
+					break
+				}
+			}
+		}
+	}
 	for _, fs := range []struct {
 		name, mkfs string
 		size       int64
@@ -405,8 +425,24 @@ func TestSeedReflink(t *testing.T) {
 			seedPath := filepath.Join(mnt, "v1.img")
 			runCmd(t, "cp", "--sparse=always", "--reflink=never", s.v1, seedPath)
 			out := filepath.Join(mnt, "v2.img")
-			camount(t, "extract", "--cache="+t.TempDir(), "--reflink=yes", "--seed="+seedPath, s.url("v2.caibx"), out)
+			stats := filepath.Join(t.TempDir(), "stats.json")
+			camount(t, "extract", "--cache="+t.TempDir(), "--reflink=yes", "--stats-json="+stats, "--seed="+seedPath, s.url("v2.caibx"), out)
 			cmpFiles(t, out, s.v2)
+			// Whole runs of seeded chunks are cloned, the blocks that
+			// straddle two chunks included: at least 97% of what can be
+			// (one block a chunk lost would leave some 94%).
+			var ss struct {
+				Seeded struct {
+					Bytes     int64 `json:"bytes"`
+					Reflinked int64 `json:"reflinked_bytes"`
+				} `json:"seeded"`
+			}
+			b, _ := os.ReadFile(stats)
+			json.Unmarshal(b, &ss)
+			t.Logf("seeded %d bytes, %d cloneable, %d reflinked", ss.Seeded.Bytes, cloneable, ss.Seeded.Reflinked)
+			if ss.Seeded.Reflinked < cloneable*97/100 {
+				t.Errorf("reflinked %d bytes of %d cloneable (seeded %d): under 97%%", ss.Seeded.Reflinked, cloneable, ss.Seeded.Bytes)
+			}
 			ff := runCmd(t, "filefrag", "-v", out)
 			if !strings.Contains(ff, "shared") {
 				t.Errorf("no shared extents in the output:\n%s", ff)
