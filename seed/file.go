@@ -114,37 +114,84 @@ func (s *FileSeed) ScanRange(ctx context.Context, off, n int64, found Found) err
 
 // scan chunks [start, start+length) of the seed; the last chunk is
 // reported only if it ends at the end of the file.
+//
+// Under a Background context the scan chunks and hashes on one nice-19
+// thread, except while a reader waits for it (the Set's boost): then it
+// chunks on a normal thread and hashes on every other core too, since the
+// reader is held up by the scan itself.
 func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) error {
 	whole := start == 0 && length == 1<<62
 	ck, err := chunker.NewChunker(&ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, start, length)}, s.p.Chunk)
 	if err != nil {
 		return fmt.Errorf("seed %s: %w", s.path, err)
 	}
+	bg := IsBackground(ctx)
+	bst := boostOf(ctx)
 	workers := max(1, runtime.GOMAXPROCS(0)-1)
-	if IsBackground(ctx) {
-		workers = 1
-	}
 	jobs := make(chan *scanJob, workers)
-	order := make(chan *scanJob, 2*workers)
+	order := make(chan *scanJob, 2*workers+2)
+	// Batch buffers are reused: a batch is sent before a chunk would take
+	// it past scanBatch, so one never grows past its first capacity.
+	bufCap := scanBatch + int(s.p.Chunk.Max)
+	free := make(chan []byte, 2*workers+4)
+	newBuf := func() []byte {
+		select {
+		case b := <-free:
+			return b[:0]
+		default:
+			return make([]byte, 0, bufCap)
+		}
+	}
+	hash := func(j *scanJob, datas [][]byte) [][]byte {
+		datas = datas[:0]
+		o := 0
+		for _, n := range j.sizes {
+			datas = append(datas, j.buf[o:o+n])
+			o += n
+		}
+		j.ids = make([]chunker.ID, len(datas))
+		s.p.Digest.SumBatch(j.ids, datas)
+		close(j.done)
+		return datas
+	}
+	stop := make(chan struct{}) // closed when every job is queued
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	if bg {
+		// One hasher at nice 19 always; the others only while boosted.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			LowerPriority(ctx)
 			var datas [][]byte
 			for j := range jobs {
-				datas = datas[:0]
-				o := 0
-				for _, n := range j.sizes {
-					datas = append(datas, j.buf[o:o+n])
-					o += n
-				}
-				j.ids = make([]chunker.ID, len(datas))
-				sumChunks(s.p.Digest, j.ids, datas)
-				close(j.done)
+				datas = hash(j, datas)
 			}
 		}()
+		for w := 0; bst != nil && w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var datas [][]byte
+				for bst.wait(stop) {
+					j, ok := <-jobs
+					if !ok {
+						return
+					}
+					datas = hash(j, datas)
+				}
+			}()
+		}
+	} else {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var datas [][]byte
+				for j := range jobs {
+					datas = hash(j, datas)
+				}
+			}()
+		}
 	}
 	// The reporter hands results out in seed order.
 	repDone := make(chan struct{})
@@ -163,55 +210,89 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 				k := len(j.offs) - 1
 				s.front.Store(j.offs[k] + int64(j.sizes[k]))
 			}
+			select {
+			case free <- j.buf:
+			default:
+			}
 		}
 	}()
 	off := start
-	j := &scanJob{done: make(chan struct{})}
+	j := &scanJob{done: make(chan struct{}), buf: newBuf()}
 	send := func() {
 		if len(j.sizes) == 0 {
 			return
 		}
 		order <- j
 		jobs <- j
-		j = &scanJob{done: make(chan struct{})}
+		j = &scanJob{done: make(chan struct{}), buf: newBuf()}
 	}
-	for {
-		b, err := ck.Next()
-		if err == io.EOF {
-			// The last chunk was cut by the end of the range, not by the
-			// content, unless the range ends at the end of the file.
-			if k := len(j.sizes) - 1; k >= 0 && off-start == length {
-				j.buf = j.buf[:len(j.buf)-j.sizes[k]]
-				j.offs, j.sizes = j.offs[:k], j.sizes[:k]
+	var rerr error
+	eof := false
+	// step chunks about one batch.
+	step := func() {
+		for {
+			b, err := ck.Next()
+			if err == io.EOF {
+				// The last chunk was cut by the end of the range, not by the
+				// content, unless the range ends at the end of the file.
+				if k := len(j.sizes) - 1; k >= 0 && off-start == length {
+					j.buf = j.buf[:len(j.buf)-j.sizes[k]]
+					j.offs, j.sizes = j.offs[:k], j.sizes[:k]
+				}
+				eof = true
+				return
 			}
-			break
-		}
-		if err != nil {
-			send()
-			close(jobs)
-			close(order)
-			wg.Wait()
-			<-repDone
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if err != nil {
+				rerr = err
+				return
 			}
-			return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, off, err)
+			// Send a full batch before adding to it, so that the last chunk is
+			// still held at the end of the range.
+			full := len(j.buf) >= scanBatch
+			if full {
+				send()
+			}
+			j.buf = append(j.buf, b...)
+			j.offs = append(j.offs, off)
+			j.sizes = append(j.sizes, len(b))
+			off += int64(len(b))
+			if full {
+				return
+			}
 		}
-		// Send a full batch before adding to it, so that the last chunk is
-		// still held at the end of the range.
-		if len(j.buf) >= scanBatch {
-			send()
-		}
-		j.buf = append(j.buf, b...)
-		j.offs = append(j.offs, off)
-		j.sizes = append(j.sizes, len(b))
-		off += int64(len(b))
 	}
-	send()
-	close(jobs)
-	close(order)
+	// The chunking runs on this goroutine's thread, or (in the background,
+	// unboosted) on a nice-19 one: a new goroutine is not locked to the
+	// caller's lowered thread, so it can chunk at normal priority.
+	chunked := make(chan struct{})
+	go func() {
+		defer close(chunked)
+		var low *lowRunner
+		if bg {
+			low = startLow(ctx)
+			defer low.stop()
+		}
+		for !eof && rerr == nil {
+			if low != nil && !bst.on() {
+				low.run(step)
+			} else {
+				step()
+			}
+		}
+		send()
+		close(jobs)
+		close(stop)
+		close(order)
+	}()
+	<-chunked
 	wg.Wait()
 	<-repDone
+	if rerr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, off, rerr)
+	}
 	return ctx.Err()
 }
 

@@ -3,6 +3,7 @@ package seed
 import (
 	"context"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,3 +33,96 @@ func LowerPriority(ctx context.Context) {
 	runtime.LockOSThread()
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 }
+
+// boost tells background scans that a reader waits for them: while it is
+// on, a file seed's scan chunks and hashes on normal-priority threads (on
+// every core) instead of its one nice-19 thread, since a read is then
+// held up by the scan itself. Threads cannot be raised again without
+// privilege once lowered, so the work moves between threads instead.
+type boost struct {
+	mu sync.Mutex
+	n  int           // guarded by mu: readers waiting
+	ch chan struct{} // guarded by mu: closed when n becomes non-zero
+}
+
+type boostKey struct{}
+
+// withBoost attaches b to ctx for the scans run under it.
+func withBoost(ctx context.Context, b *boost) context.Context {
+	return context.WithValue(ctx, boostKey{}, b)
+}
+
+// boostOf returns the boost attached to ctx, or nil.
+func boostOf(ctx context.Context) *boost {
+	b, _ := ctx.Value(boostKey{}).(*boost)
+	return b
+}
+
+func newBoost() *boost { return &boost{ch: make(chan struct{})} }
+
+// add counts one more (d=1) or one less (d=-1) waiting reader.
+func (b *boost) add(d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n += d
+	if b.n > 0 {
+		select {
+		case <-b.ch:
+		default:
+			close(b.ch)
+		}
+	} else {
+		select {
+		case <-b.ch:
+			b.ch = make(chan struct{})
+		default:
+		}
+	}
+}
+
+// on reports whether a reader waits (false for a nil boost).
+func (b *boost) on() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n > 0
+}
+
+// wait returns true once a reader waits, false if stop is closed first.
+func (b *boost) wait(stop <-chan struct{}) bool {
+	b.mu.Lock()
+	ch := b.ch
+	b.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// lowRunner runs functions on one goroutine locked to a nice-19 thread.
+type lowRunner struct{ fs chan func() }
+
+func startLow(ctx context.Context) *lowRunner {
+	r := &lowRunner{fs: make(chan func())}
+	go func() {
+		LowerPriority(ctx)
+		for f := range r.fs {
+			f()
+		}
+	}()
+	return r
+}
+
+// run runs f on the low-priority thread and waits for it.
+func (r *lowRunner) run(f func()) {
+	done := make(chan struct{})
+	r.fs <- func() { f(); close(done) }
+	<-done
+}
+
+// stop ends the runner's goroutine (and its thread).
+func (r *lowRunner) stop() { close(r.fs) }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
@@ -253,8 +254,9 @@ func TestNearbyFindsChunksBeforeTheScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	// No Start: the whole scan never runs, only nearby scans.
-	set := NewSet(x2, SetOptions{Nearby: true})
+	// No Start: the whole scan never runs, only nearby scans (and no
+	// waiting for it).
+	set := NewSet(x2, SetOptions{Nearby: true, Wait: -1})
 	set.Add(fs)
 	ctx := context.Background()
 	in1 := map[chunker.ID]uint64{}
@@ -315,4 +317,109 @@ func TestScanCacheIsBounded(t *testing.T) {
 	if len(ents) != maxCacheEntries {
 		t.Errorf("%d entries, want %d", len(ents), maxCacheEntries)
 	}
+}
+
+// A lazy reader asking for every chunk as soon as the background scan
+// starts gets every chunk the seed holds from the seed (moved far ones
+// too, and in runs of maximum-size chunks whose cuts only a whole scan
+// finds): Get waits for the scan instead of reporting it missing, and
+// only chunks the seed lacks are ErrNotFound.
+func TestLazyGetWaitsForTheScan(t *testing.T) {
+	const n = 24 << 20
+	v1, v2 := versions(n)
+	copy(v2[n*9/10:], v1[n/20:n/20+300000]) // moved far
+	rand.New(rand.NewSource(7)).Read(v2[n/20 : n/20+300000])
+	// A run with no content cut (maximum-size chunks), moved by an odd
+	// amount in v2: a nearby scan's own cuts would miss it.
+	run := bytes.Repeat([]byte{1, 2, 3}, 1<<20)
+	copy(v1[n/3:], run)
+	copy(v2[n/3+12345:], run)
+	x2, _ := index(t, v2)
+	x1, _ := index(t, v1)
+	fs, err := OpenFile(write(t, v1), ParamsOf(x2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := NewSet(x2, SetOptions{Nearby: true, Wait: time.Minute})
+	// The scan starts only once the reads are under way.
+	gate := make(chan struct{})
+	set.Add(&gatedSeed{fs, gate})
+	defer set.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set.Start(Background(ctx))
+	in1 := map[chunker.ID]bool{}
+	for _, c := range x1.Chunks {
+		in1[c.ID] = true
+	}
+	// Last chunks first, one after the other (as a reader would): they
+	// are asked for before the scan is there.
+	var served, missing int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := len(x2.Chunks) - 1; i >= 0; i-- {
+			c := x2.Chunks[i]
+			b, err := set.Get(ctx, c.ID)
+			switch {
+			case in1[c.ID] && err != nil:
+				t.Errorf("chunk at %d, which the seed holds: %v", c.Start, err)
+			case in1[c.ID] && x2.Digest().Sum(b) != c.ID:
+				t.Errorf("chunk at %d: wrong bytes", c.Start)
+			case in1[c.ID]:
+				served++
+			case !errors.Is(err, fetch.ErrNotFound):
+				t.Errorf("chunk at %d, which the seed lacks: %v", c.Start, err)
+			default:
+				missing++
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(gate)
+	<-done
+	if served == 0 || missing == 0 || set.Waits.Load() == 0 || set.WaitTimeouts.Load() != 0 {
+		t.Errorf("served %d, missing %d, waits %d, timeouts %d", served, missing, set.Waits.Load(), set.WaitTimeouts.Load())
+	}
+}
+
+// A reader that waits longer than SetOptions.Wait gets ErrNotFound (the
+// chunk is then fetched): a scan that is too slow never holds a read up
+// for longer.
+func TestLazyGetWaitIsBounded(t *testing.T) {
+	const n = 8 << 20
+	_, v2 := versions(n)
+	x2, _ := index(t, v2)
+	set := NewSet(x2, SetOptions{Nearby: true, Wait: 50 * time.Millisecond})
+	set.Add(&stuckSeed{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set.Start(Background(ctx))
+	if _, err := set.Get(ctx, x2.Chunks[0].ID); !errors.Is(err, fetch.ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound after the wait", err)
+	}
+	if set.WaitTimeouts.Load() != 1 {
+		t.Errorf("%d wait timeouts, want 1", set.WaitTimeouts.Load())
+	}
+}
+
+// stuckSeed's scan finds nothing until its context ends.
+type stuckSeed struct{}
+
+func (*stuckSeed) String() string { return "stuck" }
+func (*stuckSeed) Scan(ctx context.Context, found Found) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (*stuckSeed) Close() error { return nil }
+
+// gatedSeed's whole scan starts when gate is closed.
+type gatedSeed struct {
+	*FileSeed
+	gate chan struct{}
+}
+
+func (g *gatedSeed) Scan(ctx context.Context, found Found) error {
+	<-g.gate
+	return g.FileSeed.Scan(ctx, found)
 }

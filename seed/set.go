@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/fetch"
@@ -36,6 +37,26 @@ type SetOptions struct {
 	// its chunks without waiting for the whole scan. false: Get only
 	// looks up what the scans found so far.
 	Nearby bool
+	// Wait, for lazy readers (with Nearby): how long Get of a chunk no
+	// scan has found yet waits for the scans to find it or end, before
+	// the chunk is fetched; meanwhile the scans run at normal priority
+	// (a reader is held up by them). A chunk a seed holds is therefore
+	// fetched only if the scans take longer than Wait. 0 means
+	// DefaultWait; negative: no wait (Get looks up what the scans and
+	// nearby scans found so far).
+	Wait time.Duration
+}
+
+// DefaultWait is SetOptions.Wait's default: well under the scheduler's
+// default read timeout, so that a reader waiting for a scan still gets
+// its chunk from the store in time.
+const DefaultWait = 20 * time.Second
+
+// waiter is a Get waiting for a scan to find its chunk.
+type waiter struct {
+	ch   chan struct{} // closed when data or loc is set
+	data []byte        // a copy of the bytes the scan hashed, or nil
+	loc  Location
 }
 
 type wanted struct{ size, off int64 }
@@ -58,8 +79,11 @@ type Set struct {
 	regions map[regionKey]chan struct{} // guarded by rmu: nearby scans started; closed when done
 	rsem    chan struct{}               // bounds nearby scans at once (memory)
 
-	mu   sync.RWMutex
-	locs map[chunker.ID]Location // guarded by mu
+	mu      sync.RWMutex
+	locs    map[chunker.ID]Location  // guarded by mu
+	waiters map[chunker.ID][]*waiter // guarded by mu
+
+	boost *boost // readers waiting for the scans
 
 	started atomic.Bool
 	done    chan struct{}
@@ -68,12 +92,18 @@ type Set struct {
 	// Served and ServedBytes count chunks read for Get (before the
 	// scheduler verifies them).
 	Served, ServedBytes atomic.Int64
+	// Waits counts Gets that waited for the scans; WaitTimeouts those
+	// that gave up after SetOptions.Wait.
+	Waits, WaitTimeouts atomic.Int64
 }
 
 // NewSet returns an empty set for target x.
 func NewSet(x *chunker.Index, o SetOptions) *Set {
 	s := &Set{o: o, p: ParamsOf(x), want: make(map[chunker.ID]wanted, len(x.Chunks)),
-		locs: map[chunker.ID]Location{}, done: make(chan struct{})}
+		locs: map[chunker.ID]Location{}, waiters: map[chunker.ID][]*waiter{}, done: make(chan struct{}), boost: newBoost()}
+	if s.o.Wait == 0 {
+		s.o.Wait = DefaultWait
+	}
 	s.targetSize = int64(x.Size())
 	s.x = x
 	s.regions = map[regionKey]chan struct{}{}
@@ -111,6 +141,7 @@ func (s *Set) Start(ctx context.Context) {
 	if s.started.Swap(true) {
 		return
 	}
+	ctx = withBoost(ctx, s.boost)
 	// Quick seeds (indexes, cached scans) are scanned before Start
 	// returns, so that their chunks are usable at once; the others in
 	// the background.
@@ -186,10 +217,23 @@ func (s *Set) found(id chunker.ID, loc Location) {
 	loc.Data = nil // never kept: the scan reuses it
 	s.mu.Lock()
 	_, had := s.locs[id]
+	var ws []*waiter
 	if !had {
 		s.locs[id] = loc
+		if ws = s.waiters[id]; ws != nil {
+			delete(s.waiters, id)
+		}
 	}
 	s.mu.Unlock()
+	for _, wt := range ws {
+		// The waiting readers take the bytes just hashed (a copy: the
+		// scan reuses them), so the seed is not read again for them.
+		wt.loc = loc
+		if data != nil {
+			wt.data = append([]byte(nil), data...)
+		}
+		close(wt.ch)
+	}
 	if !had && data != nil && s.o.OnData != nil {
 		loc.Data = data
 		s.o.OnData(id, loc)
@@ -240,7 +284,12 @@ func Read(l Location) ([]byte, error) {
 func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	l, ok := s.Lookup(id)
 	if !ok && s.o.Nearby {
-		l, ok = s.nearby(ctx, id)
+		var b []byte
+		if b, l, ok = s.await(ctx, id); ok && b != nil {
+			s.Served.Add(1)
+			s.ServedBytes.Add(l.Size)
+			return b, nil
+		}
 	}
 	if !ok {
 		return nil, fmt.Errorf("seeds: %w", fetch.ErrNotFound)
@@ -253,6 +302,73 @@ func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	s.Served.Add(1)
 	s.ServedBytes.Add(l.Size)
 	return b, nil
+}
+
+// await finds a wanted chunk no scan has found yet, for a lazy reader:
+// by scanning the regions around its offset in the target when no whole
+// scan is near there, then by waiting (at most SetOptions.Wait, with the
+// scans boosted meanwhile) for the scans to find it or end. It returns the
+// bytes the scan hashed (a copy) when it delivered them, else nil and the
+// location.
+func (s *Set) await(ctx context.Context, id chunker.ID) ([]byte, Location, bool) {
+	select {
+	case <-s.done:
+		l, ok := s.Lookup(id)
+		return nil, l, ok
+	default:
+	}
+	if _, ok := s.want[id]; !ok {
+		return nil, Location{}, false
+	}
+	if l, ok := s.nearby(ctx, id); ok {
+		return nil, l, true
+	}
+	if s.o.Wait < 0 {
+		return nil, Location{}, false
+	}
+	s.mu.Lock()
+	if l, ok := s.locs[id]; ok {
+		s.mu.Unlock()
+		return nil, l, true
+	}
+	wt := &waiter{ch: make(chan struct{})}
+	s.waiters[id] = append(s.waiters[id], wt)
+	s.mu.Unlock()
+	s.Waits.Add(1)
+	s.boost.add(1)
+	defer s.boost.add(-1)
+	tm := time.NewTimer(s.o.Wait)
+	defer tm.Stop()
+	select {
+	case <-wt.ch:
+		return wt.data, wt.loc, true
+	case <-s.done:
+	case <-tm.C:
+		s.WaitTimeouts.Add(1)
+		s.o.Log.Debug("seed scans too slow for a read: fetching the chunk", "chunk", id, "waited", s.o.Wait)
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	ws := s.waiters[id]
+	for i, w := range ws {
+		if w == wt {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(s.waiters, id)
+	} else {
+		s.waiters[id] = ws
+	}
+	s.mu.Unlock()
+	select {
+	case <-wt.ch: // delivered meanwhile
+		return wt.data, wt.loc, true
+	default:
+	}
+	l, ok := s.Lookup(id)
+	return nil, l, ok
 }
 
 // IsSeed implements fetch.Seeder: seeded chunks are not copied into the
@@ -275,6 +391,10 @@ const (
 	regionSize = 4 << 20
 	regionPad  = 1 << 20
 )
+
+// nearbyAhead: regions less than this ahead of a whole scan are not
+// scanned on their own; a reader waits for the whole scan instead.
+const nearbyAhead = 64 << 20
 
 type regionKey struct {
 	seed int
@@ -299,8 +419,18 @@ func (s *Set) nearby(ctx context.Context, id chunker.ID) (Location, bool) {
 			continue
 		}
 		for r := max(w.off-regionPad, 0) / regionSize; r <= (w.off+w.size+regionPad)/regionSize; r++ {
-			if sc, ok := sd.(interface{ Scanned() int64 }); ok && sc.Scanned() >= (r+1)*regionSize+regionPad {
-				continue // the whole scan has been there
+			if sc, ok := sd.(interface{ Scanned() int64 }); ok {
+				end, front := (r+1)*regionSize+regionPad, sc.Scanned()
+				if front >= end {
+					continue // the whole scan has been there
+				}
+				if s.o.Wait >= 0 && end <= front+nearbyAhead {
+					// The whole scan is about to be there: waiting for it
+					// costs less than hashing the region twice, and it
+					// finds every chunk (a region's own cuts can miss some
+					// in runs of maximum-size chunks).
+					continue
+				}
 			}
 			if err := s.scanRegion(ctx, i, rs, r); err != nil {
 				return Location{}, false

@@ -65,7 +65,12 @@ func scanCache(bf *blobFlags) *seed.ScanCache {
 // that cannot be opened is an error naming it, or with --seed-optional a
 // warning.
 func (sf *seedFlags) open(e *env, bf *blobFlags, x *chunker.Index, nearby bool) (*seed.Set, error) {
-	set := seed.NewSet(x, seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x), Nearby: nearby})
+	so := seed.SetOptions{Log: e.log, Optional: sf.optional, Zero: fetch.ZeroChunks(x), Nearby: nearby}
+	if bf.readTimeout > 0 {
+		// A read waiting for a scan must still have time to fetch.
+		so.Wait = min(seed.DefaultWait, bf.readTimeout/2)
+	}
+	set := seed.NewSet(x, so)
 	cache := scanCache(bf)
 	for _, p := range sf.paths {
 		var sd seed.Seed
