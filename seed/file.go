@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/camount/camount/chunker"
@@ -125,8 +124,6 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 	if err != nil {
 		return fmt.Errorf("seed %s: %w", s.path, err)
 	}
-	bg := IsBackground(ctx)
-	bst := boostOf(ctx)
 	workers := max(1, runtime.GOMAXPROCS(0)-1)
 	jobs := make(chan *scanJob, workers)
 	order := make(chan *scanJob, 2*workers+2)
@@ -142,8 +139,8 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 			return make([]byte, 0, bufCap)
 		}
 	}
-	hash := func(j *scanJob, datas [][]byte) [][]byte {
-		datas = datas[:0]
+	waitHash := startPool(ctx, workers, jobs, func(j *scanJob) {
+		datas := make([][]byte, 0, len(j.sizes))
 		o := 0
 		for _, n := range j.sizes {
 			datas = append(datas, j.buf[o:o+n])
@@ -152,47 +149,7 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 		j.ids = make([]chunker.ID, len(datas))
 		s.p.Digest.SumBatch(j.ids, datas)
 		close(j.done)
-		return datas
-	}
-	stop := make(chan struct{}) // closed when every job is queued
-	var wg sync.WaitGroup
-	if bg {
-		// One hasher at nice 19 always; the others only while boosted.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			LowerPriority(ctx)
-			var datas [][]byte
-			for j := range jobs {
-				datas = hash(j, datas)
-			}
-		}()
-		for w := 0; bst != nil && w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var datas [][]byte
-				for bst.wait(stop) {
-					j, ok := <-jobs
-					if !ok {
-						return
-					}
-					datas = hash(j, datas)
-				}
-			}()
-		}
-	} else {
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var datas [][]byte
-				for j := range jobs {
-					datas = hash(j, datas)
-				}
-			}()
-		}
-	}
+	})
 	// The reporter hands results out in seed order.
 	repDone := make(chan struct{})
 	go func() {
@@ -261,31 +218,23 @@ func (s *FileSeed) scan(ctx context.Context, start, length int64, found Found) e
 			}
 		}
 	}
-	// The chunking runs on this goroutine's thread, or (in the background,
-	// unboosted) on a nice-19 one: a new goroutine is not locked to the
-	// caller's lowered thread, so it can chunk at normal priority.
+	// The chunking runs on a new goroutine, which is not locked to the
+	// caller's lowered thread, so that it can chunk at normal priority
+	// when boosted (the executor).
 	chunked := make(chan struct{})
 	go func() {
 		defer close(chunked)
-		var low *lowRunner
-		if bg {
-			low = startLow(ctx)
-			defer low.stop()
-		}
+		ex := newExecutor(ctx)
+		defer ex.stop()
 		for !eof && rerr == nil {
-			if low != nil && !bst.on() {
-				low.run(step)
-			} else {
-				step()
-			}
+			ex.do(step)
 		}
 		send()
 		close(jobs)
-		close(stop)
 		close(order)
 	}()
 	<-chunked
-	wg.Wait()
+	waitHash()
 	<-repDone
 	if rerr != nil {
 		if ctx.Err() != nil {

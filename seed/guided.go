@@ -123,35 +123,25 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 	if size < 0 {
 		return fmt.Errorf("seed %s: cannot tell its size", s.path)
 	}
+	// Under a Background context: one hasher at nice 19, the others only
+	// while a reader waits for the scan (startPool).
 	workers := max(1, runtime.GOMAXPROCS(0))
-	if IsBackground(ctx) {
-		workers = 1
-	}
 	jobs := make(chan *gjob, workers)
 	order := make(chan *gjob, 2*workers)
 	restarts := make(chan restart, 1)
 	finished := make(chan struct{}) // the reporter confirmed the final batch
 	var lastHint atomic.Pointer[hint]
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			LowerPriority(ctx)
-			var datas [][]byte
-			for j := range jobs {
-				datas = datas[:0]
-				o := 0
-				for _, n := range j.sizes {
-					datas = append(datas, j.buf[o:o+n])
-					o += n
-				}
-				j.ids = make([]chunker.ID, len(datas))
-				sumChunks(s.p.Digest, j.ids, datas)
-				close(j.done)
-			}
-		}()
-	}
+	waitHash := startPool(ctx, workers, jobs, func(j *gjob) {
+		datas := make([][]byte, 0, len(j.sizes))
+		o := 0
+		for _, n := range j.sizes {
+			datas = append(datas, j.buf[o:o+n])
+			o += n
+		}
+		j.ids = make([]chunker.ID, len(datas))
+		sumChunks(s.p.Digest, j.ids, datas)
+		close(j.done)
+	})
 	// The reporter checks guesses and reports chunks in seed order.
 	var repErr error
 	repDone := make(chan struct{})
@@ -196,10 +186,21 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 		}
 	}()
 
-	err := s.guess(ctx, g, size, jobs, order, restarts, finished, &lastHint)
+	// The guesser runs on a new goroutine, not locked to the caller's
+	// lowered thread: its reads and cuts run at nice 19 unless a reader
+	// waits for the scan (executor).
+	var err error
+	guessed := make(chan struct{})
+	go func() {
+		defer close(guessed)
+		ex := newExecutor(ctx)
+		defer ex.stop()
+		err = s.guess(ctx, ex, g, size, jobs, order, restarts, finished, &lastHint)
+	}()
+	<-guessed
 	close(jobs)
 	close(order)
-	wg.Wait()
+	waitHash()
 	<-repDone
 	if err == nil {
 		err = repErr
@@ -213,7 +214,7 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 // guess makes the batches: guessed chunks while guesses hold, chunks cut by
 // the chunker elsewhere. It returns when the reporter confirmed the batch
 // that reaches the end of the seed, or on an error.
-func (s *FileSeed) guess(ctx context.Context, g *guide, size int64, jobs, order chan<- *gjob, restarts <-chan restart, finished <-chan struct{}, lastHint *atomic.Pointer[hint]) error {
+func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64, jobs, order chan<- *gjob, restarts <-chan restart, finished <-chan struct{}, lastHint *atomic.Pointer[hint]) error {
 	var (
 		pos    int64 // seed offset of the next chunk: a cut
 		delta  int64 // target offset - seed offset of the data being guessed
@@ -291,13 +292,15 @@ func (s *FileSeed) guess(ctx context.Context, g *guide, size int64, jobs, order 
 			if ti >= last || pos+int64(g.x.Chunks[ti].Size) > size {
 				ti = -1 // the chunker takes the rest from pos
 			}
-			j.buf = make([]byte, pos-start)
-			if n, err := s.f.ReadAt(j.buf, start); n < len(j.buf) {
-				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF // the seed shrank
+			ex.do(func() {
+				j.buf = make([]byte, pos-start)
+				if n, err := s.f.ReadAt(j.buf, start); n < len(j.buf) {
+					if err == nil || err == io.EOF {
+						err = io.ErrUnexpectedEOF // the seed shrank
+					}
+					j.err = fmt.Errorf("seed %s: reading at offset %d: %w", s.path, start, err)
 				}
-				j.err = fmt.Errorf("seed %s: reading at offset %d: %w", s.path, start, err)
-			}
+			})
 			j.final = pos >= size
 			final = j.final
 			limit = min(2*limit, scanBatch)
@@ -321,38 +324,46 @@ func (s *FileSeed) guess(ctx context.Context, g *guide, size int64, jobs, order 
 		}
 		// Small batches, so that a chunk found elsewhere in the target
 		// (moved data) is reported, and guessing resumes, soon.
-		for len(j.buf) < cutBatch {
-			b, err := ck.Next()
-			if err == io.EOF {
-				j.final = true
-				ck = nil
-				break
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
+		var cutErr error
+		ex.do(func() {
+			for len(j.buf) < cutBatch {
+				b, err := ck.Next()
+				if err == io.EOF {
+					j.final = true
+					ck = nil
+					break
 				}
-				return fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, cutEnd, err)
-			}
-			j.buf = append(j.buf, b...)
-			j.offs = append(j.offs, cutEnd)
-			j.sizes = append(j.sizes, len(b))
-			j.guess = append(j.guess, -1)
-			cutEnd += int64(len(b))
-			// Guess again where the target has a chunk at this cut, at
-			// the old distance or at one the chunker's chunks showed.
-			if t := g.at(cutEnd + delta); t >= 0 && cutEnd < size {
-				ti = t
-			} else if h := lastHint.Load(); h != nil && h.epoch == epoch && h.delta != delta && cutEnd < size {
-				if t := g.at(cutEnd + h.delta); t >= 0 {
-					ti, delta = t, h.delta
+				if err != nil {
+					if ctx.Err() != nil {
+						cutErr = ctx.Err()
+						return
+					}
+					cutErr = fmt.Errorf("seed %s: reading at about offset %d: %w", s.path, cutEnd, err)
+					return
+				}
+				j.buf = append(j.buf, b...)
+				j.offs = append(j.offs, cutEnd)
+				j.sizes = append(j.sizes, len(b))
+				j.guess = append(j.guess, -1)
+				cutEnd += int64(len(b))
+				// Guess again where the target has a chunk at this cut, at
+				// the old distance or at one the chunker's chunks showed.
+				if t := g.at(cutEnd + delta); t >= 0 && cutEnd < size {
+					ti = t
+				} else if h := lastHint.Load(); h != nil && h.epoch == epoch && h.delta != delta && cutEnd < size {
+					if t := g.at(cutEnd + h.delta); t >= 0 {
+						ti, delta = t, h.delta
+					}
+				}
+				if ti >= 0 {
+					ck = nil
+					limit = guessFirst
+					break
 				}
 			}
-			if ti >= 0 {
-				ck = nil
-				limit = guessFirst
-				break
-			}
+		})
+		if cutErr != nil {
+			return cutErr
 		}
 		pos = cutEnd
 		final = j.final

@@ -126,3 +126,81 @@ func (r *lowRunner) run(f func()) {
 
 // stop ends the runner's goroutine (and its thread).
 func (r *lowRunner) stop() { close(r.fs) }
+
+// executor runs a scan's heavy steps (reading and chunking a batch) on a
+// nice-19 thread under a Background context while no reader waits, and
+// on the calling goroutine otherwise. The calling goroutine must not be
+// locked to a lowered thread (start it with go from the scan).
+type executor struct {
+	low *lowRunner
+	b   *boost
+}
+
+// newExecutor returns the executor for ctx; stop it when the scan ends.
+func newExecutor(ctx context.Context) *executor {
+	if !IsBackground(ctx) {
+		return &executor{}
+	}
+	return &executor{low: startLow(ctx), b: boostOf(ctx)}
+}
+
+func (e *executor) do(f func()) {
+	if e.low != nil && !e.b.on() {
+		e.low.run(f)
+		return
+	}
+	f()
+}
+
+func (e *executor) stop() {
+	if e.low != nil {
+		e.low.stop()
+	}
+}
+
+// startPool starts the goroutines that run work on each job until jobs is
+// closed: n on normal threads, or under a Background context one at nice
+// 19 plus n more that take jobs only while a reader waits (the boost).
+// wait, called after jobs is closed, waits for them.
+func startPool[J any](ctx context.Context, n int, jobs <-chan J, work func(J)) (wait func()) {
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	loop := func(lower bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if lower {
+				LowerPriority(ctx)
+			}
+			for j := range jobs {
+				work(j)
+			}
+		}()
+	}
+	if !IsBackground(ctx) {
+		for i := 0; i < n; i++ {
+			loop(false)
+		}
+		return wg.Wait
+	}
+	loop(true)
+	if b := boostOf(ctx); b != nil {
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for b.wait(stop) {
+					j, ok := <-jobs
+					if !ok {
+						return
+					}
+					work(j)
+				}
+			}()
+		}
+	}
+	return func() {
+		close(stop)
+		wg.Wait()
+	}
+}
