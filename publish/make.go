@@ -57,12 +57,18 @@ type MakeOptions struct {
 	Progress *Progress
 	// Log receives debug messages; nil discards.
 	Log *slog.Logger
+	// Chunks, if set, yields the stream's chunks instead of splitting r
+	// (r is then unused): a tree made with a make cache (makecache.go).
+	Chunks *TreeSource
 }
 
 // MakeResult is what Make made.
 type MakeResult struct {
 	Index  *chunker.Index
 	Digest chunker.ID // digest of the whole stream (what casync make prints)
+	// NoDigest: chunks reused from a make cache were not read, so there
+	// is no digest of the whole stream (Digest is zero), as with casync.
+	NoDigest bool
 }
 
 // Make chunks the stream r, stores each chunk the store lacks compressed
@@ -105,7 +111,13 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 		}
 	}
 	listed := present(ctx, store, o.ListLimit)
-	src, err := chunkSource(r, p)
+	var src *source
+	var err error
+	if o.Chunks != nil {
+		src, err = o.Chunks.source(ctx, p, d, store, listed)
+	} else {
+		src, err = chunkSource(r, p)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -113,10 +125,12 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 	x := &chunker.Index{Flags: flags, Min: p.Min, Avg: p.Avg, Max: p.Max}
 
 	type job struct {
-		data []byte
-		id   chunker.ID
-		err  error
-		done chan struct{}
+		data   []byte
+		id     chunker.ID
+		preset bool   // id known (a make cache's chunk; data is nil)
+		size   uint64 // uncompressed size
+		err    error
+		done   chan struct{}
 	}
 	// Chunks go to the workers in batches of consecutive chunks; a worker
 	// hashes a batch together (chunker.SumBatch: eight side by side where
@@ -146,7 +160,9 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 				} else {
 					has, err = store.HasChunk(ctx, j.id)
 				}
-				if err == nil && !has {
+				if err == nil && !has && j.preset {
+					err = fmt.Errorf("the make cache's chunk is missing (removed meanwhile?)")
+				} else if err == nil && !has {
 					var b []byte
 					b, err = fetch.AppendCompress(buf[:0], o.Compression, j.data)
 					if err == nil {
@@ -178,6 +194,9 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 			for js := range jobs {
 				hashed, datas = hashed[:0], datas[:0]
 				for _, j := range js {
+					if j.preset {
+						continue
+					}
 					if z := zeroID(d, j.data); z != nil {
 						j.id = *z
 					} else {
@@ -243,15 +262,16 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 				firstErr = j.err
 				cancel()
 			}
-			x.Chunks = append(x.Chunks, chunker.Chunk{ID: j.id, Start: off, Size: uint64(len(j.data))})
-			off += uint64(len(j.data))
+			x.Chunks = append(x.Chunks, chunker.Chunk{ID: j.id, Start: off, Size: j.size})
+			off += j.size
 			src.consumed(0, off)
 			prog.Chunks.Add(1)
-			prog.Bytes.Add(int64(len(j.data)))
+			prog.Bytes.Add(int64(j.size))
 		}
 		collected <- firstErr
 	}()
 	var readErr error
+	noDigest := false
 	pending := make([]*job, 0, batch)
 	for {
 		if ctx.Err() != nil {
@@ -265,13 +285,18 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 			readErr = err
 			break
 		}
-		j := &job{data: b, done: make(chan struct{})}
+		j := &job{data: b, size: uint64(len(b)), done: make(chan struct{})}
+		if src.preset != nil {
+			if id, size, ok := src.preset(); ok {
+				j.id, j.size, j.preset, noDigest = id, size, true, true
+			}
+		}
 		ordered <- j
 		if pending = append(pending, j); len(pending) == batch {
 			jobs <- pending
 			pending = make([]*job, 0, batch)
 		}
-		if digestQ != nil {
+		if digestQ != nil && !j.preset {
 			digestQ <- b
 		}
 	}
@@ -297,7 +322,9 @@ func Make(ctx context.Context, r io.Reader, o MakeOptions) (*MakeResult, error) 
 		return nil, err
 	}
 	log.Debug("made index", "chunks", len(x.Chunks), "new", prog.Stored.Load(), "store", store)
-	res := &MakeResult{Index: x}
-	copy(res.Digest[:], sum.Sum(nil))
+	res := &MakeResult{Index: x, NoDigest: noDigest}
+	if !noDigest {
+		copy(res.Digest[:], sum.Sum(nil))
+	}
 	return res, nil
 }

@@ -23,6 +23,9 @@ type source struct {
 	// concurrent use.
 	consumed func(reader int, off uint64)
 	release  func()
+	// preset, if set, is asked after each next: ok means that chunk is
+	// known by id and size without its data (next returned nil).
+	preset func() (id chunker.ID, size uint64, ok bool)
 }
 
 // chunkSource returns the chunks of r. A regular file is memory-mapped and

@@ -50,6 +50,7 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			mf := addMakeFlags(fs)
 			tf := addTreeFlags(fs)
+			makeCache := fs.String("make-cache", "", "casync's make --cache: keep in `DIR` where the chunks of the tree's files lay, so that a new make of the tree reuses those of unchanged files without reading them (.caidx only; make then prints no digest when it reused chunks)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want an output image and an input")
@@ -62,6 +63,9 @@ func init() {
 				}
 				if _, err := mf.storeLocation(out); err != nil {
 					return err
+				}
+				if *makeCache != "" && kindOf(out) != kindTreeIndex {
+					return usagef("--make-cache: only a tree index (.caidx) is made with a make cache, as with casync")
 				}
 				switch kindOf(out) {
 				case kindBlobIndex:

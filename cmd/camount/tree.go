@@ -183,6 +183,13 @@ func makeTree(ctx context.Context, e *env, tf *treeFlags, out string, dir string
 		}
 		copy(id[:], h.Sum(nil))
 	case kindTreeIndex:
+		if cacheDir := tf.flagValue("make-cache", ""); cacheDir != "" { // makecache.go
+			var noDigest bool
+			if id, noDigest, err = makeTreeCached(ctx, e, tf, cacheDir, out, dir, opts, features); err != nil || noDigest {
+				return err
+			}
+			break
+		}
 		mf := &makeFlags{
 			store:       tf.flagValue("store", ""),
 			chunkSize:   tf.flagValue("chunk-size", "auto"),
