@@ -11,9 +11,13 @@
 # /dev/nbd0 in the guest (root=camount:URL, contrib/initramfs-tools):
 #   camount first boot (recording a profile) | camount boot with that profile.
 #
-# Each boot once (BOOT_RUNS=N for more: the median); a boot takes 30 s to
-# minutes on a loaded machine. The image is built once and kept in
-# $BENCH_TOOLS/boot (delete it to rebuild). Targets (issue 14): first lazy
+# Each boot once (BOOT_RUNS=N for more: every figure is then the median of N;
+# a profiled boot uses the profile of the first boot of its run); a boot
+# takes 30 s to minutes on a loaded machine. The image is built once per
+# version of scripts/bootimage.sh and kept in $BENCH_TOOLS/boot.
+# The local raw boot runs under qemu's block trace: what the guest read
+# (distinct 4 KiB blocks), and the chunks holding it (the floor of what a
+# lazy reader of this index must fetch), are printed with the table. Targets (issue 14): first lazy
 # boot within 1.5x of the local raw boot, profiled within 1.1x, at most 10%
 # of the store fetched, faster than the curl driver.
 # With BENCH_QUICK (make test) no VM is booted: integration/boot_test.go
@@ -35,10 +39,13 @@ INITRD=/boot/initrd.img-$kver
 
 IMGDIR=${BOOT_IMAGE_DIR:-$BENCH_TOOLS/boot}
 mkdir -p "$IMGDIR"
-if [ ! -s "$IMGDIR/os.img" ]; then
-	echo "bench/boot.sh: building the Debian image in $IMGDIR" >&2
-	BOOTIMAGE_ROOTFS_CACHE=$IMGDIR "$REPO/scripts/bootimage.sh" "$IMGDIR/os.img.tmp" >&2
-	mv "$IMGDIR/os.img.tmp" "$IMGDIR/os.img"
+# One image per version of bootimage.sh (a changed script rebuilds it).
+IMG=$IMGDIR/os-$(sha256sum "$REPO/scripts/bootimage.sh" | cut -c1-12).img
+if [ ! -s "$IMG" ]; then
+	echo "bench/boot.sh: building the Debian image $IMG" >&2
+	find "$IMGDIR" -maxdepth 1 -name 'os*.img' -delete
+	BOOTIMAGE_ROOTFS_CACHE=$IMGDIR "$REPO/scripts/bootimage.sh" "$IMG.tmp" >&2
+	mv "$IMG.tmp" "$IMG"
 fi
 
 W=$(mktemp -d /var/tmp/camount-bench-boot.XXXXXX)
@@ -52,11 +59,13 @@ trap cleanup EXIT
 
 SRV=$W/srv
 mkdir -p "$SRV"
-ln "$IMGDIR/os.img" "$SRV/os.img" 2>/dev/null || cp "$IMGDIR/os.img" "$SRV/os.img"
+ln "$IMG" "$SRV/os.img" 2>/dev/null || cp "$IMG" "$SRV/os.img"
 "$CAMOUNT" make --store="$SRV/os.castr" "$SRV/os.caibx" "$SRV/os.img" >/dev/null
-store_bytes=$(du -sb "$SRV/os.castr" | cut -f1)
+# The store's size is its chunk files' (not du: directories add ~10%).
+store_bytes=$(find "$SRV/os.castr" -name '*.cacnk' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 store_chunks=$(find "$SRV/os.castr" -name '*.cacnk' | wc -l)
 img_bytes=$(stat -c %s "$SRV/os.img")
+(cd "$REPO" && go build -o "$W/prefetchtool" ./bench/prefetchtool)
 
 # nginx logging each request's body bytes, behind the delay proxy.
 start_nginx "$W/ngx" "$SRV" bytes
@@ -103,46 +112,64 @@ boot() {
 }
 FAILED=
 
-# median_boot NAME ...: boot RUNS times, UPTIME and WALL the medians.
-median_boot() {
-	local us=() ws=() i
-	for ((i = 0; i < RUNS; i++)); do
-		boot "$@"
-		us+=("$UPTIME")
-		ws+=("$WALL")
-	done
-	UPTIME=$(MEDIAN_DIGITS=1 median "${us[@]}")
-	WALL=$(MEDIAN_DIGITS=1 median "${ws[@]}")
+# Every run's figures of a boot kind K are kept as space-separated lists
+# (RU[K], RW[K], RB[K]: uptime, wall, bytes fetched); med K sets U[K], WL[K]
+# and B[K] to their medians.
+declare -A RU RW RB U WL B
+keep() { # KIND BYTES: after a boot, keep its UPTIME, WALL and BYTES
+	RU[$1]="${RU[$1]:-} $UPTIME" RW[$1]="${RW[$1]:-} $WALL" RB[$1]="${RB[$1]:-} $2"
+}
+med() {
+	# shellcheck disable=SC2086 # the lists split on purpose
+	U[$1]=$(MEDIAN_DIGITS=1 median ${RU[$1]}) WL[$1]=$(MEDIAN_DIGITS=1 median ${RW[$1]}) B[$1]=$(MEDIAN_DIGITS=0 median ${RB[$1]})
 }
 
-declare -A U WL B
 mib() { echo "scale=1; $1 / 1048576" | bc -l | awk '{printf "%.1f", $1}'; }
 vda="root=/dev/vda ro panic=-1"
 
-# 1. Local raw image.
-median_boot raw "$INITRD" "$vda" -drive "file=$SRV/os.img,format=raw,if=virtio,readonly=on"
-U[raw]=$UPTIME WL[raw]=$WALL B[raw]=0
+have_curl=
+ls /usr/lib/*/qemu/block-curl.so >/dev/null 2>&1 && have_curl=1
+
+# 1. Local raw image; the first run under qemu's block trace (what the
+# guest reads: the floor of any lazy fetch).
+for ((r = 0; r < RUNS; r++)); do
+	trace=()
+	[ "$r" = 0 ] && trace=(-trace "enable=blk_co_preadv,file=$W/raw.trace")
+	boot raw "$INITRD" "$vda" -drive "file=$SRV/os.img,format=raw,if=virtio,readonly=on" "${trace[@]}"
+	keep raw 0
+done
+med raw
+cov=$("$W/prefetchtool" readcov -index "$SRV/os.caibx" -store "$SRV/os.castr" -trace "$W/raw.trace")
+covv() { echo "$cov" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # 2. qemu's curl driver on the raw image over the link.
-if ls /usr/lib/*/qemu/block-curl.so >/dev/null 2>&1; then
-	reset_log
-	median_boot curl "$INITRD" "$vda" -drive "file.driver=http,file.url=$URL/os.img,format=raw,if=virtio,readonly=on"
-	U[curl]=$UPTIME WL[curl]=$WALL B[curl]=$(($(served_bytes) / RUNS))
+if [ -n "$have_curl" ]; then
+	for ((r = 0; r < RUNS; r++)); do
+		reset_log
+		boot curl "$INITRD" "$vda" -drive "file.driver=http,file.url=$URL/os.img,format=raw,if=virtio,readonly=on"
+		keep curl "$(served_bytes)"
+	done
+	med curl
 fi
 
 # 3. casync extract of the whole image, then the local boot.
-reset_log
-ts=$(date +%s.%N)
-casync extract --store="$URL/os.castr" "$URL/os.caibx" "$W/extracted.img" >/dev/null 2>&1
-te=$(date +%s.%N)
-extract=$(echo "$te - $ts" | bc -l | awk '{printf "%.1f", $1}')
-B[casync]=$(served_bytes)
-rm -f "$W/extracted.img"
+ex=()
+for ((r = 0; r < RUNS; r++)); do
+	reset_log
+	ts=$(date +%s.%N)
+	casync extract --store="$URL/os.castr" "$URL/os.caibx" "$W/extracted.img" >/dev/null 2>&1
+	te=$(date +%s.%N)
+	ex+=("$(echo "$te - $ts" | bc -l)")
+	B[casync]=$(served_bytes)
+	rm -f "$W/extracted.img"
+done
+extract=$(MEDIAN_DIGITS=1 median "${ex[@]}")
 
 # 4, 5. camount nbd on the host, qemu's NBD client.
 camount_nbd_boot() { # NAME FLAGS...
 	local name=$1 uri
 	shift
+	rm -f "$W/$name.uri" # (a earlier run's: the shell truncates it only once camount starts)
 	"$CAMOUNT" nbd --listen=tcp://127.0.0.1:0 --name=os --store="$URL/os.castr" \
 		--stats-json="$W/$name.stats" "$@" "$URL/os.caibx" >"$W/$name.uri" 2>"$W/$name.log" &
 	local pid=$!
@@ -152,13 +179,17 @@ camount_nbd_boot() { # NAME FLAGS...
 	boot "$name" "$INITRD" "$vda" -drive "file=$uri,format=raw,if=virtio,readonly=on"
 	kill "$pid"
 	wait "$pid" || true
-	U[$name]=$UPTIME WL[$name]=$WALL
-	B[$name]=$(sed -n 's/.*"fetched_bytes": *\([0-9]*\).*/\1/p' "$W/$name.stats")
-	C[$name]=$(sed -n 's/.*"fetched_chunks": *\([0-9]*\).*/\1/p' "$W/$name.stats")
+	keep "$name" "$(sed -n 's/.*"fetched_bytes": *\([0-9]*\).*/\1/p' "$W/$name.stats")"
+	C[$name]="${C[$name]:-} $(sed -n 's/.*"fetched_chunks": *\([0-9]*\).*/\1/p' "$W/$name.stats")"
 }
 declare -A C
-camount_nbd_boot nbd1 --record-profile="$W/nbd.profile"
-camount_nbd_boot nbd2 --prefetch-profile="$W/nbd.profile"
+for ((r = 0; r < RUNS; r++)); do
+	rm -f "$W/nbd.profile"
+	camount_nbd_boot nbd1 --record-profile="$W/nbd.profile"
+	camount_nbd_boot nbd2 --prefetch-profile="$W/nbd.profile"
+done
+med nbd1
+med nbd2
 
 # 6, 7. /dev/nbd0 in the guest: an initramfs with camount (static).
 CGO_ENABLED=0 GOFLAGS= go build -C "$REPO" -o "$W/camount-static" ./cmd/camount
@@ -172,20 +203,26 @@ cp "$REPO/contrib/initramfs-tools/scripts/local-top/camount" "$conf/scripts/loca
 CAMOUNT_BINARY=$W/camount-static mkinitramfs -d "$conf" -o "$W/initrd-camount.img" "$kver"
 nbd0="root=camount:$GURL/os.caibx camount.store=$GURL/os.castr ip=dhcp panic=-1"
 net=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
-reset_log
-boot nbd0a "$W/initrd-camount.img" "$nbd0 camount.args=--record-profile=/camount-boot.profile" "${net[@]}"
-U[nbd0a]=$UPTIME WL[nbd0a]=$WALL B[nbd0a]=$(served_bytes)
-# (only the profile's own lines: systemd may write status lines in between)
-sed -n '/CAMOUNT-PROFILE-BEGIN/,/CAMOUNT-PROFILE-END/p' "$W/nbd0a.console" | tr -d '\r' |
-	grep -E '^(camount-profile 1|index sha256:[0-9a-f]{64}|chunks [0-9]+|[0-9]+)$' >"$W/nbd0.profile" || true
-# The profile goes into the initramfs as a second cpio archive.
-mkdir -p "$W/extra/etc/camount"
-cp "$W/nbd0.profile" "$W/extra/etc/camount/boot.profile"
-(cd "$W/extra" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/extra.cpio.gz"
-cat "$W/initrd-camount.img" "$W/extra.cpio.gz" >"$W/initrd-camount-profile.img"
-reset_log
-boot nbd0b "$W/initrd-camount-profile.img" "$nbd0 camount.profile=/etc/camount/boot.profile" "${net[@]}"
-U[nbd0b]=$UPTIME WL[nbd0b]=$WALL B[nbd0b]=$(served_bytes)
+for ((r = 0; r < RUNS; r++)); do
+	reset_log
+	rm -f "$W/nbd0a.console"
+	boot nbd0a "$W/initrd-camount.img" "$nbd0 camount.args=--record-profile=/camount-boot.profile" "${net[@]}"
+	keep nbd0a "$(served_bytes)"
+	# (only the profile's own lines: systemd may write status lines in between)
+	sed -n '/CAMOUNT-PROFILE-BEGIN/,/CAMOUNT-PROFILE-END/p' "$W/nbd0a.console" | tr -d '\r' |
+		grep -E '^(camount-profile 1|index sha256:[0-9a-f]{64}|chunks [0-9]+|[0-9]+)$' >"$W/nbd0.profile" || true
+	# The profile goes into the initramfs as a second cpio archive.
+	rm -rf "$W/extra"
+	mkdir -p "$W/extra/etc/camount"
+	cp "$W/nbd0.profile" "$W/extra/etc/camount/boot.profile"
+	(cd "$W/extra" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/extra.cpio.gz"
+	cat "$W/initrd-camount.img" "$W/extra.cpio.gz" >"$W/initrd-camount-profile.img"
+	reset_log
+	boot nbd0b "$W/initrd-camount-profile.img" "$nbd0 camount.profile=/etc/camount/boot.profile" "${net[@]}"
+	keep nbd0b "$(served_bytes)"
+done
+med nbd0a
+med nbd0b
 
 echo
 echo "Debian bookworm (systemd) to multi-user.target under qemu TCG; image $(mib "$img_bytes") MiB raw, store $store_chunks chunks, $(mib "$store_bytes") MiB"
@@ -200,6 +237,15 @@ row "camount nbd, first boot" "${U[nbd1]}" "${WL[nbd1]}" "$(mib "${B[nbd1]}")"
 row "camount nbd, profiled boot" "${U[nbd2]}" "${WL[nbd2]}" "$(mib "${B[nbd2]}")"
 row "camount /dev/nbd0, first boot" "${U[nbd0a]}" "${WL[nbd0a]}" "$(mib "${B[nbd0a]}")"
 row "camount /dev/nbd0, profiled boot" "${U[nbd0b]}" "${WL[nbd0b]}" "$(mib "${B[nbd0b]}")"
+pct() { echo "scale=1; 100 * $1 / $2" | bc -l | awk '{printf "%.1f", $1}'; }
+echo
+echo "Fetched against the store: the store is its $store_chunks chunk files, $(mib "$store_bytes") MiB as stored (zstd),"
+echo "  $(mib "$(covv all_chunk_bytes)") MiB uncompressed (each distinct chunk once)."
+echo "What the guest reads (the local raw boot under qemu's block trace): $(covv reads) reads, $(mib "$(covv distinct_bytes)") MiB of"
+echo "  distinct 4 KiB blocks; the chunks holding them: $(covv chunks) chunks, $(mib "$(covv chunk_bytes)") MiB uncompressed, $(mib "$(covv stored_bytes)") MiB stored"
+echo "  = $(pct "$(covv stored_bytes)" "$store_bytes")% of the store (the floor of any lazy reader of this index)."
+echo "camount nbd, first boot: $(mib "${B[nbd1]}") MiB = $(pct "${B[nbd1]}" "$store_bytes")% of the store ($(mib "${B[nbd1]}") MiB against the uncompressed $(mib "$(covv all_chunk_bytes)") MiB: $(pct "${B[nbd1]}" "$(covv all_chunk_bytes)")%)."
+echo "camount /dev/nbd0, first boot: $(mib "${B[nbd0a]}") MiB (nginx's bytes, index included) = $(pct "${B[nbd0a]}" "$store_bytes")% of the store."
 
 table_header "qemu NBD client boot, wall seconds to the marker ($RUNS run(s) each)" "peer"
 table_row "first lazy boot vs local raw boot" "${WL[raw]}" "${WL[nbd1]}"

@@ -47,7 +47,11 @@ var bootImg struct {
 
 // debianBootImage builds the image once per test run, under the directory
 // of the test binary's camount build (TestMain removes it at exit).
-// CAMOUNT_BOOT_CACHE=DIR keeps mmdebstrap's tarball in DIR between runs.
+// mmdebstrap's tarball (most of the build's time) is kept between runs in
+// $XDG_CACHE_HOME/camount-test/boot (bootimage.sh names it by a digest of
+// its mmdebstrap line and rebuilds it after 7 days); CAMOUNT_BOOT_CACHE=DIR
+// puts it elsewhere, CAMOUNT_BOOT_CACHE=none builds it afresh. The image
+// itself (with this build's camount in it) is always made anew.
 func debianBootImage(t *testing.T) *bootImage {
 	t.Helper()
 	needRoot(t)
@@ -63,8 +67,14 @@ func debianBootImage(t *testing.T) *bootImage {
 		start := time.Now()
 		cmd := exec.Command("../scripts/bootimage.sh", img, extra)
 		cmd.Env = os.Environ()
-		if c := os.Getenv("CAMOUNT_BOOT_CACHE"); c != "" {
-			cmd.Env = append(cmd.Env, "BOOTIMAGE_ROOTFS_CACHE="+c)
+		cache := os.Getenv("CAMOUNT_BOOT_CACHE")
+		if cache == "" {
+			if d, err := os.UserCacheDir(); err == nil {
+				cache = filepath.Join(d, "camount-test", "boot")
+			}
+		}
+		if cache != "" && cache != "none" {
+			cmd.Env = append(cmd.Env, "BOOTIMAGE_ROOTFS_CACHE="+cache)
 		}
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

@@ -16,7 +16,10 @@
 #
 # EXTRA_DIR, if given, is copied over the root file system (extra files,
 # checks, units). Set BOOTIMAGE_ROOTFS_CACHE=DIR to keep mmdebstrap's tarball
-# there between runs (it is reused when present; delete it to refresh).
+# there between runs, as DIR/rootfs-KEY.tar where KEY is a digest of the
+# mmdebstrap command line (suite, variant, packages): it is reused while it
+# is younger than BOOTIMAGE_ROOTFS_MAX_AGE days (default 7; Debian's
+# updates arrive after that), else rebuilt. Delete it to refresh sooner.
 set -eu
 out=${1:?usage: bootimage.sh OUT.img [EXTRA_DIR]}
 extra=${2:-}
@@ -24,15 +27,24 @@ for c in mmdebstrap mkfs.ext4; do
 	command -v "$c" >/dev/null || { echo "bootimage.sh: $c is not installed (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 work=$(mktemp -d "${TMPDIR:-/tmp}/bootimage.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "${tarball:-$work/x}.$$.tmp"' EXIT
+set -- --quiet --format=tar --variant=minbase --include=systemd-sysv,udev,kmod bookworm
 tarball=$work/rootfs.tar
 if [ -n "${BOOTIMAGE_ROOTFS_CACHE:-}" ]; then
 	mkdir -p "$BOOTIMAGE_ROOTFS_CACHE"
-	tarball=$BOOTIMAGE_ROOTFS_CACHE/rootfs.tar
+	key=$(echo "mmdebstrap $* $(dpkg --print-architecture 2>/dev/null)" | sha256sum | cut -c1-16)
+	tarball=$BOOTIMAGE_ROOTFS_CACHE/rootfs-$key.tar
+	if [ -s "$tarball" ] && [ -n "$(find "$tarball" -mtime +"${BOOTIMAGE_ROOTFS_MAX_AGE:-7}")" ]; then
+		echo "bootimage.sh: $tarball is older than ${BOOTIMAGE_ROOTFS_MAX_AGE:-7} days: rebuilding" >&2
+		rm -f "$tarball"
+	fi
 fi
 if [ ! -s "$tarball" ]; then
-	mmdebstrap --quiet --format=tar --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$tarball.tmp" >&2
-	mv "$tarball.tmp" "$tarball"
+	# A temporary name of our own: parallel runs may fill the same cache.
+	mmdebstrap "$@" "$tarball.$$.tmp" >&2
+	mv "$tarball.$$.tmp" "$tarball"
+else
+	echo "bootimage.sh: reusing $tarball" >&2
 fi
 root=$work/root
 mkdir "$root"
@@ -102,9 +114,11 @@ printf 'LABEL=camountroot / ext4 ro 0 1\n' >"$root/etc/fstab"
 if [ -n "$extra" ]; then
 	cp -a "$extra/." "$root/"
 fi
-# Room for the files plus 15%, in MiB.
+# Room for the files plus 15%, in MiB. 4 KiB blocks, as mkfs.ext4 makes a
+# root file system of a real disk (for an image this small it would pick
+# 1 KiB blocks, which spread a boot's metadata reads over more chunks).
 kib=$(du -sk "$root" | cut -f1)
 mib=$((kib * 115 / 100 / 1024 + 32))
 rm -f "$out"
-mkfs.ext4 -q -F -L camountroot -d "$root" "$out" "${mib}M"
+mkfs.ext4 -q -F -b 4096 -L camountroot -d "$root" "$out" "${mib}M"
 echo "bootimage.sh: $out ($mib MiB)" >&2

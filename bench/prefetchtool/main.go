@@ -10,6 +10,8 @@
 //	    prints a free TCP port on 127.0.0.1.
 //	prefetchtool pct FILE...
 //	    prints "p50_ms p99_ms" of the latencies in the files (pooled).
+//	prefetchtool readcov -index X.caibx -store DIR -trace QEMU_TRACE
+//	    what a guest read of the image against the chunks holding it (readcov.go).
 package main
 
 import (
@@ -48,6 +50,8 @@ func main() {
 		err = pct(os.Args[2:])
 	case "port":
 		err = port()
+	case "readcov":
+		err = readcov(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
