@@ -100,6 +100,28 @@ func debianBootImage(t *testing.T) *bootImage {
 	return bootImg.img
 }
 
+var static struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// staticCamount builds camount without cgo (for the guest and the
+// initramfs) once per test run, beside the test's camount build.
+func staticCamount() (string, error) {
+	static.once.Do(func() {
+		bin := filepath.Join(filepath.Dir(camountBin), "camount-static")
+		build := exec.Command("go", "build", "-o", bin, "../cmd/camount")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+		if out, err := build.CombinedOutput(); err != nil {
+			static.err = fmt.Errorf("go build (static): %v\n%s", err, out)
+			return
+		}
+		static.bin = bin
+	})
+	return static.bin, static.err
+}
+
 // guestTreeFiles are the files of the tree image the guest mounts at boot.
 var guestTreeFiles = map[string]string{"a.txt": "mounted by systemd from fstab\n", "d/b.txt": strings.Repeat("camount ", 5000)}
 
@@ -125,12 +147,16 @@ func guestExtras(dir string) error {
 		}
 		return os.WriteFile(p, b, mode)
 	}
-	bin := filepath.Join(dir, "usr/local/bin/camount")
-	os.MkdirAll(filepath.Dir(bin), 0o755)
-	build := exec.Command("go", "build", "-o", bin, "../cmd/camount")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build (static): %v\n%s", err, out)
+	static, err := staticCamount()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(static)
+	if err != nil {
+		return err
+	}
+	if err := mk("usr/local/bin/camount", b, 0o755); err != nil {
+		return err
 	}
 	os.MkdirAll(filepath.Join(dir, "usr/sbin"), 0o755)
 	if err := os.Symlink("/usr/local/bin/camount", filepath.Join(dir, "usr/sbin/mount.camount")); err != nil {
@@ -401,11 +427,9 @@ func makeCamountInitramfsWith(t *testing.T, k *bootKernel, withNBD bool) string 
 	t.Helper()
 	needCmd(t, "mkinitramfs")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "camount")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/camount")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build (static): %v\n%s", err, out)
+	bin, err := staticCamount()
+	if err != nil {
+		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "conf")
 	for _, d := range []string{"conf.d", "hooks", "scripts/local-top"} {
