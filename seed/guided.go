@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/camount/camount/chunker"
+	"golang.org/x/sys/unix"
 )
 
 // A guided scan is the whole scan of a file seed (Scan) when the target
@@ -53,11 +54,14 @@ type guide struct {
 	zero []bool
 	once sync.Once
 	byID map[chunker.ID]int // first non-zero target chunk of each ID
+	// zeros are read-only zeros for the chunks found in holes.
+	zeros []byte
 }
 
 func (g *guide) init() {
 	g.once.Do(func() {
 		g.byID = make(map[chunker.ID]int, len(g.x.Chunks))
+		g.zeros = make([]byte, min(g.x.Max, chunker.MaxChunkSizeLimit))
 		for i, c := range g.x.Chunks {
 			if g.zero != nil && g.zero[i] {
 				continue
@@ -89,7 +93,9 @@ type gjob struct {
 	buf   []byte
 	offs  []int64
 	sizes []int
-	guess []int // target chunk guessed, -1 for a chunk the chunker cut
+	guess []int    // target chunk guessed, -1 for a chunk the chunker cut
+	datas [][]byte // each chunk's bytes (in buf, or zeros for a hole); nil: buf in order
+	hole  []bool   // chunks known to lie in a hole of the seed (zeros); nil: none
 	ids   []chunker.ID
 	final bool // the batch reaches the end of the seed
 	err   error
@@ -132,14 +138,34 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 	finished := make(chan struct{}) // the reporter confirmed the final batch
 	var lastHint atomic.Pointer[hint]
 	waitHash := startPool(ctx, workers, jobs, func(j *gjob) {
-		datas := make([][]byte, 0, len(j.sizes))
-		o := 0
-		for _, n := range j.sizes {
-			datas = append(datas, j.buf[o:o+n])
-			o += n
+		if j.datas == nil {
+			o := 0
+			for _, n := range j.sizes {
+				j.datas = append(j.datas, j.buf[o:o+n:o+n])
+				o += n
+			}
 		}
-		j.ids = make([]chunker.ID, len(datas))
-		sumChunks(s.p.Digest, j.ids, datas)
+		j.ids = make([]chunker.ID, len(j.datas))
+		if j.hole == nil {
+			sumChunks(s.p.Digest, j.ids, j.datas)
+		} else {
+			// Chunks in a hole of the seed are zeros, unread.
+			var idx []int
+			var rest [][]byte
+			for k, b := range j.datas {
+				if j.hole[k] {
+					j.ids[k] = zeroID(s.p.Digest, len(b))
+					continue
+				}
+				idx = append(idx, k)
+				rest = append(rest, b)
+			}
+			ids := make([]chunker.ID, len(rest))
+			sumChunks(s.p.Digest, ids, rest)
+			for i, k := range idx {
+				j.ids[k] = ids[i]
+			}
+		}
 		close(j.done)
 	})
 	// The reporter checks guesses and reports chunks in seed order.
@@ -157,7 +183,6 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 				repErr = j.err
 				continue
 			}
-			o := 0
 			failed := false
 			for k, id := range j.ids {
 				n := j.sizes[k]
@@ -175,8 +200,7 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 				if j.guess[k] >= 0 {
 					s.guessed.Add(int64(n))
 				}
-				found(id, Location{R: s.f, Off: j.offs[k], Size: int64(n), File: s.f, Data: j.buf[o : o+n : o+n]})
-				o += n
+				found(id, Location{R: s.f, Off: j.offs[k], Size: int64(n), File: s.f, Data: j.datas[k]})
 				s.front.Store(j.offs[k] + int64(n))
 			}
 			if !failed && j.final {
@@ -224,6 +248,7 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 		ck     *chunker.Chunker
 		cutEnd int64 // where the chunker's reader stands (seed offset)
 		final  bool  // the batch reaching the end of the seed was sent (this epoch)
+		holes  = holeMap{fd: int(s.f.Fd()), size: size}
 	)
 	send := func(j *gjob) error {
 		select {
@@ -292,15 +317,7 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 			if ti >= last || pos+int64(g.x.Chunks[ti].Size) > size {
 				ti = -1 // the chunker takes the rest from pos
 			}
-			ex.do(func() {
-				j.buf = make([]byte, pos-start)
-				if n, err := s.f.ReadAt(j.buf, start); n < len(j.buf) {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF // the seed shrank
-					}
-					j.err = fmt.Errorf("seed %s: reading at offset %d: %w", s.path, start, err)
-				}
-			})
+			ex.do(func() { j.err = s.readGuessed(j, g, &holes) })
 			j.final = pos >= size
 			final = j.final
 			limit = min(2*limit, scanBatch)
@@ -373,4 +390,87 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 			}
 		}
 	}
+}
+
+// readGuessed reads the seed's bytes of the guessed chunks of j. Chunks the
+// target has as zeros that lie in a hole of the seed are zeros without a
+// read (disk images are mostly holes).
+func (s *FileSeed) readGuessed(j *gjob, g *guide, holes *holeMap) error {
+	j.datas = make([][]byte, len(j.sizes))
+	var total int
+	for k, n := range j.sizes {
+		if g.zero != nil && g.zero[j.guess[k]] && n <= len(g.zeros) && holes.hole(j.offs[k], int64(n)) {
+			if j.hole == nil {
+				j.hole = make([]bool, len(j.sizes))
+			}
+			j.hole[k] = true
+			j.datas[k] = g.zeros[:n:n]
+			continue
+		}
+		total += n
+	}
+	j.buf = make([]byte, total)
+	o := 0
+	for k := 0; k < len(j.sizes); {
+		if j.hole != nil && j.hole[k] {
+			k++
+			continue
+		}
+		// A run of chunks to read at once.
+		e, n := k, 0
+		for ; e < len(j.sizes) && (j.hole == nil || !j.hole[e]); e++ {
+			j.datas[e] = j.buf[o+n : o+n+j.sizes[e] : o+n+j.sizes[e]]
+			n += j.sizes[e]
+		}
+		if got, err := s.f.ReadAt(j.buf[o:o+n], j.offs[k]); got < n {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF // the seed shrank
+			}
+			return fmt.Errorf("seed %s: reading at offset %d: %w", s.path, j.offs[k], err)
+		}
+		o += n
+		k = e
+	}
+	return nil
+}
+
+// holeMap tells whether ranges of a file lie in holes (SEEK_DATA,
+// SEEK_HOLE), remembering the last hole and data extent seen.
+type holeMap struct {
+	fd               int
+	size             int64
+	off              bool // lseek refused (a block device): no holes known
+	holeFrom, holeTo int64
+	dataFrom, dataTo int64
+}
+
+// hole reports whether [off, off+n) lies wholly in a hole.
+func (h *holeMap) hole(off, n int64) bool {
+	for !h.off {
+		switch {
+		case off >= h.holeFrom && off+n <= h.holeTo:
+			return true
+		case off >= h.holeFrom && off < h.holeTo:
+			return false // the hole ends inside
+		case off >= h.dataFrom && off < h.dataTo:
+			return false
+		}
+		d, err := unix.Seek(h.fd, off, unix.SEEK_DATA)
+		switch {
+		case err == unix.ENXIO:
+			h.holeFrom, h.holeTo = off, h.size // no data after off
+		case err != nil:
+			h.off = true
+		case d > off:
+			h.holeFrom, h.holeTo = off, d
+		default:
+			e, err := unix.Seek(h.fd, off, unix.SEEK_HOLE)
+			if err != nil || e <= off {
+				h.off = true
+				break
+			}
+			h.dataFrom, h.dataTo = off, e
+		}
+	}
+	return false
 }

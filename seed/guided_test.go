@@ -70,13 +70,14 @@ func TestGuidedScanEqualsPlain(t *testing.T) {
 		{"empty-seed", nil, base},
 	}
 	for _, c := range cases {
-		for _, p := range []chunker.Params{params, {Min: 4 << 10, Avg: 4 << 10, Max: 4 << 10}} {
+		for _, p := range []chunker.Params{params, {Min: 4 << 10, Avg: 4 << 10, Max: 4 << 10}, {Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}} {
 			t.Run(fmt.Sprintf("%s/%d-%d", c.name, p.Min, p.Max), func(t *testing.T) {
 				x, _ := index(t, c.targ)
 				if p != params {
 					x = indexWith(t, c.targ, p)
 				}
-				path := write(t, c.seed)
+				// Sparse: zero blocks are holes, unread by a guided scan.
+				path := writeSparse(t, c.seed)
 				sp := Params{Digest: x.Digest(), Chunk: p}
 				plainSeed, _ := OpenFile(path, sp)
 				defer plainSeed.Close()
@@ -116,4 +117,24 @@ func indexWith(t *testing.T, data []byte, p chunker.Params) *chunker.Index {
 		x.Chunks = append(x.Chunks, chunker.Chunk{ID: id, Start: uint64(l.Off), Size: uint64(l.Size)})
 	})
 	return x
+}
+
+// writeSparse writes data to a file whose 4 KiB blocks of zeros are holes.
+func writeSparse(t *testing.T, data []byte) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "sparse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(int64(len(data)))
+	for o := 0; o < len(data); o += 4096 {
+		b := data[o:min(o+4096, len(data))]
+		if !isZero(b) {
+			if _, err := f.WriteAt(b, int64(o)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return f.Name()
 }
