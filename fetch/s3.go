@@ -3,6 +3,8 @@ package fetch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -408,10 +410,19 @@ func (c *s3Client) has(ctx context.Context, key string) (bool, error) {
 	return err == nil, err
 }
 
+// put stores data as one object in one request, signed with the SHA-256
+// of the payload (minio.Core.PutObject): the server checks the body
+// against the signature. minio's PutObject would stream-sign the body over
+// plain HTTP instead (aws-chunked framing, a signature per 64 KiB): more
+// work on both sides for chunks of tens of KiB, and some servers
+// (versitygw) then keep "Content-Encoding: aws-chunked" on the object and
+// send it with every GET.
 func (c *s3Client) put(ctx context.Context, key string, data []byte, contentType string) error {
+	sum := sha256.Sum256(data)
+	sha := hex.EncodeToString(sum[:])
 	return c.call(ctx, "PUT", key, func(ctx context.Context) error {
-		_, err := c.c.PutObject(ctx, c.loc.Bucket, key, bytes.NewReader(data), int64(len(data)),
-			minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
+		_, err := minio.Core{Client: c.c}.PutObject(ctx, c.loc.Bucket, key, bytes.NewReader(data), int64(len(data)), "", sha,
+			minio.PutObjectOptions{ContentType: contentType, DisableContentSha256: true})
 		return err
 	})
 }
