@@ -101,7 +101,7 @@ boot() {
 			;;
 		esac
 	done < <(timeout 900 qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -nographic -no-reboot -nodefaults \
-		-serial stdio -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 $cmdline" "$@" 2>&1)
+		-serial stdio -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 no_timer_check $cmdline" "$@" 2>&1)
 	if [ -z "$UPTIME" ]; then
 		echo "bench/boot.sh: boot $name printed no marker; console:" >&2
 		tail -40 "$W/$name.console" >&2

@@ -304,7 +304,7 @@ func bootQemu(t *testing.T, k *bootKernel, initrd, cmdline string, timeout time.
 	defer cancel()
 	args := append([]string{"-accel", "tcg", "-smp", "2", "-m", "1024",
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
-		"-kernel", k.kernel, "-initrd", initrd, "-append", "console=ttyS0 " + cmdline}, extra...)
+		"-kernel", k.kernel, "-initrd", initrd, "-append", "console=ttyS0 no_timer_check " + cmdline}, extra...)
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	cmd.WaitDelay = 5 * time.Second
 	out := &markerWriter{start: time.Now()}

@@ -305,7 +305,7 @@ func (vm *vmEnv) boot(t *testing.T, initrd string, timeout time.Duration, extra 
 		"-accel", "tcg", "-smp", "2", "-m", "768",
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 		"-kernel", vm.kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=5 loglevel=4 rdinit=/init",
+		"-append", "console=ttyS0 no_timer_check panic=5 loglevel=4 rdinit=/init",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"}, extra...)...)
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
