@@ -104,6 +104,7 @@ func TestVMNBD(t *testing.T) {
 		"blockdev-kernel-tests", "mkdev-device", "mkdev-ro", "mkdev-size", "mkdev-bytes",
 		"mkdev-partition", "mkdev-write-refused", "mkdev-ext4", "rmdev", "mkdev-exit-after-rmdev",
 		"mkdev-ioctl-device", "mkdev-ioctl-bytes", "mkdev-ioctl-sigterm",
+		"mkdev-kill9-new-read", "mkdev-kill9-reader", "mkdev-kill9-cache-verify", "mkdev-kill9-restart-bytes", "mkdev-kill9-cache-after-restart",
 		"mkdev-loop-device", "mkdev-loop-bytes", "mkdev-loop-sigterm",
 		"nbd-drive-ro", "boot-from-nbd", "boot-from-nbd-files",
 	}
@@ -559,6 +560,8 @@ func vmGuest() {
 	vmMkdevChecks(r, &exp, "", nil, true)
 	// and over the ioctls, detached by SIGTERM.
 	vmMkdevChecks(r, &exp, "ioctl", []string{"--nbd-method=ioctl"}, false)
+	// kill -9 during reads and disk-cache writes (vm_kill9_test.go).
+	vmKill9Checks(r, &exp)
 	if exp.Long {
 		vmMkdevChecks(r, &exp, "multiconn", []string{"--connections=4"}, false)
 	}
