@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,6 +100,10 @@ func runMkdev(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, ind
 		return err
 	}
 	defer blob.Scheduler().Close()
+	// Keep the heap near the chunk cache, as mount and nbd do (issue 15.5).
+	if os.Getenv("GOMEMLIMIT") == "" && bf.cacheSize > 0 {
+		debug.SetMemoryLimit(int64(bf.cacheSize) + 40<<20)
+	}
 	stopServices, err := startBlobServices(ctx, e, blob, bf, pf)
 	if err != nil {
 		return err
