@@ -58,7 +58,7 @@ type Options struct {
 	// output; the zero value is ReflinkAuto.
 	Reflink Reflink
 	// Workers is the number of chunks assembled at once; 0 means
-	// max(16, 2*GOMAXPROCS), enough to hide network latency (the scheduler
+	// max(32, 2*GOMAXPROCS), enough to hide network latency (the scheduler
 	// bounds the real fetch concurrency).
 	Workers int
 }
@@ -93,7 +93,7 @@ func (o *Options) workers() int {
 	if o.Workers > 0 {
 		return o.Workers
 	}
-	return max(16, 2*runtime.GOMAXPROCS(0))
+	return max(32, 2*runtime.GOMAXPROCS(0))
 }
 
 func (o *Options) log() *slog.Logger {
