@@ -2,6 +2,7 @@ package seed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -98,6 +99,7 @@ type gjob struct {
 	hole  []bool   // chunks known to lie in a hole of the seed (zeros); nil: none
 	ids   []chunker.ID
 	final bool // the batch reaches the end of the seed
+	read  bool // the worker reads the guessed chunks (readGuessed)
 	err   error
 	done  chan struct{}
 }
@@ -114,6 +116,10 @@ type hint struct {
 	epoch int
 	delta int64
 }
+
+// errReported stops the guesser when the reporter met an error (a read
+// that failed): the scan returns the reporter's error.
+var errReported = errors.New("the scan's reporter failed")
 
 // Guessed batches start small after each switch to guessing, since a
 // wrong guess wastes the batches made past it.
@@ -135,9 +141,18 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 	jobs := make(chan *gjob, workers)
 	order := make(chan *gjob, 2*workers)
 	restarts := make(chan restart, 1)
-	finished := make(chan struct{}) // the reporter confirmed the final batch
+	finished := make(chan struct{})  // the reporter confirmed the final batch
+	repFailed := make(chan struct{}) // the reporter met an error (repErr)
 	var lastHint atomic.Pointer[hint]
 	waitHash := startPool(ctx, workers, jobs, func(j *gjob) {
+		if j.read {
+			// Guessed chunks are read here, on every core, not by the
+			// guesser.
+			if j.err = s.readGuessed(j); j.err != nil {
+				close(j.done)
+				return
+			}
+		}
 		if j.datas == nil {
 			o := 0
 			for _, n := range j.sizes {
@@ -181,6 +196,7 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 			}
 			if j.err != nil {
 				repErr = j.err
+				close(repFailed) // the guesser stops
 				continue
 			}
 			failed := false
@@ -219,14 +235,14 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 		defer close(guessed)
 		ex := newExecutor(ctx)
 		defer ex.stop()
-		err = s.guess(ctx, ex, g, size, jobs, order, restarts, finished, &lastHint)
+		err = s.guess(ctx, ex, g, size, jobs, order, restarts, finished, repFailed, &lastHint)
 	}()
 	<-guessed
 	close(jobs)
 	close(order)
 	waitHash()
 	<-repDone
-	if err == nil {
+	if err == nil || errors.Is(err, errReported) {
 		err = repErr
 	}
 	if err == nil {
@@ -238,7 +254,7 @@ func (s *FileSeed) scanGuided(ctx context.Context, found Found) error {
 // guess makes the batches: guessed chunks while guesses hold, chunks cut by
 // the chunker elsewhere. It returns when the reporter confirmed the batch
 // that reaches the end of the seed, or on an error.
-func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64, jobs, order chan<- *gjob, restarts <-chan restart, finished <-chan struct{}, lastHint *atomic.Pointer[hint]) error {
+func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64, jobs, order chan<- *gjob, restarts <-chan restart, finished, repFailed <-chan struct{}, lastHint *atomic.Pointer[hint]) error {
 	var (
 		pos    int64 // seed offset of the next chunk: a cut
 		delta  int64 // target offset - seed offset of the data being guessed
@@ -255,6 +271,8 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 		case order <- j:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-repFailed:
+			return errReported
 		}
 		select {
 		case jobs <- j:
@@ -290,6 +308,8 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 				continue
 			case <-finished:
 				return nil
+			case <-repFailed:
+				return errReported
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -317,15 +337,13 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 			if ti >= last || pos+int64(g.x.Chunks[ti].Size) > size {
 				ti = -1 // the chunker takes the rest from pos
 			}
-			ex.do(func() { j.err = s.readGuessed(j, g, &holes) })
+			ex.do(func() { s.planGuessed(j, g, &holes) })
+			j.read = true
 			j.final = pos >= size
 			final = j.final
 			limit = min(2*limit, scanBatch)
 			if err := send(j); err != nil {
 				return err
-			}
-			if j.err != nil {
-				return j.err
 			}
 			continue
 		}
@@ -392,12 +410,11 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 	}
 }
 
-// readGuessed reads the seed's bytes of the guessed chunks of j. Chunks the
-// target has as zeros that lie in a hole of the seed are zeros without a
-// read (disk images are mostly holes).
-func (s *FileSeed) readGuessed(j *gjob, g *guide, holes *holeMap) error {
+// planGuessed marks the guessed chunks of j that need no read: those the
+// target has as zeros that lie in a hole of the seed are zeros (disk
+// images are mostly holes).
+func (s *FileSeed) planGuessed(j *gjob, g *guide, holes *holeMap) {
 	j.datas = make([][]byte, len(j.sizes))
-	var total int
 	for k, n := range j.sizes {
 		if g.zero != nil && g.zero[j.guess[k]] && n <= len(g.zeros) && holes.hole(j.offs[k], int64(n)) {
 			if j.hole == nil {
@@ -405,9 +422,18 @@ func (s *FileSeed) readGuessed(j *gjob, g *guide, holes *holeMap) error {
 			}
 			j.hole[k] = true
 			j.datas[k] = g.zeros[:n:n]
-			continue
 		}
-		total += n
+	}
+}
+
+// readGuessed reads the seed's bytes of the guessed chunks of j that
+// planGuessed did not find in holes.
+func (s *FileSeed) readGuessed(j *gjob) error {
+	var total int
+	for k, n := range j.sizes {
+		if j.hole == nil || !j.hole[k] {
+			total += n
+		}
 	}
 	j.buf = make([]byte, total)
 	o := 0
