@@ -33,12 +33,14 @@ type EncodeOptions struct {
 	// payload byte and its size (empty files are not reported). Seeds use
 	// it to map stream ranges back to files.
 	Payload func(path string, off, size int64)
-	// PayloadTo, if set, takes over a regular file's contents: after what
-	// was written before them has reached w, it is called with the open
-	// file descriptor (valid during the call only), the path and the
-	// size, and puts exactly size bytes into the stream itself (reading
-	// them, or skipping what it knows). The make cache uses it.
-	PayloadTo func(fd int, path string, size int64) error
+	// PayloadTo, if set, is offered each regular file's contents first,
+	// with the open file descriptor (valid during the call only), the
+	// path, the stream offset of the first byte and the size. It returns
+	// false to have Encode copy them as usual; to take them, it calls
+	// flush (which delivers to w what Encode wrote before them), puts
+	// exactly size bytes into the stream itself (reading them, or skipping
+	// what it knows) and returns true. The make cache uses it.
+	PayloadTo func(fd int, path string, off, size int64, flush func() error) (bool, error)
 }
 
 // Encode writes the catar serialization of the directory dir to w, exactly
@@ -112,14 +114,14 @@ func Encode(ctx context.Context, w io.Writer, dir string, o EncodeOptions) (int6
 				if o.Payload != nil {
 					o.Payload(it.f.name, n, it.size)
 				}
+				handled := false
 				if o.PayloadTo != nil {
-					if err = bw.Flush(); err == nil {
-						err = o.PayloadTo(it.f.fd, it.f.name, it.size)
-					}
-					if err == nil {
+					handled, err = o.PayloadTo(it.f.fd, it.f.name, n, it.size, bw.Flush)
+					if handled && err == nil {
 						n += it.size
 					}
-				} else {
+				}
+				if !handled && err == nil {
 					var c int64
 					c, err = it.f.copyTo(bw, it.size, buf)
 					n += c

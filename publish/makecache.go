@@ -102,11 +102,13 @@ func (c *MakeCache) Save(path string) error {
 }
 
 // TreeSource connects the archive encoder to Make with a make cache: the
-// encoder writes its metadata to it (Write) and hands it each file's
-// contents (Payload, catar.EncodeOptions.PayloadTo); Make
-// (MakeOptions.Chunks) takes the chunks.
+// encoder writes the stream to it (Write) and offers it each file's
+// contents (Payload, catar.EncodeOptions.PayloadTo), of which it takes
+// those of unchanged files with cached chunks; Make (MakeOptions.Chunks)
+// takes the chunks.
 type TreeSource struct {
 	old     *MakeCache
+	min     int64 // no chunk lies wholly inside a file smaller than this
 	log     *slog.Logger
 	segs    chan segment
 	stop    chan struct{}
@@ -117,13 +119,14 @@ type TreeSource struct {
 }
 
 type segment struct {
-	data []byte
-	fd   int
-	path string
-	size int64
-	done chan error // a payload: answered when the file is no longer needed
-	end  bool
-	err  error
+	data   []byte
+	fd     int
+	path   string
+	size   int64
+	done   chan error // a payload: answered when the file is no longer needed
+	cached *cachedFile
+	end    bool
+	err    error
 }
 
 type payloadRecord struct {
@@ -133,12 +136,16 @@ type payloadRecord struct {
 	size  uint64
 }
 
-// NewTreeSource returns a source using old (nil: none).
-func NewTreeSource(old *MakeCache, log *slog.Logger) *TreeSource {
+// NewTreeSource returns a source for chunk sizes p using old (nil: none;
+// one for other parameters is not used).
+func NewTreeSource(old *MakeCache, p chunker.Params, log *slog.Logger) *TreeSource {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &TreeSource{old: old, log: log, segs: make(chan segment, 64), stop: make(chan struct{})}
+	if old != nil && old.Params != p {
+		old = nil
+	}
+	return &TreeSource{old: old, min: int64(p.Min), log: log, segs: make(chan segment, 64), stop: make(chan struct{})}
 }
 
 var errSourceStopped = errors.New("make stopped")
@@ -160,17 +167,41 @@ func (t *TreeSource) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Payload takes a file's contents: exactly size bytes of fd.
-func (t *TreeSource) Payload(fd int, path string, size int64) error {
+// Payload is offered a file's contents (catar.EncodeOptions.PayloadTo):
+// it notes where they are for the next make, and takes them when the
+// cache has chunks of the file as it is now.
+func (t *TreeSource) Payload(fd int, path string, off, size int64, flush func() error) (bool, error) {
+	if size < t.min {
+		t.Read.Add(size)
+		return false, nil // too small to hold a whole chunk
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return false, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	key := fileKey{Dev: st.Dev, Ino: st.Ino, Size: uint64(size), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+	t.records = append(t.records, payloadRecord{path: path, key: key, start: uint64(off), size: uint64(size)})
+	if t.old == nil || int64(st.Size) != size {
+		t.Read.Add(size)
+		return false, nil
+	}
+	c := t.old.Files[path]
+	if c == nil || c.Key != key || len(c.Chunks) == 0 {
+		t.Read.Add(size)
+		return false, nil
+	}
+	if err := flush(); err != nil {
+		return false, err
+	}
 	done := make(chan error, 1)
-	if err := t.send(segment{fd: fd, path: path, size: size, done: done}); err != nil {
-		return err
+	if err := t.send(segment{fd: fd, path: path, size: size, cached: c, done: done}); err != nil {
+		return false, err
 	}
 	select {
 	case err := <-done:
-		return err
+		return true, err
 	case <-t.stop:
-		return errSourceStopped
+		return false, errSourceStopped
 	}
 }
 
@@ -192,9 +223,6 @@ func (t *TreeSource) source(ctx context.Context, p chunker.Params, d chunker.Dig
 	sp, err := chunker.NewSplitter(p)
 	if err != nil {
 		return nil, err
-	}
-	if t.old == nil || t.old.Params != p || t.old.Digest != d {
-		t.old = nil
 	}
 	has := func(id chunker.ID) bool {
 		if listed != nil {
@@ -285,7 +313,7 @@ func (t *TreeSource) run(sp *chunker.Splitter, has func(chunker.ID) bool, out ch
 			}
 			return
 		case s.done != nil:
-			err := t.payload(s, sp, has, buf, &pos, func() int { return len(data) - start }, feed, put)
+			err := t.payload(s, has, buf, &pos, func() int { return len(data) - start }, feed, put)
 			s.done <- err
 			if err != nil {
 				put(ready{err: err})
@@ -301,13 +329,7 @@ func (t *TreeSource) run(sp *chunker.Splitter, has func(chunker.ID) bool, out ch
 
 // payload puts one file's contents into the stream: the cached chunks
 // where the stream is at their start, the file's bytes elsewhere.
-func (t *TreeSource) payload(s segment, sp *chunker.Splitter, has func(chunker.ID) bool, buf []byte, pos *uint64, pending func() int, feed func([]byte) bool, put func(ready) bool) error {
-	var st syscall.Stat_t
-	if err := syscall.Fstat(s.fd, &st); err != nil {
-		return &os.PathError{Op: "fstat", Path: s.path, Err: err}
-	}
-	key := fileKey{Dev: st.Dev, Ino: st.Ino, Size: uint64(s.size), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
-	t.records = append(t.records, payloadRecord{path: s.path, key: key, start: *pos + uint64(pending()), size: uint64(s.size)})
+func (t *TreeSource) payload(s segment, has func(chunker.ID) bool, buf []byte, pos *uint64, pending func() int, feed func([]byte) bool, put func(ready) bool) error {
 	read := func(from, to int64) error {
 		for from < to {
 			b := buf[:min(int64(len(buf)), to-from)]
@@ -330,26 +352,22 @@ func (t *TreeSource) payload(s segment, sp *chunker.Splitter, has func(chunker.I
 		return nil
 	}
 	var at int64
-	if t.old != nil {
-		if c := t.old.Files[s.path]; c != nil && c.Key == key && int64(st.Size) == s.size {
-			for _, ch := range c.Chunks {
-				off, end := int64(ch.Off), int64(ch.Off+ch.Size)
-				if off < at || end > s.size || ch.Size == 0 {
-					break // not a cache this make wrote: read the rest
-				}
-				if err := read(at, off); err != nil {
-					return err
-				}
-				at = off
-				if pending() == 0 && has(ch.ID) {
-					if !put(ready{id: ch.ID, size: ch.Size, preset: true}) {
-						return errSourceStopped
-					}
-					*pos += ch.Size
-					at = end
-					t.Reused.Add(1)
-				}
+	for _, ch := range s.cached.Chunks {
+		off, end := int64(ch.Off), int64(ch.Off+ch.Size)
+		if off < at || end > s.size || ch.Size == 0 {
+			break // not a cache this make wrote: read the rest
+		}
+		if err := read(at, off); err != nil {
+			return err
+		}
+		at = off
+		if pending() == 0 && has(ch.ID) {
+			if !put(ready{id: ch.ID, size: ch.Size, preset: true}) {
+				return errSourceStopped
 			}
+			*pos += ch.Size
+			at = end
+			t.Reused.Add(1)
 		}
 	}
 	return read(at, s.size)

@@ -56,7 +56,7 @@ func makeTreeCached(ctx context.Context, e *env, tf *treeFlags, cacheDir, out, d
 	if err != nil {
 		return id, false, err
 	}
-	ts := publish.NewTreeSource(old, e.log)
+	ts := publish.NewTreeSource(old, p, e.log)
 	opts.PayloadTo = ts.Payload
 	encErr := make(chan error, 1)
 	go func() {
