@@ -756,11 +756,13 @@ func (t *Tree) ReadAt(p []byte, off int64) (int, error) {
 	}
 	nf := len(t.files) / fileRecSize
 	done := 0
-	var f *os.File
+	// Raw descriptors: an os.File would cost a poller registration and a
+	// finalizer per file, and a chunk of small files opens dozens.
+	fd := -1
 	var fpath string
 	defer func() {
-		if f != nil {
-			f.Close()
+		if fd >= 0 {
+			syscall.Close(fd)
 		}
 	}()
 	for done < len(p) {
@@ -774,18 +776,25 @@ func (t *Tree) ReadAt(p []byte, off int64) (int, error) {
 			foff, fsize, before, path := t.fileRec(i)
 			if pos < foff+fsize {
 				k := int(min(int64(len(p)-done), foff+fsize-pos))
-				if f == nil || fpath != path {
-					if f != nil {
-						f.Close()
+				if fd < 0 || fpath != path {
+					if fd >= 0 {
+						syscall.Close(fd)
 					}
-					f, fpath = nil, path
+					fd, fpath = -1, path
+					full := filepath.Join(t.dir, path)
 					var err error
-					f, err = os.OpenFile(filepath.Join(t.dir, path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+					for {
+						fd, err = syscall.Open(full, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+						if err != syscall.EINTR {
+							break
+						}
+					}
 					if err != nil {
-						return done, err
+						fd = -1
+						return done, &os.PathError{Op: "open", Path: full, Err: err}
 					}
 				}
-				m, err := f.ReadAt(p[done:done+k], pos-foff)
+				m, err := preadFull(fd, p[done:done+k], pos-foff)
 				if m < k {
 					if err == nil || err == io.EOF {
 						err = fmt.Errorf("%s shrank", path)
@@ -812,6 +821,26 @@ func (t *Tree) ReadAt(p []byte, off int64) (int, error) {
 		done += k
 	}
 	return done, nil
+}
+
+// preadFull reads len(p) bytes at off, or up to the end of the file (then
+// io.EOF).
+func preadFull(fd int, p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := syscall.Pread(fd, p[n:], off+int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, io.EOF
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // HardlinkCandidates returns the seed files (relative paths) whose contents
