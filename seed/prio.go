@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,11 +40,20 @@ func LowerPriority(ctx context.Context) {
 // every core) instead of its one nice-19 thread, since a read is then
 // held up by the scan itself. Threads cannot be raised again without
 // privilege once lowered, so the work moves between threads instead.
+//
+// The boost lingers for boostLinger after the last waiting reader: a
+// reader going through the image waits again soon, and a scan that fell
+// back to nice 19 in between would leave it waiting on a loaded machine.
 type boost struct {
-	mu sync.Mutex
-	n  int           // guarded by mu: readers waiting
-	ch chan struct{} // guarded by mu: closed when n becomes non-zero
+	mu    sync.Mutex
+	n     int           // guarded by mu: readers waiting
+	ch    chan struct{} // guarded by mu: closed while on
+	last  time.Time     // guarded by mu: when n last became 0
+	timer *time.Timer   // guarded by mu: ends the linger
 }
+
+// boostLinger is how long a scan stays boosted after its last waiter.
+const boostLinger = time.Second
 
 type boostKey struct{}
 
@@ -71,12 +81,38 @@ func (b *boost) add(d int) {
 		default:
 			close(b.ch)
 		}
+		return
+	}
+	b.last = time.Now()
+	if b.timer == nil {
+		b.timer = time.AfterFunc(boostLinger, b.expire)
 	} else {
-		select {
-		case <-b.ch:
-			b.ch = make(chan struct{})
-		default:
-		}
+		b.timer.Reset(boostLinger)
+	}
+}
+
+// touch turns the boost on for boostLinger without a waiting reader (a
+// reader close behind the scan, about to wait for it).
+func (b *boost) touch() {
+	b.add(1)
+	b.add(-1)
+}
+
+// expire ends the boost if no reader waited during the linger.
+func (b *boost) expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n > 0 {
+		return
+	}
+	if d := boostLinger - time.Since(b.last); d > 0 {
+		b.timer.Reset(d)
+		return
+	}
+	select {
+	case <-b.ch:
+		b.ch = make(chan struct{})
+	default:
 	}
 }
 
@@ -87,7 +123,12 @@ func (b *boost) on() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.n > 0
+	select {
+	case <-b.ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // wait returns true once a reader waits, false if stop is closed first.

@@ -423,3 +423,63 @@ func (g *gatedSeed) Scan(ctx context.Context, found Found) error {
 	<-g.gate
 	return g.FileSeed.Scan(ctx, found)
 }
+
+// With SetOptions.Ahead, a reader going through the image waits only
+// until the scan is Ahead past each chunk: every chunk the seed holds
+// less than Ahead past its own offset is still served from the seed
+// (never fetched once the scan has been there); data the seed holds
+// further on may be fetched.
+func TestLazyGetAhead(t *testing.T) {
+	const n = 24 << 20
+	const ahead = 1 << 20
+	v1, v2 := versions(n)
+	// v2 holds, early on, data v1 holds only 18 MiB further on.
+	copy(v2[n/20:], v1[n*8/10:n*8/10+300000])
+	rand.New(rand.NewSource(9)).Read(v2[n*8/10 : n*8/10+300000])
+	x2, _ := index(t, v2)
+	x1, _ := index(t, v1)
+	fs, err := OpenFile(write(t, v1), ParamsOf(x2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := NewSet(x2, SetOptions{Nearby: true, Wait: time.Minute, Ahead: ahead})
+	gate := make(chan struct{})
+	set.Add(&gatedSeed{fs, gate})
+	defer set.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set.Start(Background(ctx))
+	end1 := map[chunker.ID]uint64{} // end of the chunk's first place in v1
+	for _, c := range x1.Chunks {
+		if _, ok := end1[c.ID]; !ok {
+			end1[c.ID] = c.Start + c.Size
+		}
+	}
+	var near, far, farMissing int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, c := range x2.Chunks {
+			e, held := end1[c.ID]
+			_, err := set.Get(ctx, c.ID)
+			switch {
+			case held && e <= c.Start+c.Size+ahead && err != nil:
+				t.Errorf("chunk at %d, which the seed holds at %d: %v", c.Start, e-c.Size, err)
+			case held && e <= c.Start+c.Size+ahead:
+				near++
+			case held:
+				far++
+				if errors.Is(err, fetch.ErrNotFound) {
+					farMissing++
+				}
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(gate)
+	<-done
+	t.Logf("held near %d, held far %d (%d left to the store), gave up behind the scan %d", near, far, farMissing, set.Passed.Load())
+	if near == 0 || far == 0 || set.Passed.Load() == 0 {
+		t.Errorf("near %d, far %d, passed %d: the data should have both", near, far, set.Passed.Load())
+	}
+}

@@ -45,7 +45,22 @@ type SetOptions struct {
 	// DefaultWait; negative: no wait (Get looks up what the scans and
 	// nearby scans found so far).
 	Wait time.Duration
+	// Ahead, for lazy readers: a Get waiting for the scans gives up (the
+	// chunk is fetched) once every seed's whole scan is Ahead bytes past
+	// the chunk's offset in the target without finding it, instead of
+	// waiting for the scans to end: a reader then moves along behind the
+	// scans rather than waiting for the whole seed at its first chunk no
+	// seed holds. A chunk a seed holds more than Ahead past its place in
+	// the target may then be fetched (never one the scans have passed).
+	// 0 means DefaultAhead; negative: wait for the scans to end (fetch
+	// exactly what extract --seed fetches).
+	Ahead int64
 }
+
+// DefaultAhead is SetOptions.Ahead's default: an image update mostly
+// leaves data where it was or moves it a little (on the reference corpus
+// no chunk of v2 lies in v1 past its own offset).
+const DefaultAhead = 64 << 20
 
 // DefaultWait is SetOptions.Wait's default: well under the scheduler's
 // default read timeout, so that a reader waiting for a scan still gets
@@ -86,6 +101,7 @@ type Set struct {
 	boost *boost // readers waiting for the scans
 
 	started atomic.Bool
+	ended   []*atomic.Bool // by seed: its scan ended (Start)
 	done    chan struct{}
 	err     error // set before done is closed
 
@@ -94,7 +110,11 @@ type Set struct {
 	Served, ServedBytes atomic.Int64
 	// Waits counts Gets that waited for the scans; WaitTimeouts those
 	// that gave up after SetOptions.Wait.
-	Waits, WaitTimeouts atomic.Int64
+	// Passed counts those that gave up because the scans had gone
+	// SetOptions.Ahead past the chunk's offset.
+	// Delivered counts those the scan handed the bytes it had just
+	// hashed (no second read of the seed).
+	Waits, WaitTimeouts, Passed, Delivered atomic.Int64
 }
 
 // NewSet returns an empty set for target x.
@@ -103,6 +123,9 @@ func NewSet(x *chunker.Index, o SetOptions) *Set {
 		locs: map[chunker.ID]Location{}, waiters: map[chunker.ID][]*waiter{}, done: make(chan struct{}), boost: newBoost()}
 	if s.o.Wait == 0 {
 		s.o.Wait = DefaultWait
+	}
+	if s.o.Ahead == 0 {
+		s.o.Ahead = DefaultAhead
 	}
 	s.targetSize = int64(x.Size())
 	s.x = x
@@ -126,7 +149,10 @@ func NewSet(x *chunker.Index, o SetOptions) *Set {
 func (s *Set) Params() Params { return s.p }
 
 // Add adds a seed; it must be called before Start. The set closes it.
-func (s *Set) Add(sd Seed) { s.seeds = append(s.seeds, sd) }
+func (s *Set) Add(sd Seed) {
+	s.seeds = append(s.seeds, sd)
+	s.ended = append(s.ended, new(atomic.Bool))
+}
 
 // Seeds returns the seeds added.
 func (s *Set) Seeds() []Seed { return s.seeds }
@@ -157,7 +183,9 @@ func (s *Set) Start(ctx context.Context) {
 			slow = append(slow, sd)
 			continue
 		}
-		if err := sd.Scan(ctx, s.found); err != nil {
+		err := sd.Scan(ctx, s.found)
+		s.ended[s.seedIndex(sd)].Store(true)
+		if err != nil {
 			if ctx.Err() != nil {
 				errs = append(errs, ctx.Err())
 				slow = nil
@@ -173,7 +201,9 @@ func (s *Set) Start(ctx context.Context) {
 	go func() {
 		LowerPriority(ctx)
 		for _, sd := range slow {
-			if err := sd.Scan(ctx, s.found); err != nil {
+			err := sd.Scan(ctx, s.found)
+			s.ended[s.seedIndex(sd)].Store(true)
+			if err != nil {
 				if ctx.Err() != nil {
 					errs = append(errs, ctx.Err())
 					break
@@ -283,9 +313,13 @@ func Read(l Location) ([]byte, error) {
 // an error wrapping fetch.ErrNotFound. The scheduler verifies them.
 func (s *Set) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
 	l, ok := s.Lookup(id)
+	if ok && s.o.Nearby {
+		s.keepAhead(id)
+	}
 	if !ok && s.o.Nearby {
 		var b []byte
 		if b, l, ok = s.await(ctx, id); ok && b != nil {
+			s.Delivered.Add(1)
 			s.Served.Add(1)
 			s.ServedBytes.Add(l.Size)
 			return b, nil
@@ -339,14 +373,32 @@ func (s *Set) await(ctx context.Context, id chunker.ID) ([]byte, Location, bool)
 	defer s.boost.add(-1)
 	tm := time.NewTimer(s.o.Wait)
 	defer tm.Stop()
-	select {
-	case <-wt.ch:
-		return wt.data, wt.loc, true
-	case <-s.done:
-	case <-tm.C:
-		s.WaitTimeouts.Add(1)
-		s.o.Log.Debug("seed scans too slow for a read: fetching the chunk", "chunk", id, "waited", s.o.Wait)
-	case <-ctx.Done():
+	var tick <-chan time.Time
+	if s.o.Ahead >= 0 {
+		tk := time.NewTicker(5 * time.Millisecond)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	past := s.want[id].off + s.want[id].size + s.o.Ahead
+wait:
+	for {
+		select {
+		case <-wt.ch:
+			return wt.data, wt.loc, true
+		case <-s.done:
+			break wait
+		case <-tick:
+			if s.passed(past) {
+				s.Passed.Add(1)
+				break wait
+			}
+		case <-tm.C:
+			s.WaitTimeouts.Add(1)
+			s.o.Log.Debug("seed scans too slow for a read: fetching the chunk", "chunk", id, "waited", s.o.Wait)
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	s.mu.Lock()
 	ws := s.waiters[id]
@@ -369,6 +421,56 @@ func (s *Set) await(ctx context.Context, id chunker.ID) ([]byte, Location, bool)
 	}
 	l, ok := s.Lookup(id)
 	return nil, l, ok
+}
+
+// keepAhead boosts the scans while a reader reads close behind them (less
+// than twice SetOptions.Ahead): it will soon wait for them otherwise, and
+// a scan left at nice 19 on a loaded machine falls behind.
+func (s *Set) keepAhead(id chunker.ID) {
+	if s.o.Ahead < 0 || !s.started.Load() {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	w := s.want[id]
+	lead := 2 * s.o.Ahead
+	for i, sd := range s.seeds {
+		if s.ended[i].Load() {
+			continue
+		}
+		if sc, ok := sd.(interface{ Scanned() int64 }); ok && sc.Scanned() < w.off+lead {
+			s.boost.touch()
+		}
+		return // the seed being scanned now
+	}
+}
+
+// passed reports whether every seed's whole scan has ended or reported
+// every chunk up to seed offset off (seeds that cannot tell: ended).
+func (s *Set) passed(off int64) bool {
+	for i, sd := range s.seeds {
+		if s.ended[i].Load() {
+			continue
+		}
+		sc, ok := sd.(interface{ Scanned() int64 })
+		if !ok || sc.Scanned() < off {
+			return false
+		}
+	}
+	return true
+}
+
+// seedIndex returns the position of sd among the seeds.
+func (s *Set) seedIndex(sd Seed) int {
+	for i, x := range s.seeds {
+		if x == sd {
+			return i
+		}
+	}
+	return 0
 }
 
 // IsSeed implements fetch.Seeder: seeded chunks are not copied into the

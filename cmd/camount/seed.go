@@ -147,7 +147,8 @@ func (sf *seedFlags) lazyStores(ctx context.Context, e *env, bf *blobFlags, x *c
 		if err := set.Wait(context.Background()); err != nil {
 			e.log.Warn("a seed could not be scanned whole; its chunks found so far are used", "err", err)
 		} else {
-			e.log.Debug("seeds scanned", "chunks found", set.Known())
+			e.log.Debug("seeds scanned", "chunks found", set.Known(), "reads that waited", set.Waits.Load(),
+				"delivered by the scan", set.Delivered.Load(), "gave up behind the scan", set.Passed.Load(), "timed out", set.WaitTimeouts.Load())
 		}
 	}()
 	return []fetch.Store{set}, nil
