@@ -57,12 +57,18 @@ type guide struct {
 	byID map[chunker.ID]int // first non-zero target chunk of each ID
 	// zeros are read-only zeros for the chunks found in holes.
 	zeros []byte
+	// zerosUncut: the chunker cuts a run of zeros in chunks of Max (a
+	// window of zeros never cuts), so runs in holes can be skipped.
+	zerosUncut bool
 }
 
 func (g *guide) init() {
 	g.once.Do(func() {
 		g.byID = make(map[chunker.ID]int, len(g.x.Chunks))
 		g.zeros = make([]byte, min(g.x.Max, chunker.MaxChunkSizeLimit))
+		if sp, err := chunker.NewSplitter(chunker.Params{Min: g.x.Min, Avg: g.x.Avg, Max: g.x.Max}); err == nil && uint64(len(g.zeros)) == g.x.Max {
+			g.zerosUncut = sp.Cut(g.zeros) == len(g.zeros)
+		}
 		for i, c := range g.x.Chunks {
 			if g.zero != nil && g.zero[i] {
 				continue
@@ -347,6 +353,31 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 			}
 			continue
 		}
+		// A run of zeros lying in a hole of the seed: the chunker would cut
+		// it in chunks of Max (zeros never cut), so they are reported
+		// unread, and the chunker starts again after them.
+		if g.zerosUncut && ck == nil && holes.hole(pos, int64(g.x.Max)) {
+			n := int(g.x.Max)
+			j.hole = []bool{}
+			for len(j.sizes) < 4096 && holes.hole(pos, int64(n)) {
+				j.offs = append(j.offs, pos)
+				j.sizes = append(j.sizes, n)
+				j.guess = append(j.guess, -1)
+				j.hole = append(j.hole, true)
+				j.datas = append(j.datas, g.zeros[:n:n])
+				pos += int64(n)
+			}
+			j.final = pos >= size
+			final = j.final
+			if t := g.at(pos + delta); t >= 0 && pos < size {
+				ti = t
+				limit = guessFirst
+			}
+			if err := send(j); err != nil {
+				return err
+			}
+			continue
+		}
 		// Cut with the chunker from pos, until a cut lines up with the
 		// target again or the batch is full.
 		if ck == nil {
@@ -393,6 +424,10 @@ func (s *FileSeed) guess(ctx context.Context, ex *executor, g *guide, size int64
 				if ti >= 0 {
 					ck = nil
 					limit = guessFirst
+					break
+				}
+				if g.zerosUncut && cutEnd < size && holes.hole(cutEnd, int64(g.x.Max)) {
+					ck = nil // skip the hole (above)
 					break
 				}
 			}
