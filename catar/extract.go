@@ -75,7 +75,10 @@ func Extract(ctx context.Context, d *Decoder, dir string, o ExtractOptions) erro
 //
 // Every node but a directory is created under a temporary name in its
 // directory and renamed into place once complete, as casync does, so an
-// interrupted update leaves each file either old or new.
+// interrupted update leaves each file either old or new. In a directory
+// that was empty (made by this extract, or an empty target) there is
+// nothing to replace: nodes are created under their own names, and the
+// owner and mode creation already gave them are not set again.
 func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOptions) (*ExtractStats, error) {
 	log := o.Log
 	if log == nil {

@@ -45,8 +45,10 @@ type TreeResult struct {
 }
 
 // Tree recreates the archive read from r under dir, which is created if
-// missing. Every non-directory is written under a temporary name and
-// renamed into place; runs of zeros stay holes unless WriteZeros.
+// missing. Every non-directory that may replace an existing entry is
+// written under a temporary name and renamed into place (in a directory
+// that was empty, under its own name); runs of zeros stay holes unless
+// WriteZeros.
 func Tree(ctx context.Context, r io.Reader, dir string, o TreeOptions) (*TreeResult, error) {
 	xo := catar.ExtractOptions{Log: o.Log, Features: o.Features, Delete: !o.KeepExtra,
 		UndoImmutable: o.UndoImmutable, NoHoles: o.WriteZeros, UIDShift: o.UIDShift}
