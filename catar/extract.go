@@ -288,13 +288,30 @@ func (x *extractor) rootState(dir string, made bool) *dirState {
 		st.magic = int64(sfs.Type)
 	}
 	var sst syscall.Stat_t
-	if x.umaskKnown && syscall.Stat(dir, &sst) == nil && sst.Mode&syscall.S_ISGID == 0 {
+	if x.umaskKnown && !ignoresCreateMode(st.magic) && syscall.Stat(dir, &sst) == nil && sst.Mode&syscall.S_ISGID == 0 {
 		var b [1]byte
 		_, err := syscall.Getxattr(dir, "system.posix_acl_default", b[:])
 		// ENODATA: no default ACL; ERANGE would mean one is there.
 		st.plain = err == syscall.ENODATA || err == syscall.EOPNOTSUPP
 	}
 	return st
+}
+
+// ignoresCreateMode reports file systems whose new nodes need not get the
+// mode they are created with (vfat, for one, takes it from its mount
+// options, and a read-only file gets its FAT read-only attribute only
+// through chmod): there every mode is set explicitly.
+func ignoresCreateMode(magic int64) bool {
+	switch magic {
+	case 0, msdosMagic, fuseMagic,
+		0x2011bab0, // exfat
+		0x5346544e, // ntfs
+		0x7366746e, // ntfs3
+		0xff534d42, // cifs
+		0xfe534d42: // smb2
+		return true
+	}
+	return false
 }
 
 // readUmask returns the process's umask from /proc/self/status (Linux
