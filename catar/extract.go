@@ -129,6 +129,7 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 				if err := x.file(j.path, j.e, j.data, nil, j.parent); err != nil {
 					setErr(err)
 				}
+				putFileBuf(j.data)
 			}
 		}()
 	}
@@ -200,7 +201,7 @@ func ExtractWithStats(ctx context.Context, d *Decoder, dir string, o ExtractOpti
 					return err
 				}
 			case e.IsRegular():
-				data := make([]byte, e.Size)
+				data := fileBuf(e.Size)
 				if _, err := io.ReadFull(d, data); err != nil {
 					return err
 				}
@@ -235,6 +236,38 @@ const (
 	extractWorkers    = 4
 	inlineExtractSize = 1 << 20
 )
+
+// fileBufs recycle the buffers of small files handed to the writers, by
+// size class (4 KiB << i, up to inlineExtractSize): no allocation, zeroing
+// and garbage per file.
+var fileBufs [9]sync.Pool
+
+func fileBufClass(n int64) int {
+	c := 0
+	for int64(4096)<<c < n && c < len(fileBufs)-1 {
+		c++
+	}
+	return c
+}
+
+// fileBuf returns a buffer of n ≤ inlineExtractSize bytes (never nil).
+func fileBuf(n int64) []byte {
+	c := fileBufClass(n)
+	if p, ok := fileBufs[c].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 4096<<c)
+}
+
+// putFileBuf recycles a buffer from fileBuf.
+func putFileBuf(b []byte) {
+	c := fileBufClass(int64(cap(b)))
+	if cap(b) != 4096<<c {
+		return
+	}
+	b = b[:cap(b)]
+	fileBufs[c].Put(&b)
+}
 
 type extractor struct {
 	log   *slog.Logger
