@@ -553,31 +553,31 @@ func runList(ctx context.Context, e *env, tf *treeFlags, args []string, mtree bo
 	}
 }
 
-// mtreeJob is one mtree line; for a regular file, a hasher goroutine
-// digests the payload and the printer waits for the digest: reading the
-// stream and hashing files run in parallel, and the output stays in
-// archive order. Files of up to mtreeBlock bytes are read whole and
-// hashed in batches (chunker's SumBatch hashes eight side by side where
-// the CPU allows); larger ones stream through blocks.
+// mtreeJob is one mtree line, and for a regular file its digest.
 type mtreeJob struct {
 	line   []byte
 	reg    bool
-	data   []byte      // a small file's whole payload (batched)
-	blocks chan []byte // a large file's payload blocks (streamed)
+	data   []byte // a small file's whole payload
 	digest chunker.ID
 	failed bool // payload could not be read: print no digest
+}
+
+// mtreeBatch is a run of entries in archive order: a hasher digests its
+// files (small ones read whole and hashed side by side with chunker's
+// SumBatch; a large one, alone in its batch, streamed through blocks)
+// while the reader goes on, and the printer prints the batch once done.
+// Handing over batches rather than entries keeps the goroutine switches
+// few (on a loaded machine each one waits for a CPU).
+type mtreeBatch struct {
+	jobs   []*mtreeJob
+	blocks chan []byte // the large file's payload blocks
 	done   chan struct{}
 }
 
-// mtreeWork is what a hasher takes: a batch of small files or one large.
-type mtreeWork struct {
-	batch []*mtreeJob
-	large *mtreeJob
-}
-
 const (
-	mtreeBatchFiles = 32
-	mtreeBatchBytes = 4 << 20
+	mtreeBatchFiles   = 32
+	mtreeBatchEntries = 256
+	mtreeBatchBytes   = 4 << 20
 )
 
 const mtreeBlock = 1 << 20
@@ -619,8 +619,8 @@ func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := runtime.GOMAXPROCS(0)
-	work := make(chan mtreeWork, 4) // bounds the memory held: ~(4+workers)×4 MiB
-	ordered := make(chan *mtreeJob, 1024)
+	work := make(chan *mtreeBatch, 4) // bounds the memory held: ~(4+workers)×4 MiB
+	ordered := make(chan *mtreeBatch, 64)
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
@@ -628,29 +628,34 @@ func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.
 			defer wg.Done()
 			var ids []chunker.ID
 			var datas [][]byte
-			for wk := range work {
-				if j := wk.large; j != nil {
+			var regs []*mtreeJob
+			for bt := range work {
+				if bt.blocks != nil {
 					h := dg.New()
-					for b := range j.blocks {
+					for b := range bt.blocks {
 						h.Write(b)
 						mtreePut(b)
 					}
+					j := bt.jobs[0]
 					copy(j.digest[:], h.Sum(nil))
-					close(j.done)
+					close(bt.done)
 					continue
 				}
-				ids, datas = ids[:0], datas[:0]
-				for _, j := range wk.batch {
-					datas = append(datas, j.data)
-					ids = append(ids, chunker.ID{})
+				ids, datas, regs = ids[:0], datas[:0], regs[:0]
+				for _, j := range bt.jobs {
+					if j.reg {
+						regs = append(regs, j)
+						datas = append(datas, j.data)
+						ids = append(ids, chunker.ID{})
+					}
 				}
 				dg.SumBatch(ids, datas)
-				for i, j := range wk.batch {
+				for i, j := range regs {
 					j.digest = ids[i]
 					mtreePut(j.data)
 					j.data = nil
-					close(j.done)
 				}
+				close(bt.done)
 			}
 		}()
 	}
@@ -662,15 +667,15 @@ func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.
 	go func() {
 		defer close(printed)
 		var hx [2 * len(chunker.ID{})]byte
-		for j := range ordered {
-			w.Write(j.line)
-			if j.reg {
-				select {
-				case <-j.done:
-				case <-ctx.Done():
-					continue
-				}
-				if j.failed {
+		for bt := range ordered {
+			select {
+			case <-bt.done:
+			case <-ctx.Done():
+				continue
+			}
+			for _, j := range bt.jobs {
+				w.Write(j.line)
+				if !j.reg || j.failed {
 					continue
 				}
 				io.WriteString(w, " ")
@@ -682,12 +687,14 @@ func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.
 			}
 		}
 	}()
-	var batch []*mtreeJob
-	batchBytes := 0
+	cur := &mtreeBatch{done: make(chan struct{})}
+	files, bytesIn := 0, 0
 	flush := func() {
-		if len(batch) > 0 {
-			work <- mtreeWork{batch: batch}
-			batch, batchBytes = nil, 0
+		if len(cur.jobs) > 0 {
+			work <- cur
+			ordered <- cur
+			cur = &mtreeBatch{done: make(chan struct{})}
+			files, bytesIn = 0, 0
 		}
 	}
 	var line bytes.Buffer
@@ -711,53 +718,41 @@ func mtreeStream(ctx context.Context, w io.Writer, d *catar.Decoder, dg chunker.
 			line.Reset()
 			writeMtree(&line, en, d.Features()&mask|d.Features()&^catar.WithMask, listPath(en.Path, sub))
 			j := &mtreeJob{line: bytes.Clone(line.Bytes()), reg: en.IsRegular()}
-			if j.reg {
-				j.done = make(chan struct{})
+			if j.reg && en.Size > mtreeBlock {
+				// Alone in a batch of its own, streamed.
+				flush()
+				bt := &mtreeBatch{jobs: []*mtreeJob{j}, blocks: make(chan []byte, 8), done: make(chan struct{})}
+				work <- bt
+				ordered <- bt
+				left := en.Size
+				for left > 0 {
+					b := mtreeBuf(min(left, mtreeBlock))
+					if _, err := io.ReadFull(d, b); err != nil {
+						j.failed = true
+						close(bt.blocks)
+						return fmt.Errorf("%s: %w", in, err)
+					}
+					bt.blocks <- b
+					left -= int64(len(b))
+				}
+				close(bt.blocks)
+				continue
 			}
-			small := j.reg && en.Size <= mtreeBlock
-			if small {
+			if j.reg {
 				j.data = mtreeBuf(en.Size)
 				if _, err := io.ReadFull(d, j.data); err != nil {
-					j.failed = true
-					close(j.done)
-					ordered <- j
+					mtreePut(j.data)
+					j.data, j.failed, j.reg = nil, true, false
+					cur.jobs = append(cur.jobs, j)
 					return fmt.Errorf("%s: %w", in, err)
 				}
+				files++
+				bytesIn += len(j.data)
 			}
-			// The printer may be waiting for a file of the pending
-			// batch: send the batch before blocking on a full queue.
-			select {
-			case ordered <- j:
-			default:
+			cur.jobs = append(cur.jobs, j)
+			if files >= mtreeBatchFiles || bytesIn >= mtreeBatchBytes || len(cur.jobs) >= mtreeBatchEntries {
 				flush()
-				ordered <- j
 			}
-			if small {
-				batch = append(batch, j)
-				batchBytes += len(j.data)
-				if len(batch) >= mtreeBatchFiles || batchBytes >= mtreeBatchBytes {
-					flush()
-				}
-				continue
-			}
-			if !j.reg {
-				continue
-			}
-			flush() // in order, before the large file's blocks
-			j.blocks = make(chan []byte, 8)
-			work <- mtreeWork{large: j}
-			left := en.Size
-			for left > 0 {
-				b := mtreeBuf(min(left, mtreeBlock))
-				if _, err := io.ReadFull(d, b); err != nil {
-					j.failed = true
-					close(j.blocks)
-					return fmt.Errorf("%s: %w", in, err)
-				}
-				j.blocks <- b
-				left -= int64(len(b))
-			}
-			close(j.blocks)
 		}
 	}()
 	if err != nil {
