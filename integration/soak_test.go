@@ -148,8 +148,12 @@ func TestSoakFaults(t *testing.T) {
 	srv.alive(t)
 	checkNoGrowth(t, "mount RSS", rssMount, 1<<20, 16<<20)
 	checkNoGrowth(t, "nbd RSS", rssNBD, 1<<20, 16<<20)
-	checkNoGrowth(t, "mount open files", fdsMount, 1, 16)
-	checkNoGrowth(t, "nbd open files", fdsNBD, 1, 16)
+	// Open files move with the store connections (up to 32 fetch
+	// workers) and the NBD clients connected at the moment: a leak grows
+	// past that over the run; the 30-minute soak saw the nbd server's
+	// vary between 44 and 67.
+	checkNoGrowth(t, "mount open files", fdsMount, 1, 32)
+	checkNoGrowth(t, "nbd open files", fdsNBD, 1, 32)
 }
 
 // checkNoGrowth fails the test if samples (one a second) trend upwards:
