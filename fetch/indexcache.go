@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,12 +63,8 @@ func FetchIndexCached(ctx context.Context, u string, o HTTPOptions, dir string) 
 // FetchFileCached is FetchIndexCached for any file beside an index (a
 // signature): a fetched file is kept if valid (nil: always) accepts it.
 func FetchFileCached(ctx context.Context, u string, o HTTPOptions, dir string, valid func([]byte) error) ([]byte, error) {
-	cdir := filepath.Join(dir, IndexCacheDir)
-	key := indexCacheKey(u)
-	dataPath, metaPath := filepath.Join(cdir, key+".idx"), filepath.Join(cdir, key+".json")
-	var meta indexMeta
-	cached, cerr := os.ReadFile(dataPath)
-	if cerr == nil {
+	ce := openCacheEntry(dir, u)
+	if ce.ok {
 		// With a copy at hand, revalidating is worth one attempt, not
 		// the retries: a start without network (a boot) must not wait
 		// out (retries+1) timeouts before using it.
@@ -77,37 +74,71 @@ func FetchFileCached(ctx context.Context, u string, o HTTPOptions, dir string, v
 	if err != nil {
 		return nil, err
 	}
-	if cerr == nil {
-		if b, err := os.ReadFile(metaPath); err != nil || json.Unmarshal(b, &meta) != nil {
-			meta = indexMeta{}
-		}
-	}
 	c := &conditional{}
-	if cerr == nil {
-		c.etag, c.lastModified = meta.ETag, meta.LastModified
+	if ce.ok {
+		c.etag, c.lastModified = ce.meta.ETag, ce.meta.LastModified
 	}
 	b, err := g.getWith(ctx, u, MaxIndexSize, c)
-	shown := location.Redact(u)
 	switch {
 	case err == nil && c.notModified:
-		g.log.Debug("index not modified; using the cached copy", "index", shown, "cached", dataPath)
-		now := time.Now()
-		os.Chtimes(dataPath, now, now)
-		return cached, nil
+		return ce.reuse(g.log), nil
 	case err == nil:
 		if valid == nil || valid(b) == nil {
-			meta = indexMeta{URL: location.WithoutSecrets(u), ETag: c.respETag, LastModified: c.respLM, Fetched: time.Now().UTC()}
-			if werr := keepIndex(cdir, dataPath, metaPath, b, meta); werr != nil {
-				g.log.Warn("cannot keep the index in the cache", "index", shown, "dir", cdir, "err", werr)
-			}
+			ce.keep(g.log, b, indexMeta{ETag: c.respETag, LastModified: c.respLM})
 		}
 		return b, nil
-	case cerr == nil && ctx.Err() == nil && !serverAnswered(err):
-		g.log.Warn("index server did not answer: using the cached copy", "index", shown,
-			"fetched", meta.Fetched.Format(time.RFC3339), "err", err)
-		return cached, nil
+	case ce.ok && ctx.Err() == nil && !serverAnswered(err):
+		return ce.fallback(g.log, err), nil
 	}
 	return nil, err
+}
+
+// cacheEntry is one remote file's copy in the index cache: the file
+// (key.idx) and what revalidates it (key.json).
+type cacheEntry struct {
+	u, cdir, dataPath, metaPath string
+	data                        []byte    // the kept copy, if ok
+	meta                        indexMeta // its metadata (zero if unreadable)
+	ok                          bool      // a copy is kept
+}
+
+func openCacheEntry(dir, u string) *cacheEntry {
+	cdir := filepath.Join(dir, IndexCacheDir)
+	key := indexCacheKey(u)
+	ce := &cacheEntry{u: u, cdir: cdir, dataPath: filepath.Join(cdir, key+".idx"), metaPath: filepath.Join(cdir, key+".json")}
+	var err error
+	if ce.data, err = os.ReadFile(ce.dataPath); err == nil {
+		ce.ok = true
+		if b, err := os.ReadFile(ce.metaPath); err != nil || json.Unmarshal(b, &ce.meta) != nil {
+			ce.meta = indexMeta{}
+		}
+	}
+	return ce
+}
+
+// reuse returns the kept copy after the server said it is unchanged, and
+// marks it used (the cache's expiry goes by modification time).
+func (ce *cacheEntry) reuse(log *slog.Logger) []byte {
+	log.Debug("index not modified; using the cached copy", "index", location.Redact(ce.u), "cached", ce.dataPath)
+	now := time.Now()
+	os.Chtimes(ce.dataPath, now, now)
+	return ce.data
+}
+
+// keep stores a freshly fetched copy with the validators in meta; failing
+// to keep it is a warning, not an error of the fetch.
+func (ce *cacheEntry) keep(log *slog.Logger, b []byte, meta indexMeta) {
+	meta.URL, meta.Fetched = location.WithoutSecrets(ce.u), time.Now().UTC()
+	if werr := keepIndex(ce.cdir, ce.dataPath, ce.metaPath, b, meta); werr != nil {
+		log.Warn("cannot keep the index in the cache", "index", location.Redact(ce.u), "dir", ce.cdir, "err", werr)
+	}
+}
+
+// fallback returns the kept copy when the server could not be asked.
+func (ce *cacheEntry) fallback(log *slog.Logger, err error) []byte {
+	log.Warn("index server did not answer: using the cached copy", "index", location.Redact(ce.u),
+		"fetched", ce.meta.Fetched.Format(time.RFC3339), "err", err)
+	return ce.data
 }
 
 // serverAnswered reports whether err is an answer of the server about the

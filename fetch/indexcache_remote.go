@@ -3,15 +3,10 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/camount/camount/chunker"
-	"github.com/camount/camount/location"
 )
 
 // RemoteFile is an index (or a file beside one) on an S3 or sftp server:
@@ -44,44 +39,26 @@ func FetchRemoteFileCached(ctx context.Context, u string, open func(oneAttempt b
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cdir := filepath.Join(dir, IndexCacheDir)
-	key := indexCacheKey(u)
-	dataPath, metaPath := filepath.Join(cdir, key+".idx"), filepath.Join(cdir, key+".json")
-	var meta indexMeta
-	cached, cerr := os.ReadFile(dataPath)
-	if cerr == nil {
-		if b, err := os.ReadFile(metaPath); err != nil || json.Unmarshal(b, &meta) != nil {
-			meta = indexMeta{}
-		}
-	}
-	f, err := open(cerr == nil)
+	ce := openCacheEntry(dir, u)
+	f, err := open(ce.ok)
 	if err != nil {
 		return nil, err
 	}
 	tag := ""
-	if cerr == nil {
-		tag = meta.ETag
+	if ce.ok {
+		tag = ce.meta.ETag
 	}
 	b, newTag, notModified, err := f.readChanged(ctx, MaxIndexSize, tag)
-	shown := location.Redact(u)
 	switch {
 	case err == nil && notModified:
-		log.Debug("index not modified; using the cached copy", "index", shown, "cached", dataPath)
-		now := time.Now()
-		os.Chtimes(dataPath, now, now)
-		return cached, nil
+		return ce.reuse(log), nil
 	case err == nil:
 		if valid == nil || valid(b) == nil {
-			meta = indexMeta{URL: location.WithoutSecrets(u), ETag: newTag, Fetched: time.Now().UTC()}
-			if werr := keepIndex(cdir, dataPath, metaPath, b, meta); werr != nil {
-				log.Warn("cannot keep the index in the cache", "index", shown, "dir", cdir, "err", werr)
-			}
+			ce.keep(log, b, indexMeta{ETag: newTag})
 		}
 		return b, nil
-	case cerr == nil && ctx.Err() == nil && !remoteAnswered(err):
-		log.Warn("index server did not answer: using the cached copy", "index", shown,
-			"fetched", meta.Fetched.Format(time.RFC3339), "err", err)
-		return cached, nil
+	case ce.ok && ctx.Err() == nil && !remoteAnswered(err):
+		return ce.fallback(log, err), nil
 	}
 	return nil, err
 }
