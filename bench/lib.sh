@@ -3,6 +3,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 CAMOUNT=${CAMOUNT:-$REPO/bin/camount}
+[ -x "$CAMOUNT" ] || { echo "bench: $CAMOUNT is missing: make bench (or make build) builds it; or set CAMOUNT=" >&2; exit 1; }
 # BENCH_QUICK=1 (bench/run.sh --quick, which make test runs): every benchmark
 # once on a small corpus, to prove that each still runs to its table; the
 # figures of a quick run mean nothing.
@@ -95,9 +96,16 @@ ensure_desync() {
 
 # time_once CMD... : prints the wall time of one run in seconds (output discarded).
 time_once() {
-	local s e
+	local s e err
+	err=$(mktemp)
 	s=$(date +%s.%N)
-	"$@" >/dev/null 2>&1 || { echo "bench: command failed: $*" >&2; return 1; }
+	"$@" >/dev/null 2>"$err" || {
+		echo "bench: command failed: $*; its last error lines:" >&2
+		tail -n 5 "$err" | sed 's/^/  /' >&2
+		rm -f "$err"
+		return 1
+	}
+	rm -f "$err"
 	e=$(date +%s.%N)
 	echo "$e - $s" | bc -l
 }
