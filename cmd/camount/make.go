@@ -51,11 +51,18 @@ func init() {
 			mf := addMakeFlags(fs)
 			tf := addTreeFlags(fs)
 			makeCache := fs.String("make-cache", "", "casync's make --cache: keep in `DIR` where the chunks of the tree's files lay, so that a new make of the tree reuses those of unchanged files without reading them (.caidx only; make then prints no digest when it reused chunks)")
+			makeCacheAuto := fs.Bool("make-cache-auto", false, "casync's make --cache-auto: --make-cache=DIR/.cacac inside the input tree (the cache is then part of the next make's archive, as with casync; exclude it with a .caexclude)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
 					return usagef("want an output image and an input")
 				}
 				out, in := args[0], args[1]
+				if *makeCacheAuto && *makeCache == "" {
+					*makeCache = filepath.Join(in, ".cacac")
+					if err := fs.Set("make-cache", *makeCache); err != nil {
+						return err
+					}
+				}
 				// Every location is checked before any work (locations.go).
 				out, err := parseLocal("OUT", out, location.Output)
 				if err != nil {
@@ -65,7 +72,11 @@ func init() {
 					return err
 				}
 				if *makeCache != "" && kindOf(out) != kindTreeIndex {
-					return usagef("--make-cache: only a tree index (.caidx) is made with a make cache, as with casync")
+					name := "--make-cache"
+					if *makeCacheAuto {
+						name = "--make-cache-auto"
+					}
+					return usagef("%s: only a tree index (.caidx) is made with a make cache, as with casync", name)
 				}
 				switch kindOf(out) {
 				case kindBlobIndex:
