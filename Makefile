@@ -4,6 +4,13 @@ GO      ?= go
 BIN     ?= bin/camount
 PREFIX  ?= /usr/local
 FUZZTIME ?= 8s
+# nbd --tls-psk links GnuTLS through cgo (package tlspsk) when its headers
+# are installed (libgnutls28-dev: scripts/deps.sh installs it); without
+# them camount builds without TLS-PSK. Expanded as each command runs, so
+# after deps; exported, so go test's own builds (integration) get it too.
+ENV_GOFLAGS := $(GOFLAGS)
+GNUTLS_TAG = $(shell pkg-config --exists gnutls 2>/dev/null && echo -tags=gnutls)
+export GOFLAGS = $(strip $(ENV_GOFLAGS) $(GNUTLS_TAG))
 # Fuzz targets run briefly by `make test`: package:FuzzName.
 FUZZ_TARGETS = \
 	./chunker:FuzzReadIndex \

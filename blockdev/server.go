@@ -137,11 +137,26 @@ type Options struct {
 	// NBD_OPT_STARTTLS (the NBD protocol's in-session upgrade); nil: no
 	// TLS (STARTTLS is refused). See TLSConfigFromDir.
 	TLS *tls.Config
+	// TLSServer, if set instead of TLS, runs the TLS handshake after
+	// STARTTLS: for TLS with pre-shared keys (package tlspsk), which
+	// crypto/tls lacks.
+	TLSServer TLSServer
 	// RequireTLS refuses every option other than STARTTLS and ABORT
 	// before TLS is up (NBD_REP_ERR_TLS_REQD; a plain EXPORT_NAME is
 	// disconnected): the protocol's FORCEDTLS mode. Needs TLS.
 	RequireTLS bool
 }
+
+// TLSServer runs the server side of a TLS handshake on a connection
+// whose NBD_OPT_STARTTLS was just acknowledged. It returns the secured
+// connection and, for the log, the name the client proved (a PSK
+// username; "" if none).
+type TLSServer interface {
+	Handshake(nc net.Conn) (net.Conn, string, error)
+}
+
+// TLSEnabled tells whether the options offer TLS.
+func (o *Options) TLSEnabled() bool { return o.TLS != nil || o.TLSServer != nil }
 
 // export is an Export with what the server derives from its source.
 type export struct {
@@ -169,7 +184,10 @@ func NewServer(exports []Export, opt Options) (*Server, error) {
 	if len(exports) == 0 {
 		return nil, errors.New("nbd server: no exports")
 	}
-	if opt.RequireTLS && opt.TLS == nil {
+	if opt.TLS != nil && opt.TLSServer != nil {
+		return nil, errors.New("nbd server: give TLS or TLSServer, not both")
+	}
+	if opt.RequireTLS && !opt.TLSEnabled() {
 		return nil, errors.New("nbd server: TLS is required but no TLS configuration is given")
 	}
 	s := &Server{opt: opt, log: opt.Logger, exports: map[string]*export{}}

@@ -16,9 +16,8 @@ import (
 // forgotten, so that nothing a man in the middle may have injected
 // survives the upgrade.
 func (h *handshake) startTLS(opt uint32, data []byte) (*session, bool, error) {
-	cfg := h.s.opt.TLS
 	switch {
-	case cfg == nil:
+	case !h.s.opt.TLSEnabled():
 		return nil, false, h.replyErr(opt, repErrPolicy, "TLS is not enabled on this server (camount nbd --tls=on or --tls=require)")
 	case len(data) != 0:
 		return nil, false, h.replyErr(opt, repErrInvalid, "STARTTLS takes no data")
@@ -31,21 +30,32 @@ func (h *handshake) startTLS(opt uint32, data []byte) (*session, bool, error) {
 	if err := h.reply(opt, repAck, nil); err != nil {
 		return nil, true, err
 	}
-	tc := tls.Server(h.nc, cfg)
-	if err := tc.Handshake(); err != nil {
-		// Too late to go on in the clear: the ACK was sent.
-		h.log.Warn("nbd: TLS handshake failed", "err", err)
-		return nil, true, fmt.Errorf("nbd handshake: TLS: %w", err)
+	var args []any
+	if ts := h.s.opt.TLSServer; ts != nil {
+		sc, user, err := ts.Handshake(h.nc)
+		if err != nil {
+			h.log.Warn("nbd: TLS handshake failed", "err", err)
+			return nil, true, fmt.Errorf("nbd handshake: %w", err)
+		}
+		h.nc = sc
+		args = []any{"psk_user", user}
+	} else {
+		tc := tls.Server(h.nc, h.s.opt.TLS)
+		if err := tc.Handshake(); err != nil {
+			// Too late to go on in the clear: the ACK was sent.
+			h.log.Warn("nbd: TLS handshake failed", "err", err)
+			return nil, true, fmt.Errorf("nbd handshake: TLS: %w", err)
+		}
+		h.nc = tc
+		cs := tc.ConnectionState()
+		args = []any{"version", tls.VersionName(cs.Version)}
+		if len(cs.PeerCertificates) > 0 {
+			args = append(args, "client", cs.PeerCertificates[0].Subject.String())
+		}
 	}
-	h.nc = tc
-	h.br.Reset(tc)
+	h.br.Reset(h.nc)
 	h.tls = true
 	h.structured, h.metaAlloc, h.metaExport = false, false, ""
-	cs := tc.ConnectionState()
-	args := []any{"version", tls.VersionName(cs.Version)}
-	if len(cs.PeerCertificates) > 0 {
-		args = append(args, "client", cs.PeerCertificates[0].Subject.String())
-	}
 	h.log.Debug("nbd: TLS started", args...)
 	return nil, false, nil
 }

@@ -158,3 +158,68 @@ func TestNBDTLSOptional(t *testing.T) {
 		t.Errorf("--tls=require without certificates: %v", err)
 	}
 }
+
+// TestNBDTLSPSK serves an image with --tls=require --tls-psk (a key file
+// made by GnuTLS's psktool, nbdkit's format) and reads it with real
+// TLS-PSK clients: nbdinfo and nbdcopy (nbds://USER@…?tls-psk-file=) and
+// qemu-img (tls-creds-psk). A client without TLS, a wrong key and an
+// unknown username are refused.
+func TestNBDTLSPSK(t *testing.T) {
+	needCmd(t, "nbdinfo", "nbdcopy", "qemu-img", "psktool")
+	if !gnutlsHeaders() {
+		t.Skip("GnuTLS's headers (libgnutls28-dev) are not installed: camount is built without TLS-PSK")
+	}
+	f := nbdFixtureFor(t)
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.psk") // qemu's tls-creds-psk reads DIR/keys.psk
+	runCmd(t, "psktool", "-u", "alice", "-p", keys)
+	wrongDir := t.TempDir()
+	wrong := filepath.Join(wrongDir, "keys.psk")
+	runCmd(t, "psktool", "-u", "alice", "-p", wrong) // same name, another key
+
+	srv := startNBD(t, "tcp", []string{"--store=" + f.store, "--tls=require", "--tls-psk=" + keys}, f.diskIdx)
+	uri := srv.uris[0]
+	if !strings.HasPrefix(uri, "nbds://127.0.0.1:") {
+		t.Fatalf("URI %q: want nbds://127.0.0.1:PORT/…", uri)
+	}
+	hostPort, export, _ := strings.Cut(strings.TrimPrefix(uri, "nbds://"), "/")
+	_, port, _ := net.SplitHostPort(hostPort)
+	withKey := "nbds://alice@" + hostPort + "/" + export + "?tls-psk-file=" + keys
+
+	if out := runCmd(t, "nbdinfo", "--size", withKey); strings.TrimSpace(out) != "67108864" {
+		t.Fatalf("nbdinfo --size over TLS-PSK: %q", out)
+	}
+	copyOut := filepath.Join(t.TempDir(), "copy.img")
+	runCmd(t, "nbdcopy", "--connections=4", withKey, copyOut)
+	cmpFiles(t, f.disk, copyOut)
+
+	qemuOut := filepath.Join(t.TempDir(), "qemu.img")
+	runCmd(t, "qemu-img", "convert", "-O", "raw",
+		"--object", "tls-creds-psk,id=tls0,endpoint=client,username=alice,dir="+dir,
+		"--image-opts", "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port="+port+",export="+export+",tls-creds=tls0",
+		qemuOut)
+	cmpFiles(t, f.disk, qemuOut)
+
+	if _, err := tryCmd("nbdinfo", "--size", "nbd://"+hostPort+"/"+export); err == nil {
+		t.Error("a client without TLS was served under --tls=require")
+	}
+	if _, err := tryCmd("nbdinfo", "--size", "nbds://alice@"+hostPort+"/"+export+"?tls-psk-file="+wrong); err == nil {
+		t.Error("a client with the wrong key was served")
+	}
+	other := filepath.Join(t.TempDir(), "bob.psk")
+	runCmd(t, "psktool", "-u", "bob", "-p", other)
+	if _, err := tryCmd("nbdinfo", "--size", "nbds://bob@"+hostPort+"/"+export+"?tls-psk-file="+other); err == nil {
+		t.Error("a client with an unknown username was served")
+	}
+	if !strings.Contains(srv.stderr.String(), "TLS handshake failed") {
+		t.Errorf("the server did not log the failed handshakes:\n%s", srv.stderr)
+	}
+	srv.alive(t)
+
+	// A bad key file is refused at start, naming the line.
+	bad := filepath.Join(t.TempDir(), "bad.psk")
+	os.WriteFile(bad, []byte("alice:00ff\nbob 1234\n"), 0o600)
+	if _, err := tryCamount("nbd", "--tls-psk="+bad, f.smallIdx); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("a malformed key file: %v", err)
+	}
+}

@@ -32,6 +32,9 @@ need cmp diffutils
 [ -x /usr/bin/time ] || pkgs="$pkgs time" # GNU time: a child's own peak RSS (integration/faults_test.go)
 need sshd openssh-server # the sftp store tests (integration/sftp_test.go) run a real sshd
 need ssh-keygen openssh-client
+need psktool gnutls-bin # TLS-PSK keys for nbd --tls-psk (integration/nbdtls_test.go)
+need pkg-config pkg-config
+pkg-config --exists gnutls 2>/dev/null || pkgs="$pkgs libgnutls28-dev" # nbd --tls-psk links GnuTLS (package tlspsk)
 need minisign minisign # signed indexes, checked against the real tool (integration/trust_test.go)
 # The boot tests and bench (docs/BOOT.md): a Debian root image, an initramfs
 # with camount, and qemu's curl driver (the bench's peer).

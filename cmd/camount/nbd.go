@@ -52,11 +52,10 @@ func init() {
 						return err
 					}
 				}
-				tlsCfg, requireTLS, err := tf.config()
-				if err != nil {
+				o := blockdev.Options{Logger: e.log, MaxConnections: *maxConns}
+				if err := tf.apply(&o); err != nil {
 					return err
 				}
-				o := blockdev.Options{Logger: e.log, MaxConnections: *maxConns, TLS: tlsCfg, RequireTLS: requireTLS}
 				return runNBD(ctx, e, bf, pf, *listen, names, o, args)
 			}
 		},
@@ -119,7 +118,7 @@ func runNBD(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, liste
 	}
 	for _, x := range exports {
 		uri := nbdURI(network, l.Addr(), x.Name)
-		if o.TLS != nil {
+		if o.TLSEnabled() {
 			uri = strings.Replace(uri, "nbd", "nbds", 1) // nbds://, nbds+unix://
 		}
 		fmt.Fprintln(e.stdout, uri)

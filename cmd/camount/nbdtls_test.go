@@ -43,11 +43,14 @@ func TestNBDTLSFlags(t *testing.T) {
 		{nbdTLSFlags{mode: "maybe", certs: "/x"}, "want off, on or require"},
 		{nbdTLSFlags{mode: "off", certs: "/x"}, "--tls=off"},
 		{nbdTLSFlags{certs: "/nonexistent"}, "server-cert.pem"},
-		{nbdTLSFlags{psk: "/x.psk"}, "not supported"},
+		{nbdTLSFlags{psk: "/nonexistent.psk"}, "TLS-PSK key file"},
+		{nbdTLSFlags{psk: "/x.psk", certs: "/x"}, "give one"},
+		{nbdTLSFlags{mode: "off", psk: "/x.psk"}, "--tls=off"},
 	} {
-		cfg, _, err := c.f.config()
+		var o blockdev.Options
+		err := c.f.apply(&o)
 		if c.err == "" {
-			if err != nil || cfg != nil {
+			if err != nil || o.TLSEnabled() {
 				t.Errorf("%+v: %v", c.f, err)
 			}
 			continue
