@@ -163,7 +163,8 @@ type faultProxy struct {
 	stall time.Duration
 	seen  map[string]int
 
-	requests, faults atomic.Int64
+	requests, faults atomic.Int64 // faults: since the last set
+	allFaults        atomic.Int64 // since the start
 }
 
 func startFaultProxy(t testing.TB, upstream string) *faultProxy {
@@ -214,6 +215,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	if mode != "" && mode != "latency" {
 		p.faults.Add(1)
+		p.allFaults.Add(1)
 	}
 	switch mode {
 	case "latency":

@@ -138,12 +138,15 @@ func TestSoakFaults(t *testing.T) {
 	}()
 	wg.Wait()
 	t.Logf("%v: FUSE %d reads (%d EIO), NBD %d copies (%d failed), %d faults injected; peak RSS mount %d MiB, nbd %d MiB",
-		d, fuseReads, fuseEIO, nbdCopies, nbdFailed, px.faults.Load(), peakMount>>20, peakNBD>>20)
+		d, fuseReads, fuseEIO, nbdCopies, nbdFailed, px.allFaults.Load(), peakMount>>20, peakNBD>>20)
 	for _, w := range wrong {
 		t.Error(w)
 	}
 	if fuseReads == 0 || nbdCopies == 0 {
 		t.Fatal("nothing was read")
+	}
+	if px.allFaults.Load() == 0 {
+		t.Fatal("no fault was injected")
 	}
 	srv.alive(t)
 	checkNoGrowth(t, "mount RSS", rssMount, 1<<20, 16<<20)
