@@ -140,7 +140,15 @@ table_row() {
 	printf '%-44s %12s %12s %7sx\n' "$1" "$2${4:-s}" "$3${4:-s}" "$ratio"
 }
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# drop_caches empties the page cache before a cold run. BENCH_NO_DROP=1 makes
+# it a no-op, for runs beside another benchmark whose cold runs depend on
+# their own drops: the "cold" figures are then warm-page-cache ones (the
+# tools' own caches are still empty; the files they read are not).
+drop_caches() {
+	[ -n "${BENCH_NO_DROP:-}" ] && return 0
+	sync
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
 
 # Cold runs on FUSE mounts (bench/mount.sh, bench/tools/cold.sh): a fresh mount
 # at MNT for each run, caches dropped, one timed command, unmount.

@@ -58,9 +58,15 @@ type S3Location struct {
 	Lookup   minio.BucketLookupType
 	Region   string // from ?region=
 	raw      string
+	shown    string // location.Redact(raw), made once: every request's error text and log name it
 }
 
-func (l S3Location) String() string { return location.Redact(l.raw) } // no password shown
+func (l S3Location) String() string { // no password shown
+	if l.shown != "" {
+		return l.shown
+	}
+	return location.Redact(l.raw)
+}
 
 // IsS3URL reports whether s is an s3+http:// or s3+https:// URL.
 func IsS3URL(s string) bool {
@@ -81,7 +87,7 @@ func ParseS3Location(s string) (S3Location, error) {
 	if u.User != nil {
 		return S3Location{}, fmt.Errorf("S3 location %s: credentials do not belong in the URL (use $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials)", u.Redacted())
 	}
-	l := S3Location{raw: s, Endpoint: u.Host}
+	l := S3Location{raw: s, shown: location.Redact(s), Endpoint: u.Host}
 	switch u.Scheme {
 	case "s3+http":
 	case "s3+https":
@@ -128,9 +134,10 @@ func (l S3Location) join(name string) string {
 // s3Client wraps a minio client with camount's retry policy and error
 // reporting. minio's own retries are off, so one policy governs them all.
 type s3Client struct {
-	c   *minio.Client
-	loc S3Location
-	r   *retrier
+	c      *minio.Client
+	direct *s3Direct // chunk GETs
+	loc    S3Location
+	r      *retrier
 
 	mu       sync.Mutex
 	fatal    error // a permanent failure (bucket missing, access denied), guarded by mu
@@ -186,7 +193,7 @@ func newS3Client(loc S3Location, o S3Options) (*s3Client, error) {
 		return nil, fmt.Errorf("S3 location %s: %w", loc, err)
 	}
 	c.SetAppInfo("camount", "")
-	return &s3Client{c: c, loc: loc, r: newRetrier(o.HTTP), fatalFor: fatalHold}, nil
+	return &s3Client{c: c, direct: newS3Direct(loc, tr, creds), loc: loc, r: newRetrier(o.HTTP), fatalFor: fatalHold}, nil
 }
 
 // checkProfile fails when $AWS_PROFILE names a profile that cannot be
@@ -332,16 +339,27 @@ func (c *s3Client) call(ctx context.Context, op, key string, fn func(context.Con
 
 // get reads a whole object of at most limit bytes.
 func (c *s3Client) get(ctx context.Context, key string, limit int64) ([]byte, error) {
-	b, _, _, err := c.getChanged(ctx, key, limit, "", false)
+	b, _, _, err := c.getChanged(ctx, key, limit, "")
+	return b, err
+}
+
+// getChunk reads a chunk object of at most limit bytes through s3Direct,
+// into a buffer of the stored-bytes pool (storedBuf) that the caller may
+// hand back with putStoredBuf.
+func (c *s3Client) getChunk(ctx context.Context, key string, limit int64) ([]byte, error) {
+	var b []byte
+	err := c.call(ctx, "GET", key, func(ctx context.Context) error {
+		var err error
+		b, err = c.direct.get(ctx, c.c, key, limit)
+		return err
+	})
 	return b, err
 }
 
 // getChanged is get that also returns the object's ETag; with etag != ""
 // the request is conditional (If-None-Match), and notModified reports a
-// 304 answer (b is then nil). With pooled, a body of announced size is
-// read into a buffer of the stored-bytes pool (storedBuf), which the
-// caller hands back with putStoredBuf.
-func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag string, pooled bool) (b []byte, newETag string, notModified bool, err error) {
+// 304 answer (b is then nil).
+func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag string) (b []byte, newETag string, notModified bool, err error) {
 	err = c.call(ctx, "GET", key, func(ctx context.Context) error {
 		var opts minio.GetObjectOptions
 		if etag != "" {
@@ -351,7 +369,8 @@ func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag
 		}
 		// minio.Core's GetObject is one request whose body is read
 		// straight into a buffer of the announced size (Client.GetObject
-		// adds a goroutine and channels per object).
+		// adds a goroutine and channels per object). Chunks take
+		// getChunk instead.
 		body, info, _, err := minio.Core{Client: c.c}.GetObject(ctx, c.loc.Bucket, key, opts)
 		var er minio.ErrorResponse
 		if etag != "" && errors.As(err, &er) && er.StatusCode == http.StatusNotModified {
@@ -365,22 +384,6 @@ func (c *s3Client) getChanged(ctx context.Context, key string, limit int64, etag
 		defer body.Close()
 		if info.Size > limit {
 			return &S3Error{Location: c.loc.String(), Op: "GET", Key: key, Code: "TooLarge", Msg: fmt.Sprintf("%d bytes is more than %d", info.Size, limit)}
-		}
-		if pooled && info.Size >= 0 {
-			buf := storedBuf(int(info.Size))
-			_, err := io.ReadFull(body, buf)
-			if err == nil {
-				var one [1]byte
-				if n, _ := body.Read(one[:]); n > 0 {
-					err = fmt.Errorf("more than the announced %d bytes", info.Size)
-				}
-			}
-			if err != nil {
-				putStoredBuf(buf)
-				return fmt.Errorf("reading body: %w", err)
-			}
-			b = buf
-			return nil
 		}
 		n := info.Size
 		if n < 0 {
@@ -455,14 +458,13 @@ func (s *S3Store) key(id chunker.ID) string { return s.c.loc.join(chunkName(id))
 
 // Get implements Store.
 func (s *S3Store) Get(ctx context.Context, id chunker.ID) ([]byte, error) {
-	return s.c.get(ctx, s.key(id), storedLimit(ctx))
+	return s.c.getChunk(ctx, s.key(id), storedLimit(ctx))
 }
 
 // getPooled is Get reading into a buffer of the stored-bytes pool, handed
 // back with putStoredBuf (the scheduler does, once the chunk is decoded).
 func (s *S3Store) getPooled(ctx context.Context, id chunker.ID) ([]byte, error) {
-	b, _, _, err := s.c.getChanged(ctx, s.key(id), storedLimit(ctx), "", true)
-	return b, err
+	return s.c.getChunk(ctx, s.key(id), storedLimit(ctx))
 }
 
 // HasChunk implements WriteStore (a HEAD request).
@@ -546,7 +548,7 @@ func (o *S3Object) Read(ctx context.Context, limit int64) ([]byte, error) {
 
 // readChanged implements RemoteFile (the tag is the object's ETag).
 func (o *S3Object) readChanged(ctx context.Context, limit int64, tag string) ([]byte, string, bool, error) {
-	return o.c.getChanged(ctx, o.c.loc.Key, limit, tag, false)
+	return o.c.getChanged(ctx, o.c.loc.Key, limit, tag)
 }
 
 // Write replaces the object.

@@ -1,6 +1,10 @@
 package fetch
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -41,5 +45,27 @@ func TestParseS3Location(t *testing.T) {
 	}
 	if l, _ := ParseS3Location("s3+http://h/b/p"); l.join("ab/cd.cacnk") != "p/ab/cd.cacnk" {
 		t.Errorf("join: %q", l.join("ab/cd.cacnk"))
+	}
+}
+
+// A non-200 answer becomes the minio.ErrorResponse classify expects: the
+// XML body's code, else one from the status.
+func TestS3ResponseError(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		body   string
+		code   string
+	}{
+		{404, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchBucket</Code><Message>no bucket</Message></Error>`, "NoSuchBucket"},
+		{404, "", "NoSuchKey"},
+		{403, "", "AccessDenied"},
+		{503, `<Error><Code>SlowDown</Code></Error>`, "SlowDown"},
+		{502, "bad gateway", "502 Bad Gateway"},
+	} {
+		resp := &http.Response{StatusCode: c.status, Status: fmt.Sprintf("%d %s", c.status, http.StatusText(c.status)), Body: io.NopCloser(strings.NewReader(c.body))}
+		var er minio.ErrorResponse
+		if err := s3ResponseError(resp, "k"); !errors.As(err, &er) || er.Code != c.code || er.StatusCode != c.status {
+			t.Errorf("%d %q: %#v, want code %s", c.status, c.body, err, c.code)
+		}
 	}
 }
