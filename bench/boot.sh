@@ -76,7 +76,7 @@ pids+=("$PROXY_PID")
 pport=$PROXY_PORT
 URL=http://127.0.0.1:$pport
 GURL=http://10.0.2.2:$pport # the same, seen from the guest (qemu user networking)
-cat "$SRV"/os.castr/*/* "$SRV/os.img" >/dev/null # nginx serves from the page cache
+find "$SRV/os.castr" "$SRV/os.img" -type f -exec cat {} + >/dev/null # nginx serves from the page cache
 
 # served_bytes: bytes nginx sent since the log was last cleared.
 served_bytes() { awk '{ s += $3 } END { print s + 0 }' "$NGX/access.log"; }
