@@ -35,7 +35,6 @@ type s3Direct struct {
 	mu     sync.Mutex
 	ready  bool   // guarded by mu: origin, host, prefix and region are known
 	origin string // guarded by mu: scheme://host
-	host   string // guarded by mu
 	prefix string // guarded by mu: the escaped path of key "" ("/bucket/", or "/" virtual-hosted)
 	region string // guarded by mu
 }
@@ -56,15 +55,15 @@ func newS3Direct(loc S3Location, tr http.RoundTripper, creds *credentials.Creden
 // endpoint, addressing and region (no request is sent; it has placeholder
 // credentials, as minio presigns nothing for anonymous ones). A failure
 // is not kept: the next GET asks again.
-func (d *s3Direct) setup(ctx context.Context, c *minio.Client) (origin, host, prefix, region string, err error) {
+func (d *s3Direct) setup(ctx context.Context, c *minio.Client) (origin, prefix, region string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ready {
-		return d.origin, d.host, d.prefix, d.region, nil
+		return d.origin, d.prefix, d.region, nil
 	}
 	region, err = c.GetBucketLocation(ctx, d.loc.Bucket)
 	if err != nil {
-		return "", "", "", "", err
+		return "", "", "", err
 	}
 	pc, err := minio.New(d.loc.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4("placeholder", "placeholder", ""),
@@ -74,20 +73,20 @@ func (d *s3Direct) setup(ctx context.Context, c *minio.Client) (origin, host, pr
 		BucketLookup: d.loc.Lookup,
 	})
 	if err != nil {
-		return "", "", "", "", err
+		return "", "", "", err
 	}
 	const probe = "camount-probe"
 	u, err := pc.PresignedGetObject(ctx, d.loc.Bucket, probe, time.Minute, nil)
 	if err != nil {
-		return "", "", "", "", err
+		return "", "", "", err
 	}
 	p, ok := strings.CutSuffix(u.EscapedPath(), probe)
 	if !ok {
-		return "", "", "", "", fmt.Errorf("S3 bucket %s: unexpected presigned URL path %q", d.loc.Bucket, u.EscapedPath())
+		return "", "", "", fmt.Errorf("S3 bucket %s: unexpected presigned URL path %q", d.loc.Bucket, u.EscapedPath())
 	}
-	d.origin, d.host, d.prefix, d.region = u.Scheme+"://"+u.Host, u.Host, p, region
+	d.origin, d.prefix, d.region = u.Scheme+"://"+u.Host, p, region
 	d.ready = true
-	return d.origin, d.host, d.prefix, d.region, nil
+	return d.origin, d.prefix, d.region, nil
 }
 
 // emptySHA256 is the hex SHA-256 of an empty body (a GET's payload),
@@ -99,7 +98,7 @@ const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b785
 // minio's (a minio.ErrorResponse for the server's answers, the transport's
 // otherwise), for s3Client.classify.
 func (d *s3Direct) get(ctx context.Context, c *minio.Client, key string, limit int64) ([]byte, error) {
-	origin, _, prefix, region, err := d.setup(ctx, c)
+	origin, prefix, region, err := d.setup(ctx, c)
 	if err != nil {
 		return nil, err
 	}
