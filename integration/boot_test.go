@@ -302,8 +302,9 @@ func bootQemu(t *testing.T, k *bootKernel, initrd, cmdline string, timeout time.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// A virtio-rng device, as cloud VMs have (bench/boot.sh says why).
 	args := append([]string{"-accel", "tcg", "-smp", "2", "-m", "1024",
-		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-device", "virtio-rng-pci",
 		"-kernel", k.kernel, "-initrd", initrd, "-append", "console=ttyS0 no_timer_check " + cmdline}, extra...)
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	cmd.WaitDelay = 5 * time.Second
@@ -438,7 +439,7 @@ func makeCamountInitramfsWith(t *testing.T, k *bootKernel, withNBD bool) string 
 	os.WriteFile(filepath.Join(conf, "initramfs.conf"), []byte(initramfsConf), 0o644)
 	os.WriteFile(filepath.Join(conf, "conf.d", "camount"), []byte("CAMOUNT=y\n"), 0o644)
 	copyFile(t, "../contrib/initramfs-tools/hooks/camount", filepath.Join(conf, "hooks", "camount"))
-	modules := "virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\nnbd\n"
+	modules := "virtio_pci\nvirtio_net\nvirtio_blk\nvirtio_rng\next4\ncrc32c_generic\nnbd\n"
 	if !withNBD {
 		hook := filepath.Join(conf, "hooks", "camount")
 		b, _ := os.ReadFile(hook)

@@ -73,7 +73,9 @@ for p in /proc/[0-9]*; do
 	c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
 	case "$c" in
 	@camount*)
-		echo "CAMOUNT-CHECK root-daemon pid=${p#/proc/} argv=$c"
+		# CPU seconds it used so far (utime + stime, in clock ticks).
+		cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "$p/stat")
+		echo "CAMOUNT-CHECK root-daemon pid=${p#/proc/} cpu=${cpu}s argv=$c"
 		prof=$(echo "$c" | tr ' ' '\n' | sed -n 's/^--record-profile=//p')
 		if [ -n "$prof" ]; then
 			# The path is in the process's root: the initramfs.

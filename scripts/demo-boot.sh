@@ -65,7 +65,7 @@ step "3. qemu boots it (TCG: expect one to a few minutes)"
 kver=$(ls /boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -1)
 s=$(date +%s.%N)
 timeout 900 qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -nographic -no-reboot -nodefaults -serial stdio \
-	-kernel "/boot/vmlinuz-$kver" -initrd "/boot/initrd.img-$kver" -append "console=ttyS0 no_timer_check root=/dev/vda ro quiet" \
+	-device virtio-rng-pci -kernel "/boot/vmlinuz-$kver" -initrd "/boot/initrd.img-$kver" -append "console=ttyS0 no_timer_check root=/dev/vda ro quiet" \
 	-drive "file=$uri,format=raw,if=virtio,readonly=on" 2>&1 | tee "$W/console" | grep --line-buffered -E 'Welcome to|Reached target.*Multi-User|CAMOUNT-BOOT-MARKER|reboot: Power down' || true
 e=$(date +%s.%N)
 kill "$nbd"
