@@ -24,7 +24,9 @@ import (
 type DiskOptions struct {
 	// Dir is the cache directory, created if missing. Required.
 	Dir string
-	// MaxBytes bounds the chunk data kept; 0 means 10 GiB.
+	// MaxBytes bounds the directory: the chunk data kept plus the indexes
+	// and seed scans kept beside them (as of the last scan); 0 means 10 GiB.
+	// Only chunks are evicted to stay within it.
 	MaxBytes int64
 	// Rescan is how often the directory is rescanned to see what other
 	// processes sharing it added or removed; 0 means 10s. A rescan also
@@ -64,13 +66,15 @@ type Disk struct {
 	// the room made for it.
 	evictMu sync.RWMutex
 
-	mu       sync.Mutex
-	lru      *list.List                   // of *diskEntry, front = most recent; guarded by mu
-	entries  map[chunker.ID]*list.Element // guarded by mu
-	bytes    int64                        // guarded by mu
-	pending  map[chunker.ID]int64         // reserved, file being written: size; guarded by mu
-	written  int64                        // bytes written since the last scan; guarded by mu
-	lastScan time.Time                    // guarded by mu
+	mu         sync.Mutex
+	lru        *list.List                   // of *diskEntry, front = most recent; guarded by mu
+	entries    map[chunker.ID]*list.Element // guarded by mu
+	bytes      int64                        // guarded by mu
+	meta       int64                        // metadata bytes (indexes, seed scans) at the last scan; guarded by mu
+	pending    map[chunker.ID]int64         // reserved, file being written: size; guarded by mu
+	written    int64                        // bytes written since the last scan; guarded by mu
+	lastScan   time.Time                    // guarded by mu
+	metaWarned bool                         // guarded by mu
 
 	Hits, Misses, Corrupt, Writes, Evicted atomic.Int64
 	writeFailed                            atomic.Int64
@@ -235,7 +239,7 @@ func (d *Disk) Put(id chunker.ID, data []byte) {
 	d.add(id, size, time.Now()) // reserve: the newest entry is never a victim
 	d.pending[id] = size
 	d.written += size
-	over := d.bytes > d.max
+	over := d.bytes+d.meta > d.max
 	rescan := d.written > d.max/16
 	d.mu.Unlock()
 	if over {
@@ -360,11 +364,11 @@ func (d *Disk) evict() {
 	d.evictMu.Lock()
 	defer d.evictMu.Unlock()
 	d.mu.Lock()
-	if d.bytes <= d.max {
+	if d.bytes+d.meta <= d.max {
 		d.mu.Unlock()
 		return
 	}
-	target := d.max - d.max/10
+	target := d.max - d.max/10 - d.meta
 	var victims []*diskEntry
 	for e := d.lru.Back(); e != nil && d.bytes > target; {
 		de := e.Value.(*diskEntry)
@@ -430,6 +434,12 @@ func (d *Disk) scan() error {
 	for _, f := range files.Chunks {
 		d.add(f.ID, f.Size, f.Used) // oldest first, so the newest ends at the front
 	}
+	d.meta = files.MetaBytes()
+	if d.meta > d.max/2 && !d.metaWarned {
+		d.metaWarned = true
+		d.log.Warn("disk cache: kept indexes and seed scans take over half of the bound, leaving little room for chunks",
+			"dir", d.dir, "metadata", d.meta, "bound", d.max)
+	}
 	d.written = 0
 	d.lastScan = time.Now()
 	return nil
@@ -446,12 +456,14 @@ type ChunkFile struct {
 // DirContents is what ScanDir finds.
 type DirContents struct {
 	Chunks     []ChunkFile
-	Temps      int      // temporary files (writes in progress or abandoned)
-	StaleTemps []string // temporary files older than an hour
-	Other      int      // files that are neither (e.g. compressed .cacnk chunks)
+	Temps      int         // temporary files (writes in progress or abandoned)
+	StaleTemps []string    // temporary files older than an hour
+	Other      int         // files that are neither (e.g. compressed .cacnk chunks)
+	Meta       []MetaEntry // indexes and seed scans kept by other packages (IndexDir, SeedDir)
 }
 
-// ScanDir lists the chunk files of a cache directory.
+// ScanDir lists the chunk files of a cache directory and the metadata kept
+// beside them.
 func ScanDir(dir string) (*DirContents, error) {
 	out := &DirContents{}
 	top, err := os.ReadDir(dir)
@@ -460,6 +472,10 @@ func ScanDir(dir string) (*DirContents, error) {
 	}
 	old := time.Now().Add(-time.Hour)
 	for _, sub := range top {
+		if sub.IsDir() && (sub.Name() == IndexDir || sub.Name() == SeedDir) {
+			scanMeta(dir, sub.Name(), old, out)
+			continue
+		}
 		if !sub.IsDir() || len(sub.Name()) != 4 {
 			continue
 		}
@@ -487,21 +503,18 @@ func ScanDir(dir string) (*DirContents, error) {
 			if err != nil || !info.Mode().IsRegular() {
 				continue
 			}
-			used := info.ModTime()
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				if at := time.Unix(st.Atim.Sec, st.Atim.Nsec); at.After(used) {
-					used = at
-				}
-			}
-			out.Chunks = append(out.Chunks, ChunkFile{ID: id, Path: p, Size: info.Size(), Used: used})
+			out.Chunks = append(out.Chunks, ChunkFile{ID: id, Path: p, Size: info.Size(), Used: usedTime(info)})
 		}
 	}
 	return out, nil
 }
 
-// Prune removes the least recently used chunk files of a cache directory
-// until it holds at most maxBytes, and temporary files older than an hour.
-// It returns the files and bytes removed.
+// Prune shrinks a cache directory to at most maxBytes, counting chunk files
+// and the metadata beside them: the least recently used chunks go first,
+// then, if the metadata alone is over the bound, the least recently used
+// metadata entries (an index kept for offline starts, a seed scan). It also
+// removes temporary files older than an hour. It returns the files (chunk
+// files and metadata entries) and bytes removed.
 func Prune(dir string, maxBytes int64) (files int, bytes int64, err error) {
 	c, err := ScanDir(dir)
 	if err != nil {
@@ -510,7 +523,7 @@ func Prune(dir string, maxBytes int64) (files int, bytes int64, err error) {
 	for _, t := range c.StaleTemps {
 		os.Remove(t)
 	}
-	var total int64
+	total := c.MetaBytes()
 	for _, f := range c.Chunks {
 		total += f.Size
 	}
@@ -525,6 +538,18 @@ func Prune(dir string, maxBytes int64) (files int, bytes int64, err error) {
 		total -= f.Size
 		files++
 		bytes += f.Size
+	}
+	sort.Slice(c.Meta, func(i, j int) bool { return c.Meta[i].Used.Before(c.Meta[j].Used) })
+	for _, m := range c.Meta {
+		if total <= maxBytes {
+			break
+		}
+		if err := m.Remove(); err != nil {
+			return files, bytes, err
+		}
+		total -= m.Size
+		files++
+		bytes += m.Size
 	}
 	return files, bytes, nil
 }

@@ -14,15 +14,20 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
 	"github.com/camount/camount/location"
 )
 
 // IndexCacheDir is the subdirectory of a disk cache (--cache DIR) that
 // keeps fetched index files, so that an image starts without its server
-// (offline boot). Chunk scans skip it (it is not a 4-hex fan-out
-// directory).
-const IndexCacheDir = "indexes"
+// (offline boot). Chunk scans skip it; the cache's bound counts it.
+const IndexCacheDir = cache.IndexDir
+
+// maxKeptIndexes bounds the indexes kept: a new URL (a signed URL whose
+// signature changes on every start) makes a new entry, so the least
+// recently used go.
+const maxKeptIndexes = 64
 
 // indexMeta is what is kept beside a cached index: its URL (without
 // userinfo, to show) and the validators to revalidate it with.
@@ -165,7 +170,7 @@ func keepIndex(cdir, dataPath, metaPath string, b []byte, meta indexMeta) error 
 		path string
 		data []byte
 	}{{dataPath, b}, {metaPath, mb}} {
-		tmp, err := os.CreateTemp(cdir, ".tmp-*")
+		tmp, err := os.CreateTemp(cdir, cache.TempPrefix+"*")
 		if err != nil {
 			return err
 		}
@@ -184,5 +189,6 @@ func keepIndex(cdir, dataPath, metaPath string, b []byte, meta indexMeta) error 
 			return fmt.Errorf("%s: %w", f.path, werr)
 		}
 	}
+	cache.TrimMeta(filepath.Dir(cdir), IndexCacheDir, maxKeptIndexes)
 	return nil
 }

@@ -9,10 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 
+	"github.com/camount/camount/cache"
 	"github.com/camount/camount/chunker"
 )
 
@@ -50,7 +49,7 @@ func (c *ScanCache) key(path string, f *os.File, p Params) (string, bool) {
 	k := fmt.Sprintf("%s\x00%d\x00%d\x00%d\x00%d\x00%d/%d/%d\x00%s", abs, st.Size(), st.ModTime().UnixNano(),
 		sys.Dev, sys.Ino, p.Chunk.Min, p.Chunk.Avg, p.Chunk.Max, p.Digest)
 	h := sha256.Sum256([]byte(k))
-	return filepath.Join(c.Dir, "seeds", filePrefix+hex.EncodeToString(h[:16])), true
+	return filepath.Join(c.Dir, cache.SeedDir, filePrefix+hex.EncodeToString(h[:16])), true
 }
 
 // load reports the chunks of a cached scan of s; false if there is none.
@@ -106,7 +105,7 @@ func (c *ScanCache) writer(s *FileSeed) *cacheWriter {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(name), cache.TempPrefix+"*")
 	if err != nil {
 		return nil
 	}
@@ -132,40 +131,16 @@ func (w *cacheWriter) finish(ok bool) {
 		err = cerr
 	}
 	if ok && err == nil && w.err == nil && os.Rename(w.f.Name(), w.name) == nil {
-		prune(filepath.Dir(w.name), maxCacheEntries)
+		cache.TrimMeta(filepath.Dir(filepath.Dir(w.name)), cache.SeedDir, maxCacheEntries)
 		return
 	}
 	os.Remove(w.f.Name())
 }
 
-// maxCacheEntries bounds the scans kept: every change of a seed (or
-// extract of an image) makes a new entry, so the oldest are dropped.
+// maxCacheEntries bounds the scans kept (file and tree scans): every change
+// of a seed (or extract of an image) makes a new entry, so the least
+// recently used are dropped.
 const maxCacheEntries = 64
-
-// prune keeps the keep most recently written file seed scans of dir.
-func prune(dir string, keep int) {
-	ents, err := os.ReadDir(dir)
-	if err != nil || len(ents) <= keep {
-		return
-	}
-	type ent struct {
-		name string
-		t    int64
-	}
-	var es []ent
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), filePrefix) {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
-			es = append(es, ent{e.Name(), fi.ModTime().UnixNano()})
-		}
-	}
-	sort.Slice(es, func(i, j int) bool { return es[i].t > es[j].t })
-	for _, e := range es[min(keep, len(es)):] {
-		os.Remove(filepath.Join(dir, e.name))
-	}
-}
 
 // Record stores the chunks of the regular file at path, known to be the
 // blob of index x (it was just extracted and verified), as its scan, so

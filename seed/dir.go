@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/camount/camount/cache"
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
 )
@@ -26,9 +27,9 @@ type DirSeed struct {
 }
 
 // OpenDir opens the directory at path as a seed for a target with
-// parameters p; cache, if not nil, keeps its scan. hardlinks makes the
+// parameters p; sc, if not nil, keeps its scan. hardlinks makes the
 // scan record content digests for HardlinkCandidates.
-func OpenDir(path string, p Params, cache *ScanCache, hardlinks bool) (*DirSeed, error) {
+func OpenDir(path string, p Params, sc *ScanCache, hardlinks bool) (*DirSeed, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("seed %s: %w", path, err)
@@ -50,8 +51,8 @@ func OpenDir(path string, p Params, cache *ScanCache, hardlinks bool) (*DirSeed,
 		feat |= catar.SHA512_256
 	}
 	o := TreeOptions{Features: feat, Params: p.Chunk, Digest: p.Digest, Hardlinks: hardlinks}
-	if cache != nil {
-		o.CacheDir = filepath.Join(cache.Dir, "seeds")
+	if sc != nil {
+		o.CacheDir = filepath.Join(sc.Dir, cache.SeedDir)
 	}
 	return &DirSeed{path: path, o: o}, nil
 }

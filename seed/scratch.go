@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/camount/camount/cache"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +20,7 @@ import (
 // dies with the process), and only once untouched for scratchGrace (a
 // directory just made, not locked yet, is left alone).
 const (
-	scratchPrefix = ".tree-scan-"
+	scratchPrefix = cache.ScratchPrefix
 	scratchGrace  = time.Minute
 )
 

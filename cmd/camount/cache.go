@@ -23,7 +23,7 @@ func init() {
 		summary: "inspect, shrink or check a --cache directory",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var maxSize byteSize
-			fs.Var(&maxSize, "max-size", "prune: keep at most `BYTES` (K/M/G/T suffixes), least recently used chunks go first (default 0: empty the cache)")
+			fs.Var(&maxSize, "max-size", "prune: keep at most `BYTES` (K/M/G/T suffixes) counting chunks, kept indexes and seed scans; least recently used chunks go first, metadata only once no chunk is left (default 0: empty the cache)")
 			remove := fs.Bool("remove", false, "verify: remove chunk files that do not match their ID")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 2 {
@@ -46,7 +46,7 @@ func init() {
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(e.stdout, "removed %d chunks, %s\n", files, human(n))
+					fmt.Fprintf(e.stdout, "removed %d files, %s\n", files, human(n))
 					return cacheStats(e, dir)
 				case "verify":
 					return cacheVerify(ctx, e, dir, *remove)
@@ -75,8 +75,16 @@ func cacheStats(e *env, dir string) error {
 	}
 	w := e.stdout
 	fmt.Fprintf(w, "Cache:           %s\n", dir)
-	fmt.Fprintf(w, "Chunks:          %d\n", len(c.Chunks))
-	fmt.Fprintf(w, "Size:            %d (%s)\n", total, human(total))
+	meta := map[string][2]int64{} // kind → entries, bytes
+	for _, m := range c.Meta {
+		v := meta[m.Kind]
+		meta[m.Kind] = [2]int64{v[0] + 1, v[1] + m.Size}
+	}
+	fmt.Fprintf(w, "Chunks:          %d (%s)\n", len(c.Chunks), human(total))
+	fmt.Fprintf(w, "Indexes kept:    %d (%s)\n", meta[cache.MetaIndex][0], human(meta[cache.MetaIndex][1]))
+	fmt.Fprintf(w, "Seed scans:      %d (%s)\n", meta[cache.MetaSeedScan][0], human(meta[cache.MetaSeedScan][1]))
+	all := total + c.MetaBytes()
+	fmt.Fprintf(w, "Size:            %d (%s)\n", all, human(all))
 	if len(c.Chunks) > 0 {
 		fmt.Fprintf(w, "Least recent:    %s\n", oldest.UTC().Format(time.RFC3339))
 		fmt.Fprintf(w, "Most recent:     %s\n", newest.UTC().Format(time.RFC3339))
