@@ -168,14 +168,23 @@ func TestDiskShared(t *testing.T) {
 	}
 }
 
-func TestPrune(t *testing.T) {
-	dir := t.TempDir()
-	d, _ := OpenDisk(DiskOptions{Dir: dir})
-	for i := 0; i < 10; i++ {
-		_, data := testChunk(i, 1000)
+// fillCache puts n chunks of size bytes into an unbounded cache at dir.
+func fillCache(t *testing.T, dir string, n, size int) {
+	t.Helper()
+	d, err := OpenDisk(DiskOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		_, data := testChunk(i, size)
 		d.Put(chunker.SHA512_256.Sum(data), data)
 	}
 	d.Close()
+}
+
+func TestPrune(t *testing.T) {
+	dir := t.TempDir()
+	fillCache(t, dir, 10, 1000)
 	os.MkdirAll(filepath.Join(dir, "abcd"), 0o755)
 	os.WriteFile(filepath.Join(dir, "abcd", "leftover.tmp"), nil, 0o644)
 	old := time.Now().Add(-2 * time.Hour)

@@ -43,12 +43,7 @@ func writeMeta(t *testing.T, dir string, used time.Time, size int, names ...stri
 // first, an index with its validators as one entry.
 func TestPruneCountsMetadata(t *testing.T) {
 	dir := t.TempDir()
-	d, _ := OpenDisk(DiskOptions{Dir: dir})
-	for i := 0; i < 10; i++ {
-		_, data := testChunk(i, 1000)
-		d.Put(chunker.SHA512_256.Sum(data), data)
-	}
-	d.Close()
+	fillCache(t, dir, 10, 1000)
 	long := time.Now().Add(-48 * time.Hour)
 	writeMeta(t, dir, long.Add(3*time.Hour), 300, "indexes/aa.idx", "indexes/aa.json")
 	writeMeta(t, dir, long.Add(2*time.Hour), 200, "indexes/bb.idx", "indexes/bb.json")
