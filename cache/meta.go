@@ -31,7 +31,6 @@ const (
 // validators, a file seed's scan, or a tree seed's scan directory.
 type MetaEntry struct {
 	Kind  string
-	Path  string   // the entry's main file or directory
 	Paths []string // everything removed with it
 	Size  int64
 	Used  time.Time // last use (newest modification or access time)
@@ -69,10 +68,13 @@ const ScratchPrefix = ".tree-scan-"
 // out; temporary files count as temporaries (stale ones older than old).
 func scanMeta(dir, sub string, old time.Time, out *DirContents) {
 	d := filepath.Join(dir, sub)
-	ents, err := os.ReadDir(d)
-	if err != nil {
-		return
+	if ents, err := os.ReadDir(d); err == nil {
+		listMeta(d, sub, ents, old, out)
 	}
+}
+
+// listMeta is scanMeta for the entries ents of the metadata directory d.
+func listMeta(d, sub string, ents []os.DirEntry, old time.Time, out *DirContents) {
 	byStem := map[string]int{} // index entries: stem → position in out.Meta
 	for _, e := range ents {
 		name := e.Name()
@@ -92,7 +94,7 @@ func scanMeta(dir, sub string, old time.Time, out *DirContents) {
 			// those whose owner is gone.
 		case info.IsDir():
 			size, used := treeUsage(p)
-			out.Meta = append(out.Meta, MetaEntry{Kind: MetaSeedScan, Path: p, Paths: []string{p}, Size: size, Used: used})
+			out.Meta = append(out.Meta, MetaEntry{Kind: MetaSeedScan, Paths: []string{p}, Size: size, Used: used})
 		case !info.Mode().IsRegular():
 		case sub == IndexDir:
 			stem := strings.TrimSuffix(name, filepath.Ext(name))
@@ -100,7 +102,7 @@ func scanMeta(dir, sub string, old time.Time, out *DirContents) {
 			if !ok {
 				i = len(out.Meta)
 				byStem[stem] = i
-				out.Meta = append(out.Meta, MetaEntry{Kind: MetaIndex, Path: filepath.Join(d, stem+".idx")})
+				out.Meta = append(out.Meta, MetaEntry{Kind: MetaIndex})
 			}
 			m := &out.Meta[i]
 			m.Paths = append(m.Paths, p)
@@ -109,7 +111,7 @@ func scanMeta(dir, sub string, old time.Time, out *DirContents) {
 				m.Used = u
 			}
 		default:
-			out.Meta = append(out.Meta, MetaEntry{Kind: MetaSeedScan, Path: p, Paths: []string{p}, Size: info.Size(), Used: usedTime(info)})
+			out.Meta = append(out.Meta, MetaEntry{Kind: MetaSeedScan, Paths: []string{p}, Size: info.Size(), Used: usedTime(info)})
 		}
 	}
 }
@@ -153,8 +155,13 @@ func usedTime(info fs.FileInfo) time.Time {
 // removes the others: every changed seed and every new index URL (a
 // signed URL whose signature changes) makes a new entry.
 func TrimMeta(dir, sub string, keep int) {
+	d := filepath.Join(dir, sub)
+	ents, err := os.ReadDir(d)
+	if err != nil || len(ents) <= keep {
+		return // no more names than entries to keep: nothing to stat or walk
+	}
 	var c DirContents
-	scanMeta(dir, sub, time.Time{}, &c)
+	listMeta(d, sub, ents, time.Time{}, &c)
 	if len(c.Meta) <= keep {
 		return
 	}
