@@ -40,11 +40,10 @@ type S3Options struct {
 	// (GetBucketLocation, once per bucket).
 	Region string
 	// AccessKey, SecretKey and SessionToken are explicit credentials; when
-	// AccessKey is "" the standard chain is used: $AWS_ACCESS_KEY_ID,
-	// $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN; then the profile
-	// $AWS_PROFILE (else "default") of $AWS_SHARED_CREDENTIALS_FILE (else
-	// ~/.aws/credentials); then desync's $S3_ACCESS_KEY, $S3_SECRET_KEY and
-	// $S3_SESSION_TOKEN. With none, requests are anonymous (public buckets).
+	// AccessKey is "" the standard chain is used (s3Credentials): the AWS
+	// variables, the profile of the shared credentials file, desync's S3_*
+	// variables, then a role of the machine, task or pod. With none,
+	// requests are anonymous (public buckets).
 	AccessKey, SecretKey, SessionToken string
 }
 
@@ -138,6 +137,9 @@ type s3Client struct {
 	direct *s3Direct // chunk GETs
 	loc    S3Location
 	r      *retrier
+	// credSource names where the credentials in use came from (for
+	// S3Error.Creds).
+	credSource func() string
 
 	mu       sync.Mutex
 	fatal    error // a permanent failure (bucket missing, access denied), guarded by mu
@@ -169,17 +171,16 @@ func newS3Client(loc S3Location, o S3Options) (*s3Client, error) {
 		}
 	}
 	var creds *credentials.Credentials
+	credSource := func() string { return "the keys given to camount" }
 	if o.AccessKey != "" {
 		creds = credentials.NewStaticV4(o.AccessKey, o.SecretKey, o.SessionToken)
 	} else {
 		if err := checkProfile(loc); err != nil {
 			return nil, err
 		}
-		creds = credentials.NewChainCredentials([]credentials.Provider{
-			&credentials.EnvAWS{},
-			&credentials.FileAWSCredentials{},
-			&desyncEnv{},
-		})
+		var chain *heldChain
+		creds, chain = s3Credentials()
+		credSource = chain.source
 	}
 	c, err := minio.New(loc.Endpoint, &minio.Options{
 		Creds:        creds,
@@ -193,7 +194,7 @@ func newS3Client(loc S3Location, o S3Options) (*s3Client, error) {
 		return nil, fmt.Errorf("S3 location %s: %w", loc, err)
 	}
 	c.SetAppInfo("camount", "")
-	return &s3Client{c: c, direct: newS3Direct(loc, tr, creds), loc: loc, r: newRetrier(o.HTTP), fatalFor: fatalHold}, nil
+	return &s3Client{c: c, direct: newS3Direct(loc, tr, creds), loc: loc, r: newRetrier(o.HTTP), fatalFor: fatalHold, credSource: credSource}, nil
 }
 
 // checkProfile fails when $AWS_PROFILE names a profile that cannot be
@@ -245,6 +246,11 @@ type S3Error struct {
 	Code     string // S3 error code (NoSuchBucket, AccessDenied, …)
 	Status   int    // HTTP status
 	Msg      string // the server's message
+	// Creds names where the request's credentials came from
+	// ("$AWS_ACCESS_KEY_ID", "profile default of ~/.aws/credentials", "the
+	// instance's role (metadata service)", …); anonymousSource when none
+	// were found; "" unknown.
+	Creds string
 }
 
 func (e *S3Error) Error() string {
@@ -256,15 +262,26 @@ func (e *S3Error) Error() string {
 	case "NoSuchBucket":
 		return fmt.Sprintf("%s: the bucket does not exist (%d %s)", what, e.Status, e.Code)
 	case "AccessDenied", "AllAccessDisabled":
+		if e.Creds == anonymousSource {
+			return fmt.Sprintf("%s: access denied (%d %s): no credentials were found ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials, a role of this machine), so the request was anonymous, and the bucket is not public", what, e.Status, e.Code)
+		}
 		// A HEAD response has no body: a wrong secret shows as this too.
-		return fmt.Sprintf("%s: access denied (%d %s): the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE, ~/.aws/credentials) are wrong or may not use this bucket", what, e.Status, e.Code)
+		return fmt.Sprintf("%s: access denied (%d %s): the credentials (%s) are wrong or may not use this bucket", what, e.Status, e.Code, e.credsOr())
 	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity", "XAdminUserNotFound":
-		return fmt.Sprintf("%s: the server rejected the credentials (%d %s): check $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials", what, e.Status, e.Code)
+		return fmt.Sprintf("%s: the server rejected the credentials (%d %s): check %s", what, e.Status, e.Code, e.credsOr())
 	}
 	if e.Msg != "" {
 		return fmt.Sprintf("%s: %d %s: %s", what, e.Status, e.Code, e.Msg)
 	}
 	return fmt.Sprintf("%s: %d %s", what, e.Status, e.Code)
+}
+
+// credsOr names the credentials' source, or all the sources if unknown.
+func (e *S3Error) credsOr() string {
+	if e.Creds == "" || e.Creds == anonymousSource {
+		return "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials, or the role of this machine"
+	}
+	return e.Creds
 }
 
 // storeWide reports whether the error holds for every request to the
@@ -298,7 +315,7 @@ func (c *s3Client) classify(op, key string, err error) error {
 		er.Code == "SlowDown" || er.Code == "InternalError" || er.Code == "RequestTimeout":
 		return &HTTPStatusError{URL: fmt.Sprintf("%s (key %s)", c.loc, key), Status: fmt.Sprintf("%d %s", er.StatusCode, er.Code), Code: max(er.StatusCode, 500)}
 	}
-	return &S3Error{Location: c.loc.String(), Op: op, Key: key, Code: er.Code, Status: er.StatusCode, Msg: er.Message}
+	return &S3Error{Location: c.loc.String(), Op: op, Key: key, Code: er.Code, Status: er.StatusCode, Msg: er.Message, Creds: c.credSource()}
 }
 
 func s3Transient(err error) bool {

@@ -5,15 +5,19 @@ package integration
 // versitygw on loopback.
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // hostRecorder is a forward HTTP proxy ($HTTP_PROXY) that sends every
@@ -128,13 +132,47 @@ func TestS3VirtualHosted(t *testing.T) {
 	checkFile(t, filepath.Join(mnt, "img"), im.src)
 }
 
+// roleEndpoint serves the test's keys as a role's credentials in the two
+// ways a cloud machine gets them: the EC2 metadata service (IMDSv2: a token
+// first) at /, and a container credentials endpoint at /task (with its
+// authorization token). It counts the requests. A real role's credentials
+// carry a session token issued by STS, which versitygw (no STS) refuses;
+// these carry none (fetch's unit tests check the token is passed on).
+type roleEndpoint struct{ n atomic.Int64 }
+
+func (e *roleEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.n.Add(1)
+	creds := func() {
+		json.NewEncoder(w).Encode(map[string]string{"Code": "Success", "AccessKeyId": s3Access, "SecretAccessKey": s3Secret,
+			"Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	}
+	switch {
+	case r.URL.Path == "/task" && r.Header.Get("Authorization") == "task-auth":
+		creds()
+	case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token":
+		io.WriteString(w, "imds-token")
+	case r.Header.Get("X-aws-ec2-metadata-token") != "imds-token":
+		http.Error(w, "no token", http.StatusUnauthorized)
+	case r.URL.Path == "/latest/meta-data/iam/security-credentials/":
+		io.WriteString(w, "fleet-reader\n")
+	case r.URL.Path == "/latest/meta-data/iam/security-credentials/fleet-reader":
+		creds()
+	default:
+		http.NotFound(w, r)
+	}
+}
+
 // TestS3Credentials: the credentials come from the AWS variables, the
 // profile $AWS_PROFILE (else default) of ~/.aws/credentials or
-// $AWS_SHARED_CREDENTIALS_FILE, or desync's S3_* variables, in that order;
-// without a region one is asked from the server. A profile that does not
-// exist is one clear error.
+// $AWS_SHARED_CREDENTIALS_FILE, desync's S3_* variables, or a role (the
+// instance's from the metadata service, a task's from its container
+// endpoint), in that order; without a region one is asked from the server.
+// A profile that does not exist is one clear error.
 func TestS3Credentials(t *testing.T) {
 	s3 := startS3(t)
+	role := &roleEndpoint{}
+	roleSrv := httptest.NewServer(role)
+	defer roleSrv.Close()
 	im := makeS3Image(t, 1<<20, 92)
 	camount(t, "push", "--from="+im.store, "--to="+s3.url("bucket", "cred"), im.index)
 	store := "--store=" + s3.url("bucket", "cred")
@@ -158,16 +196,26 @@ func TestS3Credentials(t *testing.T) {
 		{"default-profile", nil, ""},
 		{"named-profile", []string{"AWS_PROFILE=other", "AWS_SHARED_CREDENTIALS_FILE=" + onlyOther}, ""},
 		{"shared-credentials-file", []string{"HOME=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=" + onlyOther, "AWS_PROFILE=other"}, ""},
-		{"profile-wrong-secret", []string{"AWS_PROFILE=bad"}, "credentials"},
+		{"profile-wrong-secret", []string{"AWS_PROFILE=bad"}, "check profile bad of ~/.aws/credentials"},
 		{"missing-profile", []string{"AWS_PROFILE=nosuch"}, "nosuch"},
 		{"env-before-profile", []string{"AWS_ACCESS_KEY_ID=" + s3Access, "AWS_SECRET_ACCESS_KEY=wrong"}, "credentials"},
 		{"desync-variables", []string{"HOME=/nonexistent", "S3_ACCESS_KEY=" + s3Access, "S3_SECRET_KEY=" + s3Secret}, ""},
 		{"region-from-server", []string{"AWS_REGION=", "AWS_DEFAULT_REGION=", "S3_REGION="}, ""},
+		{"instance-role", []string{"HOME=/nonexistent", "AWS_EC2_METADATA_DISABLED=", "AWS_EC2_METADATA_SERVICE_ENDPOINT=" + roleSrv.URL}, ""},
+		{"instance-role-disabled", []string{"HOME=/nonexistent", "AWS_EC2_METADATA_DISABLED=true", "AWS_EC2_METADATA_SERVICE_ENDPOINT=" + roleSrv.URL}, "no credentials were found"},
+		{"task-role", []string{"HOME=/nonexistent", "AWS_CONTAINER_CREDENTIALS_FULL_URI=" + roleSrv.URL + "/task", "AWS_CONTAINER_AUTHORIZATION_TOKEN=task-auth"}, ""},
+		{"profile-before-role", []string{"AWS_EC2_METADATA_DISABLED=", "AWS_EC2_METADATA_SERVICE_ENDPOINT=" + roleSrv.URL, "AWS_PROFILE=bad"}, "credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := t.TempDir()
 			env := append(append([]string(nil), noEnv...), tc.env...)
+			role.n.Store(0)
 			_, stderr, code := camountIn(t, d, env, "extract", store, im.index, "out")
+			// The role's credentials are asked for once, not for each of
+			// the image's chunks.
+			if n := role.n.Load(); n > 3 {
+				t.Errorf("%d requests for the role's credentials, want at most 3 (IMDSv2: token, role name, credentials)", n)
+			}
 			if tc.want == "" {
 				if code != 0 {
 					t.Fatalf("exit %d: %s", code, stderr)
