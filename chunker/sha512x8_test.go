@@ -19,11 +19,12 @@ func TestSumBatch(t *testing.T) {
 	}
 	defer func(m int) { minBatch = m }(minBatch)
 	minBatch = 2 // the vector code for the smallest batches too
-	for _, x8 := range []bool{haveX8, false} {
-		saved := haveX8
-		haveX8 = x8
+	type mode struct{ x8, x4 bool }
+	for _, m := range []mode{{haveX8, haveX4}, {false, haveX4}, {false, false}} {
+		saved8, saved4 := haveX8, haveX4
+		haveX8, haveX4 = m.x8, m.x4
 		for _, d := range []Digest{SHA512_256, SHA256} {
-			for _, n := range []int{1, 2, 7, 8, 9, 20, len(lengths)} {
+			for _, n := range []int{1, 2, 3, 5, 7, 8, 9, 13, 20, len(lengths)} {
 				datas := make([][]byte, n)
 				for i := range datas {
 					l := lengths[(i*7+n)%len(lengths)]
@@ -34,15 +35,18 @@ func TestSumBatch(t *testing.T) {
 				d.SumBatch(ids, datas)
 				for i, b := range datas {
 					if want := d.Sum(b); ids[i] != want {
-						t.Fatalf("vector code %v, %v, batch of %d: chunk %d (%d bytes): %s, want %s", x8, d, n, i, len(b), ids[i], want)
+						t.Fatalf("AVX-512 %v, AVX2 %v, %v, batch of %d: chunk %d (%d bytes): %s, want %s", m.x8, m.x4, d, n, i, len(b), ids[i], want)
 					}
 				}
 			}
 		}
-		haveX8 = saved
+		haveX8, haveX4 = saved8, saved4
 	}
 	if !haveX8 {
-		t.Log("this CPU lacks AVX-512 (F, BW): only the fallback was tested")
+		t.Log("this CPU lacks AVX-512 (F, BW): the eight-lane code was not tested")
+	}
+	if !haveX4 {
+		t.Log("this CPU lacks AVX2: the four-lane code was not tested")
 	}
 }
 
@@ -55,15 +59,15 @@ func BenchmarkSumBatch(b *testing.B) {
 	}
 	ids := make([]ID, len(datas))
 	b.SetBytes(int64(len(data)))
-	for _, x8 := range []bool{false, true} {
+	for _, vec := range []bool{false, true} {
 		name := "sequential"
-		if x8 {
-			name = "x8"
+		if vec {
+			name = "vector"
 		}
 		b.Run(name, func(b *testing.B) {
-			saved := haveX8
-			haveX8 = haveX8 && x8
-			defer func() { haveX8 = saved }()
+			saved8, saved4 := haveX8, haveX4
+			haveX8, haveX4 = haveX8 && vec, haveX4 && vec
+			defer func() { haveX8, haveX4 = saved8, saved4 }()
 			b.SetBytes(int64(len(data)))
 			for i := 0; i < b.N; i++ {
 				for j := 0; j < len(datas); j += 32 {
