@@ -299,3 +299,103 @@ func TestDecoderTakeBatchBytes(t *testing.T) {
 		t.Fatalf("a lead beyond the byte bound took %d others", len(b)-1)
 	}
 }
+
+// TestDecoderGathers: with slots free, prefetched chunks wait to be
+// decoded together (the wait ended here by hand, not by a clock) until
+// gatherBatch of them are there; a Foreground chunk never waits, nor do
+// chunks whose digest gains nothing from batches.
+func TestDecoderGathers(t *testing.T) {
+	if !chunker.SHA512_256.BatchFaster() {
+		t.Skip("this CPU has neither AVX2 nor AVX-512: SumBatch is no faster in batches, and nothing gathers")
+	}
+	q := newDecoder(2)
+	q.gatherWait = time.Hour
+	var mu sync.Mutex
+	var fire func()
+	q.after = func(_ time.Duration, f func()) *time.Timer {
+		mu.Lock()
+		defer mu.Unlock()
+		fire = f
+		return time.NewTimer(time.Hour)
+	}
+	cases := decodeCases(t, gatherBatch+2)
+	var wg sync.WaitGroup
+	var done sync.Map
+	start := func(i int, p Priority, d chunker.Digest) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dc := cases[i]
+			data, err := q.decode(&call{c: dc.c, d: d}, dc.stored, p)
+			checkDecoded(t, dc, data, err)
+			done.Store(i, true)
+		}()
+	}
+
+	// A Foreground chunk is decoded at once.
+	start(3, Foreground, chunker.SHA512_256)
+	wg.Wait()
+	if fire != nil {
+		t.Fatal("a Foreground decode armed a gathering wait")
+	}
+	// Three prefetched chunks wait, though both slots are free, until the
+	// gathering wait ends (or a slot is released: then the waiting go as
+	// one batch); then they are decoded together.
+	for i := 0; i < 3; i++ {
+		start(i, Readahead, chunker.SHA512_256)
+	}
+	waitQueued(t, q, 3)
+	for i := 0; i < 3; i++ {
+		if _, ok := done.Load(i); ok {
+			t.Fatalf("prefetched chunk %d decoded before the gathering wait ended", i)
+		}
+	}
+	mu.Lock()
+	f := fire
+	mu.Unlock()
+	if f == nil {
+		t.Fatal("no gathering wait was armed")
+	}
+	f()
+	wg.Wait()
+	if q.queued() != 0 || q.free != 2 {
+		t.Fatalf("after the wait: %d queued, %d slots free", q.queued(), q.free)
+	}
+
+	// gatherBatch prefetched chunks need no wait: the last one to come
+	// leads a batch of all.
+	fire = nil
+	for i := 0; i < gatherBatch-1; i++ {
+		start(i, Background, chunker.SHA512_256)
+	}
+	waitQueued(t, q, gatherBatch-1)
+	start(gatherBatch-1, Readahead, chunker.SHA512_256)
+	wg.Wait() // no call of fire: a hang here is the failure
+	if q.queued() != 0 || q.free != 2 {
+		t.Fatalf("after the batch: %d queued, %d slots free", q.queued(), q.free)
+	}
+}
+
+// TestDecoderNoGatherSHA256: SHA-256 chunks (no side-by-side hashing) are
+// decoded at once, prefetched or not.
+func TestDecoderNoGatherSHA256(t *testing.T) {
+	q := newDecoder(2)
+	q.gatherWait = time.Hour
+	q.after = func(time.Duration, func()) *time.Timer {
+		t.Error("a gathering wait was armed for SHA-256 chunks")
+		return time.NewTimer(time.Hour)
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 3; i++ {
+		data := make([]byte, 1000+r.IntN(1000))
+		stored, err := Compress(Zstd, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := chunker.Chunk{ID: chunker.SHA256.Sum(data), Size: uint64(len(data))}
+		got, err := q.decode(&call{c: c, d: chunker.SHA256}, stored, Readahead)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("decode: %d bytes, %v", len(got), err)
+		}
+	}
+}

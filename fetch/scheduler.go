@@ -223,6 +223,7 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 		dw = runtime.GOMAXPROCS(0)
 	}
 	s.decode = newDecoder(dw)
+	s.decode.gatherWait = gatherWait
 	s.caps = [numPriorities]int{s.workers, max(1, s.workers*3/4), max(1, s.workers/2)}
 	s.bgBusyCap = max(1, s.workers/8)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
