@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -300,17 +301,40 @@ var bootMarker = regexp.MustCompile(`CAMOUNT-BOOT-MARKER uptime=([0-9.]+) root=(
 // marker appeared and qemu exited by itself.
 func bootQemu(t *testing.T, k *bootKernel, initrd, cmdline string, timeout time.Duration, wantMarker bool, extra ...string) *bootResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	// A virtio-rng device, as cloud VMs have (bench/boot.sh says why).
 	args := append([]string{"-accel", "tcg", "-smp", "2", "-m", "1024",
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-device", "virtio-rng-pci",
 		"-kernel", k.kernel, "-initrd", initrd, "-append", "console=ttyS0 no_timer_check " + cmdline}, extra...)
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.WaitDelay = 5 * time.Second
-	out := &markerWriter{start: time.Now()}
-	cmd.Stdout, cmd.Stderr = out, out
-	err := cmd.Run()
+	var ctx context.Context
+	var out *markerWriter
+	var err error
+	for attempt := 1; ; attempt++ {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+		cmd.WaitDelay = 5 * time.Second
+		out = &markerWriter{start: time.Now()}
+		cmd.Stdout, cmd.Stderr = out, out
+		// The guest kernel must start the initramfs within earlyStall.
+		var stalled atomic.Bool
+		watch := time.AfterFunc(earlyStall, func() {
+			if !strings.Contains(out.String(), initStarted) {
+				stalled.Store(true)
+				cancel()
+			}
+		})
+		err = cmd.Run()
+		watch.Stop()
+		if !stalled.Load() {
+			break
+		}
+		if attempt == 2 {
+			t.Fatalf("the guest kernel did not start the initramfs within %v, twice; console:\n%s", earlyStall, tail(out.String(), 3000))
+		}
+		t.Logf("the guest kernel stalled before starting the initramfs (no %q within %v; nothing of camount had run), booting again; its console ended:\n%s",
+			initStarted, earlyStall, tail(out.String(), 600))
+	}
 	r := &bootResult{console: out.String(), wall: out.at}
 	if p := os.Getenv("CAMOUNT_VM_CONSOLE"); p != "" {
 		os.WriteFile(fmt.Sprintf("%s.%s.%d", p, strings.ReplaceAll(t.Name(), "/", "-"), time.Now().Unix()), []byte(r.console), 0o644)
@@ -359,6 +383,17 @@ func (w *markerWriter) Write(p []byte) (int, error) {
 }
 
 func (w *markerWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// initStarted is what the guest kernel prints as it starts the
+// initramfs (~5 s of guest time, a few seconds of wall time under TCG).
+// earlyStall bounds the wait for it: once in CI the guest kernel hung at
+// 1.9 s of uptime (the last console line "IP idents hash table entries")
+// until bootTimeout, before any of camount ran. A boot stalled so is
+// tried once more, and said in the test's log.
+const (
+	initStarted = "Run /init as init process"
+	earlyStall  = 2 * time.Minute
+)
 
 // bootTimeout bounds one TCG boot on a loaded machine (a hang guard, not a
 // timing assertion).
