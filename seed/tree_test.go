@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -156,5 +157,42 @@ func TestTreeSeedCache(t *testing.T) {
 	ents, _ := os.ReadDir(o.CacheDir)
 	if len(ents) != 1 {
 		t.Fatalf("cache holds %d entries, want 1", len(ents))
+	}
+}
+
+// TestTreeSeedCacheBound: every new tree scan keeps the cache within
+// maxCacheEntries scans, the newest kept.
+func TestTreeSeedCacheBound(t *testing.T) {
+	o := testOptions()
+	root := t.TempDir()
+	o.CacheDir = filepath.Join(root, "seeds")
+	ctx := context.Background()
+	var last string
+	for i := 0; i < maxCacheEntries+3; i++ {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(fmt.Sprint("tree ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := ScanTree(ctx, dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+		last = dir
+	}
+	ents, err := os.ReadDir(o.CacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != maxCacheEntries {
+		t.Fatalf("cache holds %d scans after %d, want %d", len(ents), maxCacheEntries+3, maxCacheEntries)
+	}
+	tr, err := ScanTree(ctx, last, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if !tr.Reused {
+		t.Error("the newest scan was trimmed")
 	}
 }
