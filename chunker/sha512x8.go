@@ -190,6 +190,10 @@ func sumBatch512_256(ids []ID, datas [][]byte) {
 	for l := 0; l < lanes; l++ {
 		take(l)
 	}
+	need := minLanes
+	if !haveX8 {
+		need = minLanesX4
+	}
 	for {
 		n, any, busy := 0, -1, 0
 		for l := 0; l < lanes; l++ {
@@ -202,10 +206,6 @@ func sumBatch512_256(ids []ID, datas [][]byte) {
 		}
 		if any < 0 {
 			break
-		}
-		need := minLanes
-		if !haveX8 {
-			need = minLanesX4
 		}
 		if busy < need && next == len(order) {
 			// Too few lanes left busy for the vector code to beat hashing
