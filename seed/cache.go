@@ -131,7 +131,7 @@ func (w *cacheWriter) finish(ok bool) {
 		err = cerr
 	}
 	if ok && err == nil && w.err == nil && os.Rename(w.f.Name(), w.name) == nil {
-		cache.TrimMeta(filepath.Dir(filepath.Dir(w.name)), cache.SeedDir, maxCacheEntries)
+		trimScans(filepath.Dir(w.name))
 		return
 	}
 	os.Remove(w.f.Name())
@@ -141,6 +141,12 @@ func (w *cacheWriter) finish(ok bool) {
 // of a seed (or extract of an image) makes a new entry, so the least
 // recently used are dropped.
 const maxCacheEntries = 64
+
+// trimScans keeps the maxCacheEntries most recently used scans of the
+// scan directory dir (a cache's seeds/), after a new one was written.
+func trimScans(dir string) {
+	cache.TrimMeta(filepath.Dir(dir), filepath.Base(dir), maxCacheEntries)
+}
 
 // Record stores the chunks of the regular file at path, known to be the
 // blob of index x (it was just extracted and verified), as its scan, so

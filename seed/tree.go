@@ -20,7 +20,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/camount/camount/cache"
 	"github.com/camount/camount/catar"
 	"github.com/camount/camount/chunker"
 )
@@ -188,7 +187,7 @@ func ScanTree(ctx context.Context, dir string, o TreeOptions) (*Tree, error) {
 		// A new scan: keep the cache's scans within bound now, not only
 		// when a file scan is written next (a user seeding from many
 		// trees and never from a file would otherwise grow it unbounded).
-		cache.TrimMeta(filepath.Dir(o.CacheDir), filepath.Base(o.CacheDir), maxCacheEntries)
+		trimScans(o.CacheDir)
 	}
 	ok = true
 	log.Debug("seed scanned", "dir", abs, "bytes", m.Size, "chunks", m.Chunks, "files", m.Files)
