@@ -31,9 +31,10 @@ import (
 // alone. So where hashing side by side is faster (chunker's
 // BatchFaster), a prefetched chunk that finds a slot free and fewer than
 // gatherBatch-1 others waiting waits, at most gatherWait (or until a
-// slot is released), for more to arrive. Nobody waits for a prefetched chunk yet (or it is a bulk
-// reader's, as extract's, which wants throughput); one that a reader
-// comes to wait for is promoted and decoded at once. A cold extract of
+// slot is released), for more to arrive. Nobody waits for a prefetched
+// chunk yet (or it is a bulk reader's, as extract's, which wants
+// throughput); one that a reader comes to wait for is promoted and
+// decoded at once. A cold extract of
 // the reference corpus's image from a loopback S3 server: ~15% less CPU.
 type decoder struct {
 	mu          sync.Mutex

@@ -263,7 +263,7 @@ func (e *S3Error) Error() string {
 		return fmt.Sprintf("%s: the bucket does not exist (%d %s)", what, e.Status, e.Code)
 	case "AccessDenied", "AllAccessDisabled":
 		if e.Creds == anonymousSource {
-			return fmt.Sprintf("%s: access denied (%d %s): no credentials were found ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials, a role of this machine), so the request was anonymous, and the bucket is not public", what, e.Status, e.Code)
+			return fmt.Sprintf("%s: access denied (%d %s): no credentials were found (%s), so the request was anonymous, and the bucket is not public", what, e.Status, e.Code, credSources)
 		}
 		// A HEAD response has no body: a wrong secret shows as this too.
 		return fmt.Sprintf("%s: access denied (%d %s): the credentials (%s) are wrong or may not use this bucket", what, e.Status, e.Code, e.credsOr())
@@ -276,10 +276,14 @@ func (e *S3Error) Error() string {
 	return fmt.Sprintf("%s: %d %s", what, e.Status, e.Code)
 }
 
+// credSources names every source of credentials, for errors that cannot
+// name the one used.
+const credSources = "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials, or the role of this machine"
+
 // credsOr names the credentials' source, or all the sources if unknown.
 func (e *S3Error) credsOr() string {
 	if e.Creds == "" || e.Creds == anonymousSource {
-		return "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, $AWS_PROFILE or ~/.aws/credentials, or the role of this machine"
+		return credSources
 	}
 	return e.Creds
 }
