@@ -71,6 +71,11 @@ type SchedulerOptions struct {
 	// and must not wait for a second cycle of retries. 0 means
 	// DefaultFailTTL; negative turns it off.
 	FailTTL time.Duration
+	// Bulk says that the reader is one bulk job that wants every chunk
+	// (an extract) rather than interactive readers: Readahead may then use
+	// every worker, since no reader needs one kept free for it, which
+	// deepens the pipeline to a store far away by a third.
+	Bulk bool
 }
 
 // DefaultReadTimeout is a reader's worst wait for one chunk unless
@@ -225,6 +230,9 @@ func NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	s.decode = newDecoder(dw)
 	s.decode.gatherWait = gatherWait
 	s.caps = [numPriorities]int{s.workers, max(1, s.workers*3/4), max(1, s.workers/2)}
+	if o.Bulk {
+		s.caps[Readahead] = s.workers
+	}
 	s.bgBusyCap = max(1, s.workers/8)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.Stats.init(o.Stores)

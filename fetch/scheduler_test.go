@@ -161,6 +161,35 @@ func TestSchedulerForegroundFirstBehindBackground(t *testing.T) {
 	waitFor(t, "background fill", func() bool { return s.Stats.Fetched[Background].Load() == 1000 })
 }
 
+// TestSchedulerBulkReadahead: a bulk reader's scheduler (extract) lets
+// Readahead fetches take every worker, where an interactive one keeps a
+// quarter of them for readers.
+func TestSchedulerBulkReadahead(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		st := newGateStore()
+		chunks := st.add(100, 512, 1)
+		st.gateAll = make(chan struct{})
+		s, err := NewScheduler(SchedulerOptions{Stores: []Store{st}, Workers: 8, Memory: cache.NewMemory(64 << 20), Bulk: bulk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 6
+		if bulk {
+			want = 8
+		}
+		if s.Cap(Readahead) != want {
+			t.Fatalf("bulk %v: Readahead cap %d, want %d", bulk, s.Cap(Readahead), want)
+		}
+		for _, c := range chunks {
+			s.Prefetch(c, chunker.SHA512_256, Readahead)
+		}
+		waitFor(t, fmt.Sprintf("%d Readahead fetches running", want), func() bool { return st.total() == want })
+		close(st.gateAll)
+		waitFor(t, "the prefetches", func() bool { return s.Stats.Fetched[Readahead].Load() == 100 })
+		s.Close()
+	}
+}
+
 // TestSchedulerQueueOrderWhenSaturated fills every worker with Foreground
 // fetches, queues 1,000 Background and then one Foreground fetch, and frees
 // one worker: it must take the Foreground fetch, and Readahead goes before

@@ -75,6 +75,9 @@ type blobFlags struct {
 	// fetch.DefaultReadTimeout (mount, nbd); extract sets -1 and waits as
 	// long as the stores' retries go on.
 	readTimeout time.Duration
+	// bulk is not a flag: extract sets it, as the one reader of the image
+	// (fetch.SchedulerOptions.Bulk).
+	bulk bool
 }
 
 func addBlobFlags(fs *flag.FlagSet) *blobFlags {
@@ -82,7 +85,7 @@ func addBlobFlags(fs *flag.FlagSet) *blobFlags {
 	fs.Var(&o.stores, "store", "chunk store `DIR|URL` (repeatable: tried in order; 'URL1|URL2' is a failover group of mirrors); default: $CASYNC_STORE, else default.castr beside the index")
 	fs.Var(&o.extra, "extra-store", "additional chunk store `DIR|URL`, tried after --store (or its default), as casync's (repeatable)")
 	fs.Var(&o.cacheSize, "cache-size", "memory cache of verified chunks, in `BYTES` (K/M/G suffixes)")
-	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 32; readahead may use 3/4 of them, background fill 1/2, so readers always find one free)")
+	fs.IntVar(&o.workers, "fetch-workers", 0, "concurrent chunk fetches (0: 32; extract uses them all, while a mount or device leaves readers one free: readahead may use 3/4 of them, background fill 1/2)")
 	o.remote = addRemoteFlags(fs)
 	return o
 }
@@ -176,7 +179,7 @@ func openBlob(ctx context.Context, e *env, index string, o *blobFlags) (*fetch.B
 	if o.cacheSize == 0 {
 		mem = cache.NewMemory(-1)
 	}
-	so := fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log, ReadTimeout: o.readTimeout}
+	so := fetch.SchedulerOptions{Stores: stores, Memory: mem, Workers: o.workers, Log: e.log, ReadTimeout: o.readTimeout, Bulk: o.bulk}
 	disk, err := o.remote.openDisk(e)
 	if err != nil {
 		return nil, nil, err

@@ -63,6 +63,7 @@ func extractBlob(ctx context.Context, e *env, bf *blobFlags, pf *prefetchFlags, 
 	o := *bf
 	o.cacheSize = 0
 	o.readTimeout = -1 // not an interactive reader: wait out the stores' retries
+	o.bulk = true      // and the only one: readahead may use every fetch worker
 	blob, x, err := openBlob(ctx, e, in, &o)
 	if err != nil {
 		return err
