@@ -143,11 +143,15 @@ var minBatch = 6
 // then is it worth gathering chunks into batches.
 func (d Digest) BatchFaster() bool { return d == SHA512_256 && (haveX8 || haveX4) }
 
+// BatchWorth reports whether SumBatch hashes n chunks of digest d side by
+// side (faster than one by one) rather than one after another.
+func (d Digest) BatchWorth(n int) bool { return d.BatchFaster() && n >= minBatch }
+
 // SumBatch sets ids[i] to the digest of datas[i], for len(datas) chunks,
 // side by side where that is faster (SHA-512/256, AVX-512, at least
 // minBatch chunks), else one by one.
 func (d Digest) SumBatch(ids []ID, datas [][]byte) {
-	if !d.BatchFaster() || len(datas) < minBatch {
+	if !d.BatchWorth(len(datas)) {
 		for i, b := range datas {
 			ids[i] = d.Sum(b)
 		}

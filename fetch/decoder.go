@@ -64,9 +64,12 @@ const (
 // maxDecodeBatchBytes bounds the chunk bytes of a batch, all of which are
 // decoded before any is verified (sixteen average chunks are ~1 MiB; large
 // chunks make smaller batches).
+// fgBatch bounds a batch led by a Foreground job (see takeBatch): one
+// pass of the eight lanes, so that its reader waits for no more.
 const (
 	maxDecodeBatch      = 16
 	maxDecodeBatchBytes = 4 << 20
+	fgBatch             = 8
 )
 
 type decodeJob struct {
@@ -162,20 +165,45 @@ func (q *decoder) take(p Priority) {
 	}
 }
 
-// takeBatch returns lead and the waiting prefetch jobs of its digest that
-// join its batch (FIFO, within maxDecodeBatch and maxDecodeBatchBytes),
-// removing them from the queue. q.mu held.
+// takeBatch returns lead and the waiting jobs of its digest that join its
+// batch (FIFO, within maxDecodeBatch and maxDecodeBatchBytes), removing
+// them from the queue. q.mu held.
+//
+// A prefetch lead takes waiting prefetch jobs. A Foreground lead, which a
+// reader waits for, is decoded alone, at once, unless enough Foreground
+// and Readahead jobs wait with it for a batch hashed side by side
+// (chunker's BatchWorth; at most fgBatch): chunks then queue for the
+// decoder, which is the bottleneck, typically because a sequential reader
+// has caught up with its readahead on busy cores and every chunk it
+// reaches is promoted to Foreground while it waits for a slot. Decoding
+// those one by one would hash nearly all of a cold cat's chunks at the
+// single-stream speed; in a batch the lead's reader waits a little longer
+// for its chunk (the batch's other decompressions, a pass of the lanes:
+// about a millisecond), and the chunks it reads next are ready with it.
+// Background jobs never join a Foreground batch.
 func (q *decoder) takeBatch(lead *decodeJob) []*decodeJob {
 	batch := []*decodeJob{lead}
+	from, to, most := Readahead, numPriorities, maxDecodeBatch
 	if lead.prio == Foreground {
-		return batch
+		n := 1
+		for _, w := range q.waiting[Foreground : Readahead+1] {
+			for _, o := range w {
+				if o.cl.d == lead.cl.d {
+					n++
+				}
+			}
+		}
+		if !lead.cl.d.BatchWorth(min(n, fgBatch)) {
+			return batch
+		}
+		from, to, most = Foreground, Readahead+1, fgBatch
 	}
 	size := lead.cl.c.Size
-	for p := Readahead; p < numPriorities && len(batch) < maxDecodeBatch; p++ {
+	for p := from; p < to && len(batch) < most; p++ {
 		w := q.waiting[p]
 		kept := w[:0]
 		for _, o := range w {
-			if len(batch) < maxDecodeBatch && o.cl.d == lead.cl.d && size+o.cl.c.Size <= maxDecodeBatchBytes {
+			if len(batch) < most && o.cl.d == lead.cl.d && size+o.cl.c.Size <= maxDecodeBatchBytes {
 				size += o.cl.c.Size
 				o.cl.job = nil
 				batch = append(batch, o)

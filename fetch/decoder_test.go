@@ -198,6 +198,68 @@ func TestDecoderTakeBatch(t *testing.T) {
 	}
 }
 
+// TestDecoderForegroundBatch: a Foreground lead takes waiting Foreground
+// and Readahead jobs of its digest into its batch, at most fgBatch, when
+// enough wait for a batch hashed side by side (else it goes alone); never
+// Background jobs.
+func TestDecoderForegroundBatch(t *testing.T) {
+	q := newDecoder(0)
+	mk := func(p Priority, d chunker.Digest) *decodeJob { return &decodeJob{cl: &call{d: d}, prio: p} }
+	fg := mk(Foreground, chunker.SHA512_256)
+	q.waiting[Foreground] = []*decodeJob{fg}
+	q.waiting[Readahead] = []*decodeJob{mk(Readahead, chunker.SHA256)}
+	for i := 0; i < fgBatch; i++ {
+		q.waiting[Readahead] = append(q.waiting[Readahead], mk(Readahead, chunker.SHA512_256))
+		q.waiting[Background] = append(q.waiting[Background], mk(Background, chunker.SHA512_256))
+	}
+	lead := mk(Foreground, chunker.SHA512_256)
+	b := q.takeBatch(lead)
+	if !chunker.SHA512_256.BatchWorth(fgBatch) {
+		if len(b) != 1 {
+			t.Fatalf("batches are no faster on this CPU, yet a Foreground lead took %d others", len(b)-1)
+		}
+		return
+	}
+	if len(b) != fgBatch || b[0] != lead || b[1] != fg {
+		t.Fatalf("batch of %d (want %d), led by the lead %v, then the queued Foreground job %v", len(b), fgBatch, b[0] == lead, b[1] == fg)
+	}
+	for _, o := range b[2:] {
+		if o.prio != Readahead || o.cl.d != chunker.SHA512_256 {
+			t.Fatalf("a %v job of digest %v joined a Foreground batch", o.prio, o.cl.d)
+		}
+	}
+	if len(q.waiting[Background]) != fgBatch || len(q.waiting[Foreground]) != 0 || len(q.waiting[Readahead]) != 3 {
+		t.Fatalf("left queued: %d %d %d, want 0 3 %d", len(q.waiting[Foreground]), len(q.waiting[Readahead]), len(q.waiting[Background]), fgBatch)
+	}
+	// Two Readahead jobs of its digest wait: too few to batch.
+	if b := q.takeBatch(mk(Foreground, chunker.SHA512_256)); len(b) != 1 {
+		t.Fatalf("a Foreground lead with too few jobs waiting took %d others", len(b)-1)
+	}
+
+	// Decoding for real: the prefetch cap held (prefetch jobs cannot
+	// lead), a Foreground decode that gets the one slot decodes the
+	// Readahead ones waiting with it.
+	q = newDecoder(0)
+	q.prefetching = q.prefetchCap
+	cases := decodeCases(t, fgBatch, 2)
+	var dones []chan struct{}
+	for i, dc := range cases[1:] {
+		dones = append(dones, decodeAsync(t, q, &call{c: dc.c, d: chunker.SHA512_256}, dc, Readahead))
+		waitQueued(t, q, i+1)
+	}
+	fgDone := decodeAsync(t, q, &call{c: cases[0].c, d: chunker.SHA512_256}, cases[0], Foreground)
+	waitQueued(t, q, fgBatch)
+	q.release(Foreground)
+	<-fgDone
+	if n := q.queued(); n != 0 {
+		q.release(Readahead) // let them go, one batch
+		t.Errorf("the Foreground decode left %d Readahead ones queued", n)
+	}
+	for _, d := range dones {
+		<-d
+	}
+}
+
 // capHeld returns a two-slot decoder one of whose slots a prefetch batch
 // holds (the one slot prefetch may have), and n chunks to decode.
 func capHeld(t *testing.T, n int) (*decoder, []decodeCase) {
