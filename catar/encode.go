@@ -296,19 +296,6 @@ const (
 	atSymlinkNofollow = 0x100
 )
 
-// fstatat is fstatat(2) with AT_SYMLINK_NOFOLLOW.
-func fstatat(dirfd int, name string, st *syscall.Stat_t) error {
-	p, err := syscall.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	_, _, errno := syscall.Syscall6(syscall.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(st)), atSymlinkNofollow, 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // openAt opens a child of the directory dirfd like openNode.
 func openAt(dirfd int, name, path string, st *syscall.Stat_t) (*rawFile, error) {
 	t := st.Mode & syscall.S_IFMT
