@@ -7,6 +7,11 @@
 #   cold full read from S3: camount mount + cat beside desync mount-index + cat,
 #     camount extract beside desync extract (desync v0.9.3, benchmark only)
 # Targets: publish >= 2x faster than desync, cold reads >= 3x.
+# The reads run twice: with the page cache dropped (the server reads its
+# files from this machine's disk too), and with the server's files read
+# back into the page cache after the drop, as a server on a machine of its
+# own keeps its hot objects in memory: the readers' caches are cold either
+# way.
 # S3_RUNS (default 1) runs of each measure; the median is shown.
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/s3.sh: needs root (FUSE mounts, dropping caches)" >&2; exit 1; }
@@ -72,6 +77,13 @@ cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / t}' "/p
 STORE=$S3/camount-0
 INDEX=$W/camount-0.caibx
 
+# cold: drops the page cache; with SERVER_WARM set, then reads the
+# server's files of the store back into it.
+cold() {
+	drop_caches
+	[ -z "$SERVER_WARM" ] || find "$root/bucket/camount-0" -type f -print0 | xargs -0 cat >/dev/null
+}
+
 # read_mounted TOOL: cold cat of the mounted image; sets T (median
 # seconds), C (median CPU seconds of the mount process) and S (of the server).
 read_mounted() {
@@ -81,7 +93,7 @@ read_mounted() {
 		camount) mount_start "$CAMOUNT" mount --store="$STORE" "$INDEX" "$MNT" ;;
 		desync) mount_start --listed "$DESYNC" mount-index -s "$STORE" "$INDEX" "$MNT" ;;
 		esac
-		drop_caches
+		cold
 		c0=$(cpu_s "$MOUNT_PID") s0=$(cpu_s "$vgw")
 		time_mounted 'cat "$MNT"/* | wc -c'
 		cs+=("$(add "$(cpu_s "$MOUNT_PID")" "-$c0")") ss+=("$(add "$(cpu_s "$vgw")" "-$s0")")
@@ -100,7 +112,7 @@ extract_cold() {
 	local ts=() cs=() ss=() i out=$W/extract.out s0 t TIMEFORMAT='%R %U %S'
 	for ((i = 0; i < S3_RUNS; i++)); do
 		rm -f "$out"
-		drop_caches
+		cold
 		s0=$(cpu_s "$vgw")
 		case $1 in
 		camount) t=$({ time "$CAMOUNT" extract --store="$STORE" "$INDEX" "$out" >/dev/null 2>&1 || true; } 2>&1) ;;
@@ -117,26 +129,36 @@ extract_cold() {
 	S=$(MEDIAN_DIGITS=2 median "${ss[@]}")
 }
 
-load0=$(cut -d' ' -f1-3 /proc/loadavg)
-read_mounted camount
-m_cat=$T mc_cat=$C ms_cat=$S
-read_mounted desync
-d_cat=$T dc_cat=$C ds_cat=$S
-extract_cold camount
-m_ext=$T mc_ext=$C ms_ext=$S
-extract_cold desync
-d_ext=$T dc_ext=$C ds_ext=$S
-
-table_header "S3 store on loopback (versitygw $(basename "$(dirname "$VGW")" | sed 's/.*-//'), posix backend), median of $S3_RUNS; $(numfmt --to=iec "$size") disk image, $chunks chunks, $(numfmt --to=iec "$stored") stored; load average before the reads: $load0" desync
+table_header "S3 store on loopback (versitygw $(basename "$(dirname "$VGW")" | sed 's/.*-//'), posix backend), median of $S3_RUNS; $(numfmt --to=iec "$size") disk image, $chunks chunks, $(numfmt --to=iec "$stored") stored" desync
 table_row "make + publish to S3 (desync make)" "$d_pub" "$m_pub"
-table_row "cold cat of a mount (desync mount-index)" "$d_cat" "$m_cat"
-table_row "cold extract (desync extract)" "$d_ext" "$m_ext"
-echo "targets: publish >= 2x, cold reads >= 3x"
-echo
-table_header "CPU seconds of the same reads (the tool's; the S3 server's serving it; their sum)" desync
-table_row "cold cat: mount process CPU" "$dc_cat" "$mc_cat"
-table_row "cold cat: S3 server CPU" "$ds_cat" "$ms_cat"
-table_row "cold cat: both" "$(add "$dc_cat" "$ds_cat")" "$(add "$mc_cat" "$ms_cat")"
-table_row "cold extract: extract CPU" "$dc_ext" "$mc_ext"
-table_row "cold extract: S3 server CPU" "$ds_ext" "$ms_ext"
-table_row "cold extract: both" "$(add "$dc_ext" "$ds_ext")" "$(add "$mc_ext" "$ms_ext")"
+echo "target: publish >= 2x"
+
+# reads TITLE: the four cold reads, their table and the CPU table.
+reads() {
+	local load0 m_cat mc_cat ms_cat d_cat dc_cat ds_cat m_ext mc_ext ms_ext d_ext dc_ext ds_ext
+	load0=$(cut -d' ' -f1-3 /proc/loadavg)
+	read_mounted camount
+	m_cat=$T mc_cat=$C ms_cat=$S
+	read_mounted desync
+	d_cat=$T dc_cat=$C ds_cat=$S
+	extract_cold camount
+	m_ext=$T mc_ext=$C ms_ext=$S
+	extract_cold desync
+	d_ext=$T dc_ext=$C ds_ext=$S
+	table_header "$1, median of $S3_RUNS; load average before the reads: $load0" desync
+	table_row "cold cat of a mount (desync mount-index)" "$d_cat" "$m_cat"
+	table_row "cold extract (desync extract)" "$d_ext" "$m_ext"
+	echo "target: cold reads >= 3x"
+	table_header "CPU seconds of the same reads (the tool's; the S3 server's serving it; their sum)" desync
+	table_row "cold cat: mount process CPU" "$dc_cat" "$mc_cat"
+	table_row "cold cat: S3 server CPU" "$ds_cat" "$ms_cat"
+	table_row "cold cat: both" "$(add "$dc_cat" "$ds_cat")" "$(add "$mc_cat" "$ms_cat")"
+	table_row "cold extract: extract CPU" "$dc_ext" "$mc_ext"
+	table_row "cold extract: S3 server CPU" "$ds_ext" "$ms_ext"
+	table_row "cold extract: both" "$(add "$dc_ext" "$ds_ext")" "$(add "$mc_ext" "$ms_ext")"
+}
+
+SERVER_WARM=
+reads "Cold reads, page cache dropped (the server reads its files from disk too)"
+SERVER_WARM=1
+reads "Cold reads, the server's files in its page cache (as a server with memory of its own)"
