@@ -143,7 +143,7 @@ func treeUsage(p string) (size int64, used time.Time) {
 func usedTime(info fs.FileInfo) time.Time {
 	used := info.ModTime()
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		if at := time.Unix(st.Atim.Sec, st.Atim.Nsec); at.After(used) {
+		if at := time.Unix(int64(st.Atim.Sec), int64(st.Atim.Nsec)); at.After(used) {
 			used = at
 		}
 	}

@@ -935,11 +935,8 @@ func (x *extractor) metaOpts(path string, e *Entry, fd int, withChattr bool, b *
 	}
 	if e.HasMTime() && x.mask&withTimes != 0 {
 		ns := int64(e.MTime)
-		ts := []syscall.Timespec{{Sec: ns / 1e9, Nsec: ns % 1e9}, {Sec: ns / 1e9, Nsec: ns % 1e9}}
-		if ns < 0 && ns%1e9 != 0 {
-			ts[0] = syscall.Timespec{Sec: ns/1e9 - 1, Nsec: ns%1e9 + 1e9}
-			ts[1] = ts[0]
-		}
+		t := syscall.NsecToTimespec(ns) // before 1970 too: Nsec stays in [0, 1e9)
+		ts := []syscall.Timespec{t, t}
 		var err error
 		if fd >= 0 {
 			err = futimens(fd, ts)

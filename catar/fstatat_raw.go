@@ -1,3 +1,5 @@
+//go:build linux && (amd64 || ppc64 || ppc64le || s390x)
+
 package catar
 
 import (
@@ -5,8 +7,8 @@ import (
 	"unsafe"
 )
 
-// fstatat is fstatat(2) with AT_SYMLINK_NOFOLLOW. syscall exports no
-// Fstatat on amd64, where the call is newfstatat.
+// fstatat is fstatat(2) with AT_SYMLINK_NOFOLLOW, called by its number
+// (newfstatat): syscall exports no Fstatat on these architectures.
 func fstatat(dirfd int, name string, st *syscall.Stat_t) error {
 	p, err := syscall.BytePtrFromString(name)
 	if err != nil {
