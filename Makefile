@@ -34,6 +34,8 @@ deps:
 
 vet:
 	$(GO) vet ./...
+	# ARM boards run camount too: the 64-bit ARM build must keep compiling.
+	GOARCH=arm64 $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
 test: deps build vet
