@@ -32,9 +32,9 @@ build:
 deps:
 	./scripts/deps.sh
 
+# ARM boards run camount too: vet also checks that the 64-bit ARM build compiles.
 vet:
 	$(GO) vet ./...
-	# ARM boards run camount too: the 64-bit ARM build must keep compiling.
 	GOARCH=arm64 $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
