@@ -201,7 +201,7 @@ CGO_ENABLED=0 GOFLAGS= go build -C "$REPO" -o "$W/camount-static" ./cmd/camount
 conf=$W/initramfs-conf
 mkdir -p "$conf/conf.d" "$conf/hooks" "$conf/scripts/local-top"
 printf 'MODULES=list\nBUSYBOX=y\nCOMPRESS=gzip\nCOMPRESSLEVEL=1\n' >"$conf/initramfs.conf"
-printf 'virtio_pci\nvirtio_net\nvirtio_blk\nvirtio_rng\next4\ncrc32c_generic\nnbd\n' >"$conf/modules"
+printf 'virtio_pci\nvirtio_net\nvirtio_blk\next4\ncrc32c_generic\n' >"$conf/modules" # nbd, virtio_rng: the hook
 echo CAMOUNT=y >"$conf/conf.d/camount"
 cp "$REPO/contrib/initramfs-tools/hooks/camount" "$conf/hooks/"
 cp "$REPO/contrib/initramfs-tools/scripts/local-top/camount" "$conf/scripts/local-top/"
