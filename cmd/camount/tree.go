@@ -228,7 +228,11 @@ func openStream(ctx context.Context, e *env, tf *treeFlags, in string) (io.Reade
 		}
 		return f, func() { f.Close() }, nil
 	case kindTreeIndex:
-		b, _, err := openBlob(ctx, e, in, tf.blobFlags())
+		// One reader that reads the stream from start to end (extract,
+		// list, mtree, digest): readahead may use every fetch worker.
+		bf := *tf.blobFlags()
+		bf.bulk = true
+		b, _, err := openBlob(ctx, e, in, &bf)
 		if err != nil {
 			return nil, nil, err
 		}
