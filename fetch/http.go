@@ -306,7 +306,7 @@ func (g *httpGetter) onceWith(ctx context.Context, u string, limit int64, c *con
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection
-		return nil, fmt.Errorf("GET %s: %s: %w", shown, resp.Status, ErrNotFound)
+		return nil, &notFoundError{fmt.Sprintf("GET %s: %s", shown, resp.Status)}
 	case resp.StatusCode != http.StatusOK:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		se := &HTTPStatusError{URL: shown, Status: resp.Status, Code: resp.StatusCode}

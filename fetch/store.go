@@ -12,8 +12,16 @@ import (
 	"github.com/camount/camount/chunker"
 )
 
-// ErrNotFound is returned (possibly wrapped) by a Store that does not have a chunk.
-var ErrNotFound = errors.New("chunk not found")
+// ErrNotFound is returned (possibly wrapped) by a Store that does not have
+// a chunk, and by the fetches of indexes that do not exist.
+var ErrNotFound = errors.New("not found")
+
+// notFoundError is ErrNotFound in a server's own words (the status of an
+// HTTP answer), which need no "not found" after them.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string        { return e.msg }
+func (e *notFoundError) Is(target error) bool { return target == ErrNotFound }
 
 // Store is a source of stored chunk bytes.
 //

@@ -367,7 +367,7 @@ func TestRemoteExtractIndexURL(t *testing.T) {
 		t.Errorf("store down: %v", err)
 	}
 	_, err = tryCamount("extract", "--store", im.ngx.URL+"/wrong.castr", im.index, filepath.Join(t.TempDir(), "x"))
-	if err == nil || !strings.Contains(err.Error(), "not found") {
+	if err == nil || !strings.Contains(err.Error(), "404 Not Found") {
 		t.Errorf("wrong store: %v", err)
 	}
 }
