@@ -47,6 +47,18 @@ func (m MetaEntry) Remove() error {
 	return first
 }
 
+// MetaOf counts the metadata entries of one kind (MetaIndex,
+// MetaSeedScan) and sums their sizes.
+func (c *DirContents) MetaOf(kind string) (n int, size int64) {
+	for _, m := range c.Meta {
+		if m.Kind == kind {
+			n++
+			size += m.Size
+		}
+	}
+	return n, size
+}
+
 // MetaBytes sums the sizes of the metadata entries.
 func (c *DirContents) MetaBytes() int64 {
 	var n int64

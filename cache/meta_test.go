@@ -57,6 +57,12 @@ func TestPruneCountsMetadata(t *testing.T) {
 	if len(c.Meta) != 4 || c.MetaBytes() != 1700 || c.Temps != 1 || len(c.StaleTemps) != 1 {
 		t.Fatalf("scan: %d metadata entries, %d bytes, %d temps (%d stale)", len(c.Meta), c.MetaBytes(), c.Temps, len(c.StaleTemps))
 	}
+	if n, size := c.MetaOf(MetaIndex); n != 2 || size != 1000 {
+		t.Errorf("indexes: %d, %d bytes; want 2 (with their validators), 1000", n, size)
+	}
+	if n, size := c.MetaOf(MetaSeedScan); n != 2 || size != 700 {
+		t.Errorf("seed scans: %d, %d bytes; want 2, 700", n, size)
+	}
 	// 10000 bytes of chunks and 1700 of metadata: to 5000, chunks go.
 	files, n, err := Prune(dir, 5000)
 	if err != nil || files != 7 || n != 7000 {

@@ -75,14 +75,11 @@ func cacheStats(e *env, dir string) error {
 	}
 	w := e.stdout
 	fmt.Fprintf(w, "Cache:           %s\n", dir)
-	meta := map[string][2]int64{} // kind → entries, bytes
-	for _, m := range c.Meta {
-		v := meta[m.Kind]
-		meta[m.Kind] = [2]int64{v[0] + 1, v[1] + m.Size}
-	}
 	fmt.Fprintf(w, "Chunks:          %d (%s)\n", len(c.Chunks), human(total))
-	fmt.Fprintf(w, "Indexes kept:    %d (%s)\n", meta[cache.MetaIndex][0], human(meta[cache.MetaIndex][1]))
-	fmt.Fprintf(w, "Seed scans:      %d (%s)\n", meta[cache.MetaSeedScan][0], human(meta[cache.MetaSeedScan][1]))
+	n, size := c.MetaOf(cache.MetaIndex)
+	fmt.Fprintf(w, "Indexes kept:    %d (%s)\n", n, human(size))
+	n, size = c.MetaOf(cache.MetaSeedScan)
+	fmt.Fprintf(w, "Seed scans:      %d (%s)\n", n, human(size))
 	all := total + c.MetaBytes()
 	fmt.Fprintf(w, "Size:            %d (%s)\n", all, human(all))
 	if len(c.Chunks) > 0 {
