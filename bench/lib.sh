@@ -212,11 +212,16 @@ mount_stop() {
 	MOUNT_PID=
 }
 
-# free_port: prints a loopback TCP port nothing listens on.
+# free_port: prints a loopback TCP port nothing listens on, below the
+# kernel's range of ephemeral ports: a port an outgoing connection uses as
+# its local end takes no connection, yet a server cannot bind it (a CI run
+# lost nginx so).
 free_port() {
-	local p
+	local p lo _
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+	[ "$lo" -gt 12000 ] 2>/dev/null || lo=50000
 	while :; do
-		p=$((20000 + RANDOM % 30000))
+		p=$((10000 + RANDOM % (lo - 10000)))
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
 	done
 }
