@@ -72,7 +72,7 @@ type SchedulerOptions struct {
 	// DefaultFailTTL; negative turns it off.
 	FailTTL time.Duration
 	// Bulk says that the reader is one bulk job that wants every chunk
-	// (an extract) rather than interactive readers: Readahead may then use
+	// (an extract, a whole archive stream) rather than interactive readers: Readahead may then use
 	// every worker, since no reader needs one kept free for it, which
 	// deepens the pipeline to a store far away by a third.
 	Bulk bool

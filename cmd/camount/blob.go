@@ -75,7 +75,8 @@ type blobFlags struct {
 	// fetch.DefaultReadTimeout (mount, nbd); extract sets -1 and waits as
 	// long as the stores' retries go on.
 	readTimeout time.Duration
-	// bulk is not a flag: extract sets it, as the one reader of the image
+	// bulk is not a flag: a blob extract and a .caidx's archive stream
+	// (openStream) set it, as the one reader of the image
 	// (fetch.SchedulerOptions.Bulk).
 	bulk bool
 }
